@@ -1,0 +1,4 @@
+"""The production instance."""
+from .base import *  # noqa: F403
+
+INSTANCE = "prod"

@@ -1,0 +1,5 @@
+"""The staging instance."""
+from .base import *  # noqa: F403
+
+INSTANCE = "staging"
+DEBUG = True

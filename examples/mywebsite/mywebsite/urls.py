@@ -1,0 +1,7 @@
+from django.urls import path
+
+from polls import views
+
+urlpatterns = [
+    path("", views.instance, name="instance"),
+]

@@ -1,0 +1,93 @@
+//! The command line, as clap derive definitions and nothing else.
+//!
+//! Help text, the man pages under `man/` and the shell completions are all
+//! rendered from these definitions, so they cannot disagree.
+
+use camino::Utf8PathBuf;
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_STATUS: &str = "\
+Exit status:
+  0    success
+  1    the command ran and found a problem (check failed, refused to overwrite)
+  2    bad usage or an invalid config";
+
+/// Per-instance manage.py commands for Nix-packaged Django sites.
+///
+/// djshim reads djshim.toml, which describes a Django project and its
+/// instances (staging, prod, ...), and generates one command per instance,
+/// <project>-<instance>, that runs manage.py of the package the instance is
+/// pinned to, with the instance's settings module, Python environment and
+/// static paths, whatever the caller's environment (a login shell or cron).
+#[derive(Debug, Parser)]
+#[command(name = "djshim", version, after_help = EXIT_STATUS, max_term_width = 100)]
+pub struct Cli {
+    /// The config file [default: ./djshim.toml]
+    #[arg(short, long, global = true, env = "DJSHIM_CONFIG", value_name = "PATH")]
+    pub config: Option<Utf8PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a commented starter djshim.toml (never overwrites)
+    Init(InitArgs),
+    /// Validate the config and this machine: packages, interpreters, settings modules
+    ///
+    /// Every problem is listed, not just the first. Exits 1 when any is found.
+    Check(CheckArgs),
+    /// Write the shims, one per instance, into `bin_dir` (or --out)
+    ///
+    /// Everything is validated before the first byte is written; each file is
+    /// written beside its target and renamed into place. The manifest
+    /// .djshim-manifest in the output directory lists the files djshim owns:
+    /// a shim whose instance left the config is removed, and a file djshim did
+    /// not write is never overwritten unless --force is given.
+    Generate(GenerateArgs),
+    /// One row per instance: shim, package, settings, and whether the shim is up to date
+    List,
+    /// Print the shim of one instance exactly as generate would write it
+    Show(ShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The project name [default: the current directory's name, if it is a valid name]
+    #[arg(long, value_name = "NAME")]
+    pub project: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Check only these instances [default: all]
+    #[arg(value_name = "INSTANCE")]
+    pub instances: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Write into DIR instead of the config's `bin_dir`
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<Utf8PathBuf>,
+
+    /// Print a unified diff of what would change; write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Overwrite files that djshim did not write, and own them from now on
+    #[arg(long)]
+    pub force: bool,
+
+    /// Generate only these instances [default: all]
+    #[arg(value_name = "INSTANCE")]
+    pub instances: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The instance whose shim to print
+    #[arg(value_name = "INSTANCE")]
+    pub instance: String,
+}

@@ -1,0 +1,189 @@
+//! One function per subcommand: load, run the pipeline, report.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::check;
+use crate::cli::{CheckArgs, Cli, Command, GenerateArgs, InitArgs, ShowArgs};
+use crate::config::{self, Source};
+use crate::error::Error;
+use crate::model::{Model, is_name};
+use crate::render::Renderer;
+use crate::write::{self, Change};
+
+const DEFAULT_CONFIG: &str = "djshim.toml";
+const STARTER: &str = include_str!("starter.toml");
+
+/// Runs the command `cli` names.
+pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
+    let config = cli
+        .config
+        .as_deref()
+        .unwrap_or(Utf8Path::new(DEFAULT_CONFIG));
+    let stdout = io::stdout();
+    let out = &mut stdout.lock();
+    match &cli.command {
+        Command::Init(args) => init(config, args, out),
+        Command::Check(args) => check(&load(config)?, args, out),
+        Command::Generate(args) => generate(&load(config)?, args, out),
+        Command::List => list(&load(config)?, out),
+        Command::Show(args) => show(&load(config)?, args, out),
+    }
+}
+
+/// Reads, parses and validates the config.
+pub fn load(path: &Utf8Path) -> Result<Model, Error> {
+    let source = Source::read(path)?;
+    let raw = config::parse(&source)?;
+    Model::build(&source, &raw)
+}
+
+/// The starter config for `project`.
+pub fn starter(project: &str) -> String {
+    STARTER.replace("@PROJECT@", project)
+}
+
+fn init(path: &Utf8Path, args: &InitArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let project = match &args.project {
+        Some(name) if is_name(name) => name.clone(),
+        Some(name) => {
+            return Err(Error::Usage(format!(
+                "`{}` is not a valid project name: use lowercase letters, digits, `_` and `-`, \
+                 starting with a letter or digit",
+                crate::error::clean(name)
+            )));
+        }
+        None => std::env::current_dir()
+            .ok()
+            .and_then(|d| d.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .filter(|n| is_name(n))
+            .unwrap_or_else(|| "mywebsite".to_owned()),
+    };
+    let dir = match path.parent() {
+        Some(p) if !p.as_str().is_empty() => p,
+        _ => Utf8Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".djshim-init-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io("write", path, e))?;
+    tmp.write_all(starter(&project).as_bytes())
+        .map_err(|e| Error::io("write", path, e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io("write", path, e))?;
+    match tmp.persist_noclobber(path) {
+        Ok(_) => {}
+        Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(Error::Exists {
+                path: path.to_owned(),
+            });
+        }
+        Err(e) => return Err(Error::io("write", path, e.error)),
+    }
+    say(
+        out,
+        format_args!("wrote {path} for project `{project}`; edit it, then run `djshim check`"),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(model: &Model, args: &CheckArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let mut problems = 0;
+    for instance in model.select(&args.instances)? {
+        let found = check::instance(instance);
+        if found.is_empty() {
+            say(out, format_args!("{}: ok", instance.name))?;
+        }
+        for problem in &found {
+            say(out, format_args!("{problem}"))?;
+        }
+        problems += found.len();
+    }
+    if problems > 0 {
+        return Err(Error::CheckFailed { problems });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let selected = model.select(&args.instances)?;
+    let artifacts = Renderer::new().shims(model, &selected)?;
+    let wanted: BTreeSet<String> = model
+        .instances
+        .values()
+        .map(|i| i.command.clone())
+        .collect();
+    let dir = args.out.clone().unwrap_or_else(|| model.bin_dir.clone());
+    let options = write::Options {
+        dry_run: args.dry_run,
+        force: args.force,
+    };
+    let changes = write::sync(&dir, &artifacts, &wanted, options, out)?;
+    if !args.dry_run {
+        for (name, change) in changes.iter().filter(|(_, c)| *c != Change::Unchanged) {
+            say(out, format_args!("{} {}", change.verb(), dir.join(name)))?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let renderer = Renderer::new();
+    let mut rows = vec![["INSTANCE", "SHIM", "PACKAGE", "SETTINGS", "STATE"].map(String::from)];
+    for instance in model.instances.values() {
+        let shim: Utf8PathBuf = model.bin_dir.join(&instance.command);
+        let expected = renderer.shim(model, instance)?;
+        let state = match std::fs::read(&shim) {
+            Ok(bytes) if bytes == expected.bytes => "up to date",
+            Ok(_) => "stale",
+            Err(_) => "missing",
+        };
+        let package = if instance.profile {
+            match std::fs::canonicalize(&instance.package) {
+                Ok(target) => format!("{} -> {}", instance.package, target.display()),
+                Err(_) => format!("{} (not pinned)", instance.package),
+            }
+        } else {
+            instance.package.to_string()
+        };
+        rows.push([
+            instance.name.clone(),
+            shim.to_string(),
+            package,
+            instance.settings.clone(),
+            state.into(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in &rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
+            }
+        }
+        say(out, format_args!("{line}"))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(model: &Model, args: &ShowArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let instance = model.select(std::slice::from_ref(&args.instance))?[0];
+    let shim = Renderer::new().shim(model, instance)?;
+    out.write_all(&shim.bytes)
+        .map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), Error> {
+    writeln!(out, "{line}").map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))
+}

@@ -1,0 +1,257 @@
+//! The serde mirror of `djshim.toml`: what the file says, nothing more.
+//!
+//! Every field keeps its source span ([`Spanned`]) so the model stage can
+//! point at the exact place of a value it rejects. Unknown keys are errors
+//! (`deny_unknown_fields`): a typo must never be silently ignored. No value
+//! is interpreted here; that is [`crate::model`]'s job.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::ops::Range;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::error::{Diagnostic, Error, backticked};
+
+/// A string value with its place in the file.
+pub type Str = Spanned<String>;
+/// A list of strings with the place of the list and of each item.
+pub type StrList = Spanned<Vec<Str>>;
+
+/// The config file as read: its name for messages, its text, its directory.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The path as the user gave it, used in messages (`djshim.toml:3:1`).
+    pub name: String,
+    pub text: String,
+    /// The absolute directory of the file; relative paths inside resolve here.
+    pub dir: Utf8PathBuf,
+}
+
+impl Source {
+    pub fn read(path: &Utf8Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        let absolute = std::path::absolute(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        let absolute = Utf8PathBuf::try_from(absolute).map_err(|e| Error::ConfigRead {
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        })?;
+        let dir = absolute
+            .parent()
+            .map_or_else(|| "/".into(), Utf8Path::to_owned);
+        Ok(Source {
+            name: path.to_string(),
+            text,
+            dir,
+        })
+    }
+
+    /// A diagnostic pointing into this file.
+    pub fn diagnostic(
+        &self,
+        span: Range<usize>,
+        key: Option<String>,
+        message: impl Into<String>,
+    ) -> Diagnostic {
+        Diagnostic::at(&self.name, &self.text, span, key, message)
+    }
+}
+
+/// The top level of `djshim.toml`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub project: Str,
+    pub bin_dir: Option<Str>,
+    pub profiles_dir: Option<Str>,
+    pub units_dir: Option<Str>,
+    #[serde(default)]
+    pub defaults: RawInstance,
+    #[serde(default)]
+    pub instances: BTreeMap<Str, RawInstance>,
+}
+
+/// The keys of one instance, or of `[defaults]`; every one optional here.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInstance {
+    pub package: Option<Str>,
+    pub manage: Option<Str>,
+    pub python: Option<Str>,
+    pub settings: Option<Str>,
+    pub pythonpath: Option<StrList>,
+    pub path: Option<StrList>,
+    pub static_root: Option<Str>,
+    pub static_dirs: Option<StrList>,
+    pub media_root: Option<Str>,
+    pub state_dir: Option<Str>,
+    pub env: Option<Spanned<BTreeMap<Str, Str>>>,
+    // Accounts, secrets and services: read so that the model can say clearly
+    // that this version does not act on them yet, rather than "unknown key".
+    pub env_file: Option<Spanned<IgnoredAny>>,
+    pub user: Option<Spanned<IgnoredAny>>,
+    pub group: Option<Spanned<IgnoredAny>>,
+    pub confirm: Option<Spanned<IgnoredAny>>,
+    pub server: Option<Spanned<IgnoredAny>>,
+    pub jobs: Option<Spanned<IgnoredAny>>,
+}
+
+/// Parses the file, turning a TOML or shape error into a diagnostic that
+/// names the key it belongs to.
+pub fn parse(source: &Source) -> Result<RawConfig, Error> {
+    toml::from_str(&source.text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let key = key_at(&source.text, span.start);
+        let (message, help) = reword(e.message());
+        let mut d = source.diagnostic(span, key, message);
+        d.help = help;
+        Error::Config(vec![d])
+    })
+}
+
+/// Turns serde's wording into djshim's: "key" for "field", a short hint
+/// instead of the full list of keys.
+fn reword(message: &str) -> (String, Option<String>) {
+    let message = message.trim_end();
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (name, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let known: Vec<&str> = expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let help = match closest(name, &known) {
+            Some(best) => format!("did you mean `{best}`?"),
+            None if known.is_empty() => "remove it".to_owned(),
+            None => format!("known keys here: {}", backticked(&known)),
+        };
+        return (format!("unknown key `{name}`"), Some(help));
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or(rest);
+        return (
+            format!("missing key `{name}`"),
+            Some(format!("add `{name} = …` to this table")),
+        );
+    }
+    (message.replace("invalid type: ", "wrong type: "), None)
+}
+
+/// The known key nearest to a misspelt one, if it is near enough.
+fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            let next = (row[j] + 1).min(row[j + 1] + 1).min(prev + cost);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+/// The dotted path of the innermost key whose key or value covers `offset`,
+/// e.g. `instances.prod.settings` or `defaults.pythonpath[1]`.
+///
+/// A table's own span covers only its header, so every table is searched,
+/// not just those whose span holds the offset.
+pub fn key_at(text: &str, offset: usize) -> Option<String> {
+    let table = DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    find_in_table(table.get_ref(), offset, &mut path).then(|| path.join("."))
+}
+
+fn covers(span: Range<usize>, offset: usize) -> bool {
+    span.start <= offset && offset < span.end.max(span.start + 1)
+}
+
+fn find_in_table(table: &DeTable<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+    for (key, value) in table {
+        path.push(dotted(key.get_ref()));
+        if covers(key.span(), offset)
+            || find_in_value(value.get_ref(), offset, path)
+            || covers(value.span(), offset)
+        {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+fn find_in_value(value: &DeValue<'_>, offset: usize, path: &mut Vec<String>) -> bool {
+    match value {
+        DeValue::Table(t) => find_in_table(t, offset, path),
+        DeValue::Array(items) => items.iter().enumerate().any(|(i, item)| {
+            let before = path.clone();
+            if let Some(last) = path.last_mut() {
+                let _ = write!(last, "[{i}]");
+            }
+            if find_in_value(item.get_ref(), offset, path) || covers(item.span(), offset) {
+                return true;
+            }
+            *path = before;
+            false
+        }),
+        _ => false,
+    }
+}
+
+/// A key as it would be written in a dotted path: bare when it can be.
+fn dotted(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_paths_reach_nested_values() {
+        let text =
+            "project = \"p\"\n[instances.prod]\nsettings = \"x\"\npythonpath = [\"a\", \"b\"]\n";
+        let at = |needle: &str| key_at(text, text.find(needle).unwrap());
+        assert_eq!(at("\"x\"").as_deref(), Some("instances.prod.settings"));
+        assert_eq!(at("\"b\"").as_deref(), Some("instances.prod.pythonpath[1]"));
+        assert_eq!(at("project").as_deref(), Some("project"));
+    }
+
+    #[test]
+    fn misspelt_keys_get_a_suggestion() {
+        let (m, h) = reword("unknown field `settngs`, expected one of `settings`, `python`");
+        assert_eq!(m, "unknown key `settngs`");
+        assert_eq!(h.as_deref(), Some("did you mean `settings`?"));
+    }
+}

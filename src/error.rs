@@ -1,0 +1,275 @@
+//! Every way djshim can fail, the text a user reads for it, and its exit status.
+//!
+//! All message text lives here (or in the [`Diagnostic`]s that the config and
+//! model stages build), so a change of wording is a change to one file, and
+//! the exit status follows from the kind of failure, never from the call site.
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::process::ExitCode;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+/// The command ran and found a problem (check failed, refused to overwrite).
+pub const EXIT_PROBLEM: u8 = 1;
+/// Bad usage or an invalid config.
+pub const EXIT_USAGE: u8 = 2;
+
+/// A failure of one djshim command.
+#[derive(Debug)]
+pub enum Error {
+    /// The config file could not be read.
+    ConfigRead {
+        path: Utf8PathBuf,
+        source: io::Error,
+    },
+    /// The config is invalid; every problem found is listed.
+    Config(Vec<Diagnostic>),
+    /// A command-line value clap could not judge.
+    Usage(String),
+    /// An instance named on the command line is not in the config.
+    UnknownInstance { name: String, known: Vec<String> },
+    /// Files that djshim did not write stand where it would write.
+    Foreign { paths: Vec<Utf8PathBuf> },
+    /// `init` found a config already in place.
+    Exists { path: Utf8PathBuf },
+    /// The manifest of an output directory is not one djshim wrote.
+    Manifest {
+        path: Utf8PathBuf,
+        line: usize,
+        problem: String,
+    },
+    /// `check` found problems on this machine (already printed).
+    CheckFailed { problems: usize },
+    /// A file-system operation failed.
+    Io {
+        action: String,
+        path: Utf8PathBuf,
+        source: io::Error,
+    },
+    /// A template failed to render: a bug in djshim, not in the config.
+    Template(minijinja::Error),
+}
+
+impl Error {
+    /// The exit status this failure ends the process with (SPEC section 2).
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Error::Config(_)
+            | Error::Usage(_)
+            | Error::UnknownInstance { .. }
+            | Error::ConfigRead { .. } => EXIT_USAGE,
+            _ => EXIT_PROBLEM,
+        })
+    }
+
+    /// A write to a closed pipe (`djshim list | head`): not worth a message.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    pub fn io(action: &str, path: &Utf8Path, source: io::Error) -> Self {
+        Error::Io {
+            action: action.to_owned(),
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ConfigRead { path, source } if source.kind() == io::ErrorKind::NotFound => {
+                write!(
+                    f,
+                    "{path}: no such config file\n  = help: create one with `djshim init`, \
+                     or name it with `--config PATH` or `$DJSHIM_CONFIG`"
+                )
+            }
+            Error::ConfigRead { path, source } => write!(f, "{path}: cannot read: {source}"),
+            Error::Config(diagnostics) => {
+                for (i, d) in diagnostics.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                        f.write_str("djshim: error: ")?;
+                    }
+                    write!(f, "{d}")?;
+                }
+                Ok(())
+            }
+            Error::Usage(message) => f.write_str(message),
+            Error::UnknownInstance { name, known } => {
+                write!(f, "no instance `{}` in the config", clean(name))?;
+                if known.is_empty() {
+                    write!(f, "\n  = help: the config defines no instances")
+                } else {
+                    write!(f, "\n  = help: instances are: {}", backticked(known))
+                }
+            }
+            Error::Foreign { paths } => {
+                write!(f, "refusing to overwrite files that djshim did not write:")?;
+                for path in paths {
+                    write!(f, "\n  {path}")?;
+                }
+                write!(
+                    f,
+                    "\n  = help: move them away, or pass `--force` to take them over"
+                )
+            }
+            Error::Exists { path } => write!(
+                f,
+                "{path} already exists; `init` never overwrites a config\n  \
+                 = help: edit it, or pass `--config OTHER.toml` to start another"
+            ),
+            Error::Manifest {
+                path,
+                line,
+                problem,
+            } => write!(
+                f,
+                "{path}:{line}: {problem}\n  = help: this file lists the files djshim owns in its \
+                 directory; restore it or remove the directory's generated files and the manifest"
+            ),
+            Error::CheckFailed { problems } => {
+                let s = if *problems == 1 { "" } else { "s" };
+                write!(f, "check found {problems} problem{s}")
+            }
+            Error::Io {
+                action,
+                path,
+                source,
+            } => write!(f, "cannot {action} {path}: {source}"),
+            Error::Template(e) => write!(f, "internal error while rendering a template: {e:#}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// A problem at one place of a source file, rendered like a compiler error:
+///
+/// ```text
+/// djshim.toml:14:12: instances.prod.settings: `my-site.settings` is not a dotted Python module name
+///    |
+/// 14 | settings = "my-site.settings"
+///    |            ^^^^^^^^^^^^^^^^^^
+///    = help: write it the way Python imports it, e.g. `mywebsite.settings.production`
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// The file, as the user named it.
+    pub file: String,
+    /// 1-based line and column (in characters) of the culprit.
+    pub line: usize,
+    pub column: usize,
+    /// The dotted key the problem belongs to, when there is one.
+    pub key: Option<String>,
+    pub message: String,
+    /// The source line, control characters made visible-safe.
+    pub source_line: String,
+    /// How many characters of `source_line` the caret underlines.
+    pub width: usize,
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    /// A diagnostic at byte range `span` of `text`.
+    pub fn at(
+        file: &str,
+        text: &str,
+        span: Range<usize>,
+        key: Option<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        let start = floor_char_boundary(text, span.start.min(text.len()));
+        let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+        let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+        let line = text[..start].matches('\n').count() + 1;
+        let column = text[line_start..start].chars().count() + 1;
+        let end = floor_char_boundary(text, span.end.clamp(start, line_end));
+        let width = text[start..end].chars().count().max(1);
+        Diagnostic {
+            file: file.to_owned(),
+            line,
+            column,
+            key,
+            message: message.into(),
+            source_line: clean(text[line_start..line_end].trim_end_matches('\r')),
+            width,
+            help: None,
+        }
+    }
+
+    #[must_use]
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
+        if let Some(key) = &self.key {
+            write!(f, "{}: ", clean(key))?;
+        }
+        write!(f, "{}", self.message)?;
+        let number = self.line.to_string();
+        let pad = " ".repeat(number.len());
+        write!(f, "\n{pad} |\n{number} | {}", self.source_line)?;
+        let lead = " ".repeat(self.column - 1);
+        write!(f, "\n{pad} | {lead}{}", "^".repeat(self.width))?;
+        if let Some(help) = &self.help {
+            write!(f, "\n{pad} = help: {help}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Text from the config made safe to echo to a terminal: control characters
+/// (escape sequences, carriage returns, tabs) are replaced.
+pub fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
+/// `a`, `b`, `c` — for lists in help lines.
+pub fn backticked<S: AsRef<str>>(items: &[S]) -> String {
+    items
+        .iter()
+        .map(|s| format!("`{}`", clean(s.as_ref())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diagnostic_points_at_line_and_column() {
+        let text = "project = \"x\"\nbin_dir = 5\n";
+        let d = Diagnostic::at("djshim.toml", text, 24..25, Some("bin_dir".into()), "bad")
+            .help("fix it");
+        assert_eq!(
+            d.to_string(),
+            "djshim.toml:2:11: bin_dir: bad\n  |\n2 | bin_dir = 5\n  |           ^\n  = help: fix it"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_not_echoed() {
+        let d = Diagnostic::at("f", "a = \"\u{1b}[31m\"", 4..12, None, "m");
+        assert!(!d.to_string().contains('\u{1b}'));
+    }
+}

@@ -1,0 +1,16 @@
+//! djshim: per-instance `manage.py` commands for Nix-packaged Django sites.
+//!
+//! The pipeline, one module a stage: [`config`] (parse, with spans) →
+//! [`model`] (validate, expand, resolve) → [`render`] (templates, escaping)
+//! → [`write`] (atomic, manifest). Only the two ends touch the world;
+//! [`commands`] strings them together per subcommand, [`check`] asks the
+//! machine what the config cannot know.
+
+pub mod check;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod render;
+pub mod write;

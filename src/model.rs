@@ -1,0 +1,692 @@
+//! The validated model: what the config means, one struct per instance.
+//!
+//! Every rule about values lives here: names, placeholders, paths, the
+//! settings module, environment names. The result holds only absolute paths
+//! and expanded strings, so the render stage can print it without further
+//! thought. All problems of a config are collected, not just the first.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use camino::{Utf8Component, Utf8Path, Utf8PathBuf};
+use toml::Spanned;
+
+use crate::config::{RawConfig, RawInstance, Source, Str, StrList};
+use crate::error::{Diagnostic, Error, backticked};
+
+/// Where instance profiles live unless `profiles_dir` says otherwise.
+pub const DEFAULT_PROFILES_DIR: &str = "/var/lib/djshim/profiles";
+
+/// Variables the shim sets from dedicated keys; `env` may not set them.
+const RESERVED_ENV: &[(&str, &str)] = &[
+    ("DJANGO_SETTINGS_MODULE", "settings"),
+    ("PYTHONPATH", "pythonpath"),
+    ("PYTHONHOME", "python"),
+    ("PYTHONNOUSERSITE", "python"),
+    ("VIRTUAL_ENV", "python"),
+    ("PATH", "path"),
+    ("DJANGO_STATIC_ROOT", "static_root"),
+    ("DJANGO_STATICFILES_DIRS", "static_dirs"),
+    ("DJANGO_MEDIA_ROOT", "media_root"),
+];
+
+/// The whole config, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Model {
+    /// `project`: the first half of every shim name.
+    pub project: String,
+    /// Where `generate` writes, absolute.
+    pub bin_dir: Utf8PathBuf,
+    /// Where instance profiles live, absolute.
+    pub profiles_dir: Utf8PathBuf,
+    /// Where unit files are written, absolute.
+    pub units_dir: Utf8PathBuf,
+    /// The instances by name, in name order.
+    pub instances: BTreeMap<String, Instance>,
+}
+
+/// One instance with defaults merged, placeholders expanded, paths absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// The instance name (`prod`).
+    pub name: String,
+    /// The shim's file name, `<project>-<instance>`.
+    pub command: String,
+    /// The package root: the configured path, or the profile link.
+    pub package: Utf8PathBuf,
+    /// True when `package` is the instance's profile link (no `package` key).
+    pub profile: bool,
+    /// Absolute path of manage.py.
+    pub manage: Utf8PathBuf,
+    /// Absolute path of the interpreter.
+    pub python: Utf8PathBuf,
+    /// `DJANGO_SETTINGS_MODULE`, a dotted identifier.
+    pub settings: String,
+    /// Exactly the entries of `PYTHONPATH`.
+    pub pythonpath: Vec<Utf8PathBuf>,
+    /// Directories put in front of `PATH`, after the interpreter's own.
+    pub path: Vec<Utf8PathBuf>,
+    pub static_root: Option<Utf8PathBuf>,
+    pub static_dirs: Vec<Utf8PathBuf>,
+    pub media_root: Option<Utf8PathBuf>,
+    /// Working directory of the command; unchanged when `None`.
+    pub state_dir: Option<Utf8PathBuf>,
+    /// Further variables, in name order.
+    pub env: BTreeMap<String, String>,
+}
+
+impl Instance {
+    /// The interpreter's own `bin` directory, put first on `PATH`.
+    pub fn python_bin(&self) -> &Utf8Path {
+        self.python.parent().unwrap_or(Utf8Path::new("/"))
+    }
+
+    /// The directory that is a virtualenv if it holds `pyvenv.cfg`.
+    pub fn venv_root(&self) -> &Utf8Path {
+        let bin = self.python_bin();
+        bin.parent().unwrap_or(bin)
+    }
+
+    /// The environment the instance sets beside the Python variables, in
+    /// the order the shim exports it: static paths, then `env`.
+    pub fn variables(&self) -> Vec<(&str, String)> {
+        let mut vars = Vec::new();
+        if let Some(root) = &self.static_root {
+            vars.push(("DJANGO_STATIC_ROOT", root.to_string()));
+        }
+        if !self.static_dirs.is_empty() {
+            vars.push(("DJANGO_STATICFILES_DIRS", join(&self.static_dirs)));
+        }
+        if let Some(root) = &self.media_root {
+            vars.push(("DJANGO_MEDIA_ROOT", root.to_string()));
+        }
+        vars.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        vars
+    }
+}
+
+/// `a:b:c`, the form of `PATH`-like variables.
+pub fn join(paths: &[Utf8PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.as_str())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Whether `name` may name a project or an instance: `[a-z0-9][a-z0-9_-]*`.
+pub fn is_name(name: &str) -> bool {
+    name.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Whether `name` may name an environment variable: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(name: &str) -> bool {
+    name.bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Whether `module` is a dotted Python identifier (ASCII).
+pub fn is_module(module: &str) -> bool {
+    module.split('.').all(is_env_name)
+}
+
+impl Model {
+    /// Validates a parsed config. Every problem found becomes one diagnostic.
+    pub fn build(source: &Source, raw: &RawConfig) -> Result<Model, Error> {
+        let mut b = Builder {
+            source,
+            errors: Vec::new(),
+            seen: BTreeSet::new(),
+        };
+        let project = raw.project.get_ref().clone();
+        if !is_name(&project) {
+            b.error(
+                &raw.project,
+                "project",
+                format!("`{project}` is not a valid project name"),
+                "use lowercase letters, digits, `_` and `-`, starting with a letter or digit",
+            );
+        }
+        let dir = |b: &mut Builder, value: &Option<Str>, key: &str, default: &str| {
+            let scope = Scope {
+                project: &project,
+                instance: None,
+                key: key.to_owned(),
+            };
+            match value {
+                Some(v) => b.path(v, &scope, Base::ConfigDir),
+                None => Some(normalize(&source.dir.join(default))),
+            }
+        };
+        let bin_dir = dir(&mut b, &raw.bin_dir, "bin_dir", "bin");
+        let profiles_dir = dir(
+            &mut b,
+            &raw.profiles_dir,
+            "profiles_dir",
+            DEFAULT_PROFILES_DIR,
+        );
+        let units_dir = dir(&mut b, &raw.units_dir, "units_dir", "units");
+
+        let mut instances = BTreeMap::new();
+        for (name, inst) in &raw.instances {
+            let key = format!("instances.{}", name.get_ref());
+            if !is_name(name.get_ref()) {
+                b.error(
+                    name,
+                    &key,
+                    format!("`{}` is not a valid instance name", name.get_ref()),
+                    "use lowercase letters, digits, `_` and `-`, starting with a letter or digit",
+                );
+                continue;
+            }
+            let profiles = profiles_dir
+                .as_deref()
+                .unwrap_or(Utf8Path::new(DEFAULT_PROFILES_DIR));
+            if let Some(i) = b.instance(&project, name, &raw.defaults, inst, profiles) {
+                instances.insert(i.name.clone(), i);
+            }
+        }
+        if !b.errors.is_empty() {
+            return Err(Error::Config(b.errors));
+        }
+        Ok(Model {
+            project,
+            bin_dir: bin_dir.expect("no errors"),
+            profiles_dir: profiles_dir.expect("no errors"),
+            units_dir: units_dir.expect("no errors"),
+            instances,
+        })
+    }
+
+    /// The instances named on the command line, or all when none is named.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Instance>, Error> {
+        if names.is_empty() {
+            return Ok(self.instances.values().collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                self.instances.get(n).ok_or_else(|| Error::UnknownInstance {
+                    name: n.clone(),
+                    known: self.instances.keys().cloned().collect(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// What a relative path is relative to.
+#[derive(Clone, Copy)]
+enum Base<'a> {
+    ConfigDir,
+    Package(&'a Utf8Path),
+    None,
+}
+
+/// Where a value is being read: for placeholders and for messages.
+#[derive(Clone)]
+struct Scope<'a> {
+    project: &'a str,
+    instance: Option<&'a str>,
+    key: String,
+}
+
+struct Builder<'a> {
+    source: &'a Source,
+    errors: Vec<Diagnostic>,
+    /// (line, column) of errors already reported: a bad value in `[defaults]`
+    /// is reported once, not once per instance that inherits it.
+    seen: BTreeSet<(usize, usize)>,
+}
+
+impl Builder<'_> {
+    fn error<T>(&mut self, at: &Spanned<T>, key: &str, message: String, help: &str) {
+        let mut d = self
+            .source
+            .diagnostic(at.span(), Some(key.to_owned()), message);
+        if !help.is_empty() {
+            d = d.help(help);
+        }
+        if self.seen.insert((d.line, d.column)) {
+            self.errors.push(d);
+        }
+    }
+
+    fn instance(
+        &mut self,
+        project: &str,
+        name: &Str,
+        defaults: &RawInstance,
+        inst: &RawInstance,
+        profiles_dir: &Utf8Path,
+    ) -> Option<Instance> {
+        let instance = name.get_ref().as_str();
+        let before = self.errors.len();
+        // A key's value and the path of where it is written: the instance's
+        // own table, else `[defaults]`.
+        macro_rules! field {
+            ($f:ident) => {
+                match (&inst.$f, &defaults.$f) {
+                    (Some(v), _) => Some((v, format!("instances.{instance}.{}", stringify!($f)))),
+                    (None, Some(v)) => Some((v, format!("defaults.{}", stringify!($f)))),
+                    (None, None) => None,
+                }
+            };
+        }
+        let scope = |key: String| Scope {
+            project,
+            instance: Some(instance),
+            key,
+        };
+        self.unsupported(instance, defaults, inst);
+
+        let (package, profile) = match field!(package) {
+            Some((v, key)) => (self.path(v, &scope(key), Base::None), false),
+            None => (
+                Some(profiles_dir.join(format!("{project}-{instance}"))),
+                true,
+            ),
+        };
+        let manage = match field!(manage) {
+            Some((v, key)) => self.relative(v, &scope(key)),
+            None => Some(Utf8PathBuf::from("manage.py")),
+        };
+        let in_package = Base::Package(package.as_deref().unwrap_or(Utf8Path::new("/")));
+        let python = if let Some((v, key)) = field!(python) {
+            self.path(v, &scope(key), in_package)
+        } else {
+            let what = "the interpreter, e.g. `/nix/store/…-python3-env/bin/python3`";
+            self.missing(name, instance, "python", what)
+        };
+        let settings = if let Some((v, key)) = field!(settings) {
+            self.settings(v, &scope(key))
+        } else {
+            let what = "the settings module, e.g. `mywebsite.settings.{instance}`";
+            self.missing(name, instance, "settings", what)
+        };
+        let pythonpath = self.list(field!(pythonpath), &scope, in_package);
+        let path = self.list(field!(path), &scope, in_package);
+        let static_dirs = self.list(field!(static_dirs), &scope, Base::ConfigDir);
+        let mut single = |field: Option<(&Str, String)>| {
+            field.and_then(|(v, key)| self.path(v, &scope(key), Base::ConfigDir))
+        };
+        let static_root = single(field!(static_root));
+        let media_root = single(field!(media_root));
+        let state_dir = single(field!(state_dir));
+        let env = self.env(project, instance, defaults, inst);
+
+        if self.errors.len() > before {
+            return None;
+        }
+        let package = package?;
+        Some(Instance {
+            name: instance.to_owned(),
+            command: format!("{project}-{instance}"),
+            manage: normalize(&package.join(manage?)),
+            package,
+            profile,
+            python: python?,
+            settings: settings?,
+            pythonpath,
+            path,
+            static_root,
+            static_dirs,
+            media_root,
+            state_dir,
+            env,
+        })
+    }
+
+    /// Keys this version reads but does not act on yet are refused: silently
+    /// ignoring `user` or `env_file` would run a command with less isolation
+    /// or fewer secrets than the config asks for.
+    fn unsupported(&mut self, instance: &str, defaults: &RawInstance, inst: &RawInstance) {
+        for (key, own, default) in [
+            ("env_file", &inst.env_file, &defaults.env_file),
+            ("user", &inst.user, &defaults.user),
+            ("group", &inst.group, &defaults.group),
+            ("confirm", &inst.confirm, &defaults.confirm),
+            ("server", &inst.server, &defaults.server),
+            ("jobs", &inst.jobs, &defaults.jobs),
+        ] {
+            let (at, path) = match (own, default) {
+                (Some(v), _) => (v.span(), format!("instances.{instance}.{key}")),
+                (None, Some(v)) => (v.span(), format!("defaults.{key}")),
+                (None, None) => continue,
+            };
+            self.error(
+                &Spanned::new(at, ()),
+                &path,
+                format!("`{key}` is not supported by this version of djshim yet"),
+                "remove it: this version would ignore it, and ignoring it is unsafe",
+            );
+        }
+    }
+
+    /// A list of directories, each resolved against `base`; none may hold
+    /// `:`, the separator of the variable the list is exported as.
+    fn list<'s>(
+        &mut self,
+        field: Option<(&StrList, String)>,
+        scope: &dyn Fn(String) -> Scope<'s>,
+        base: Base<'_>,
+    ) -> Vec<Utf8PathBuf> {
+        let Some((items, key)) = field else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.get_ref().iter().enumerate() {
+            let s = scope(format!("{key}[{i}]"));
+            if let Some(p) = self.path(item, &s, base) {
+                if p.as_str().contains(':') {
+                    self.error(
+                        item,
+                        &s.key,
+                        format!("`{p}` contains `:`"),
+                        "`:` separates the entries once the list is exported; rename the directory",
+                    );
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Reports a required key that neither the instance nor `[defaults]` sets.
+    fn missing<T>(&mut self, name: &Str, instance: &str, key: &str, what: &str) -> Option<T> {
+        self.error(
+            name,
+            &format!("instances.{instance}"),
+            format!("instance `{instance}` has no `{key}`"),
+            &format!("set `{key}` ({what}) in `[instances.{instance}]` or in `[defaults]`"),
+        );
+        None
+    }
+
+    /// `env` of the defaults and of the instance, merged by name (the
+    /// instance wins), names checked, values expanded.
+    fn env(
+        &mut self,
+        project: &str,
+        instance: &str,
+        defaults: &RawInstance,
+        inst: &RawInstance,
+    ) -> BTreeMap<String, String> {
+        let own = format!("instances.{instance}.env");
+        let mut merged: BTreeMap<&str, (&Str, &Str, &str)> = BTreeMap::new();
+        for (table, prefix) in [(&defaults.env, "defaults.env"), (&inst.env, own.as_str())] {
+            for (k, v) in table.iter().flat_map(Spanned::get_ref) {
+                merged.insert(k.get_ref(), (k, v, prefix));
+            }
+        }
+        let mut env = BTreeMap::new();
+        for (name, (k, v, prefix)) in merged {
+            let key = format!("{prefix}.{name}");
+            if !is_env_name(name) {
+                self.error(
+                    k,
+                    &key,
+                    format!("`{name}` is not a valid environment variable name"),
+                    "use letters, digits and `_`, not starting with a digit",
+                );
+                continue;
+            }
+            if let Some((_, owner)) = RESERVED_ENV.iter().find(|(n, _)| *n == name) {
+                self.error(
+                    k,
+                    &key,
+                    format!("`{name}` is set by djshim itself"),
+                    &format!("use the `{owner}` key instead of `env`"),
+                );
+                continue;
+            }
+            let scope = Scope {
+                project,
+                instance: Some(instance),
+                key,
+            };
+            if let Some(value) = self.expand(v, &scope) {
+                env.insert(name.to_owned(), value);
+            }
+        }
+        env
+    }
+
+    fn settings(&mut self, v: &Str, scope: &Scope<'_>) -> Option<String> {
+        let value = self.expand(v, scope)?;
+        if is_module(&value) {
+            Some(value)
+        } else {
+            self.error(
+                v,
+                &scope.key,
+                format!("`{value}` is not a dotted Python module name"),
+                "write it the way Python imports it, e.g. `mywebsite.settings.production`",
+            );
+            None
+        }
+    }
+
+    /// A path that must stay relative (to the package): `manage`.
+    fn relative(&mut self, v: &Str, scope: &Scope<'_>) -> Option<Utf8PathBuf> {
+        let value = self.expand(v, scope)?;
+        let path = Utf8PathBuf::from(&value);
+        if path.is_absolute() || value.is_empty() {
+            self.error(
+                v,
+                &scope.key,
+                format!("`{value}` is not a path relative to the package"),
+                "name manage.py relative to `package`, e.g. `src/manage.py`",
+            );
+            return None;
+        }
+        self.plain(v, scope, &value).then_some(path)
+    }
+
+    /// A path: absolute, or relative to `base`; made absolute and normalized.
+    fn path(&mut self, v: &Str, scope: &Scope<'_>, base: Base<'_>) -> Option<Utf8PathBuf> {
+        let value = self.expand(v, scope)?;
+        if value.is_empty() {
+            self.error(
+                v,
+                &scope.key,
+                "the path is empty".into(),
+                "give a directory or file path",
+            );
+            return None;
+        }
+        if !self.plain(v, scope, &value) {
+            return None;
+        }
+        let path = Utf8PathBuf::from(&value);
+        if path.is_absolute() {
+            return Some(normalize(&path));
+        }
+        match base {
+            Base::ConfigDir => Some(normalize(&self.source.dir.join(path))),
+            Base::Package(package) => Some(normalize(&package.join(path))),
+            Base::None => {
+                self.error(
+                    v,
+                    &scope.key,
+                    format!("`{value}` is not an absolute path"),
+                    "write the full path, e.g. `/nix/store/…-mywebsite`; omit `package` to run the instance profile",
+                );
+                None
+            }
+        }
+    }
+
+    /// Refuses control characters in a path: no unit file or log line can
+    /// carry them faithfully, and no real deployment needs them.
+    fn plain(&mut self, v: &Str, scope: &Scope<'_>, value: &str) -> bool {
+        if value.chars().any(char::is_control) {
+            self.error(
+                v,
+                &scope.key,
+                "the path contains a control character (a newline or tab, say)".into(),
+                "rename the directory",
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Expands `{project}`, `{instance}`, `{{` and `}}`; refuses NUL.
+    fn expand(&mut self, v: &Str, scope: &Scope<'_>) -> Option<String> {
+        let raw = v.get_ref();
+        if raw.contains('\0') {
+            self.error(
+                v,
+                &scope.key,
+                "the value contains a NUL character".into(),
+                "no shell or unit file can carry NUL; remove it",
+            );
+            return None;
+        }
+        match expand(raw, scope.project, scope.instance) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let span = self.inner_span(v, e.at, e.len);
+                let at = Spanned::new(span, ());
+                self.error(&at, &scope.key, e.message, &e.help);
+                None
+            }
+        }
+    }
+
+    /// The span of bytes `at..at+len` of a string value, when the value is
+    /// written without escapes (else the whole value's span).
+    fn inner_span(&self, v: &Str, at: usize, len: usize) -> std::ops::Range<usize> {
+        let span = v.span();
+        let written = &self.source.text[span.clone()];
+        let quote = written.chars().next().unwrap_or('"');
+        if written.len() == v.get_ref().len() + 2
+            && &written[1..written.len() - 1] == v.get_ref()
+            && (quote == '"' || quote == '\'')
+        {
+            span.start + 1 + at..span.start + 1 + at + len
+        } else {
+            span
+        }
+    }
+}
+
+/// A placeholder problem: where in the string, and what to say.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PlaceholderError {
+    pub at: usize,
+    pub len: usize,
+    pub message: String,
+    pub help: String,
+}
+
+/// Expands `{project}` and `{instance}` (the latter only inside an instance);
+/// `{{` and `}}` are literal braces; anything else in braces is an error.
+pub fn expand(
+    raw: &str,
+    project: &str,
+    instance: Option<&str>,
+) -> Result<String, PlaceholderError> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find(['{', '}']) {
+        out.push_str(&rest[..i]);
+        let at = raw.len() - rest.len() + i;
+        let tail = &rest[i..];
+        if tail.starts_with("{{") || tail.starts_with("}}") {
+            out.push_str(&tail[..1]);
+            rest = &tail[2..];
+            continue;
+        }
+        if tail.starts_with('}') {
+            return Err(PlaceholderError {
+                at,
+                len: 1,
+                message: "unmatched `}`".into(),
+                help: "write `}}` for a literal brace".into(),
+            });
+        }
+        let Some(end) = tail.find('}') else {
+            return Err(PlaceholderError {
+                at,
+                len: tail.len(),
+                message: "unclosed `{`".into(),
+                help: "write `{{` for a literal brace".into(),
+            });
+        };
+        let name = &tail[1..end];
+        match (name, instance) {
+            ("project", _) => out.push_str(project),
+            ("instance", Some(instance)) => out.push_str(instance),
+            ("instance", None) => {
+                return Err(PlaceholderError {
+                    at,
+                    len: end + 1,
+                    message: "`{instance}` is not defined outside an instance".into(),
+                    help: "move the value into `[defaults]` or an instance".into(),
+                });
+            }
+            _ => {
+                return Err(PlaceholderError {
+                    at,
+                    len: end + 1,
+                    message: format!("unknown placeholder `{{{name}}}`"),
+                    help: format!(
+                        "placeholders are {}; write `{{{{` and `}}}}` for literal braces",
+                        backticked(&["{project}", "{instance}"])
+                    ),
+                });
+            }
+        }
+        rest = &tail[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Lexically normalized: `.` and repeated `/` dropped; `..` kept, since
+/// removing it would be wrong across symlinks.
+pub fn normalize(path: &Utf8Path) -> Utf8PathBuf {
+    let mut out = Utf8PathBuf::new();
+    for c in path.components() {
+        if c != Utf8Component::CurDir {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_expand_and_braces_escape() {
+        assert_eq!(
+            expand("{project}-{instance} {{x}}", "p", Some("i")).unwrap(),
+            "p-i {x}"
+        );
+        assert_eq!(expand("a{nope}", "p", Some("i")).unwrap_err().at, 1);
+        assert_eq!(
+            expand("a}", "p", None).unwrap_err().message,
+            "unmatched `}`"
+        );
+        assert!(expand("{instance}", "p", None).is_err());
+        assert_eq!(expand("{", "p", None).unwrap_err().message, "unclosed `{`");
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_name("prod") && is_name("0a_b-c"));
+        assert!(!is_name("../x") && !is_name("Prod") && !is_name("-x") && !is_name(""));
+        assert!(is_module("a.b_c.D1") && !is_module("a..b") && !is_module("1a") && !is_module(""));
+    }
+}

@@ -1,0 +1,198 @@
+//! Model → artifacts: the templates of `wrappers/`, and the escapers that
+//! make every value a template prints safe for the template's language.
+//!
+//! The escaper is chosen by the template's name (`*.sh.j2` → POSIX sh) and
+//! applied by the engine's formatter to every `{{ value }}`, so a template
+//! cannot forget to quote. Printing a value that is not a string (a missing
+//! key, `none`, a number) is an error, not an empty word. No I/O here.
+
+use std::borrow::Cow;
+
+use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::model::{Instance, Model, join};
+
+/// One file to be written: a name inside its output directory, a mode, bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    pub name: String,
+    pub mode: u32,
+    pub bytes: Vec<u8>,
+}
+
+const SHIM: (&str, &str) = ("shim.sh.j2", include_str!("../wrappers/shim.sh.j2"));
+
+/// The template environment: strict, trimmed, escaping by file type.
+pub struct Renderer {
+    env: Environment<'static>,
+}
+
+impl std::fmt::Debug for Renderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Renderer").finish_non_exhaustive()
+    }
+}
+
+impl Default for Renderer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Renderer {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_syntax(
+            minijinja::syntax::SyntaxConfig::builder()
+                .trim_blocks(true)
+                .lstrip_blocks(true)
+                .keep_trailing_newline(true)
+                .build()
+                .expect("static syntax config"),
+        );
+        env.set_auto_escape_callback(|name| {
+            if name.ends_with(".sh.j2") {
+                AutoEscape::Custom(Cow::Borrowed("sh"))
+            } else {
+                // A template of unknown type may not print any value.
+                AutoEscape::Custom(Cow::Borrowed("none"))
+            }
+        });
+        env.set_formatter(|out, state, value| {
+            if value.is_safe() {
+                return write!(out, "{value}").map_err(minijinja::Error::from);
+            }
+            let Some(text) = value.as_str() else {
+                return Err(minijinja::Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("refusing to print a non-string value ({})", value.kind()),
+                ));
+            };
+            let escaped = match state.auto_escape() {
+                AutoEscape::Custom(lang) if lang == "sh" => sh_quote(text),
+                other => {
+                    return Err(minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("no escaper for {other:?} in {}", state.name()),
+                    ));
+                }
+            };
+            out.write_str(&escaped).map_err(minijinja::Error::from)
+        });
+        let (name, source) = SHIM;
+        env.add_template(name, source)
+            .expect("wrappers/shim.sh.j2 parses");
+        Renderer { env }
+    }
+
+    /// The shim of one instance, as `generate` writes it.
+    pub fn shim(&self, model: &Model, instance: &Instance) -> Result<Artifact, Error> {
+        let mut path = vec![instance.python_bin().to_owned()];
+        path.extend(instance.path.iter().cloned());
+        let ctx = ShimContext {
+            project: &model.project,
+            instance: &instance.name,
+            command: &instance.command,
+            manage: instance.manage.as_str(),
+            python: instance.python.as_str(),
+            settings: &instance.settings,
+            pythonpath: (!instance.pythonpath.is_empty()).then(|| join(&instance.pythonpath)),
+            venv: instance.venv_root().as_str(),
+            venv_cfg: instance.venv_root().join("pyvenv.cfg").into_string(),
+            path: join(&path),
+            variables: instance
+                .variables()
+                .into_iter()
+                .map(|(name, value)| Variable {
+                    name: Value::from_safe_string(name.to_owned()),
+                    value,
+                })
+                .collect(),
+            state_dir: instance.state_dir.as_ref().map(|p| p.as_str()),
+        };
+        let text = self.render(SHIM.0, &ctx)?;
+        Ok(Artifact {
+            name: instance.command.clone(),
+            mode: 0o755,
+            bytes: text.into_bytes(),
+        })
+    }
+
+    /// Every shim of the model, in instance order.
+    pub fn shims(&self, model: &Model, instances: &[&Instance]) -> Result<Vec<Artifact>, Error> {
+        instances.iter().map(|i| self.shim(model, i)).collect()
+    }
+
+    fn render<S: Serialize>(&self, template: &str, ctx: &S) -> Result<String, Error> {
+        let template = self.env.get_template(template).map_err(Error::Template)?;
+        template
+            .render(Value::from(minijinja::value::Serde(ctx)))
+            .map_err(Error::Template)
+    }
+}
+
+#[derive(Serialize)]
+struct ShimContext<'a> {
+    project: &'a str,
+    instance: &'a str,
+    command: &'a str,
+    manage: &'a str,
+    python: &'a str,
+    settings: &'a str,
+    pythonpath: Option<String>,
+    venv: &'a str,
+    venv_cfg: String,
+    path: String,
+    variables: Vec<Variable>,
+    state_dir: Option<&'a str>,
+}
+
+/// An exported variable: the name is validated by the model (safe to print
+/// bare), the value is escaped like any other.
+#[derive(Serialize)]
+struct Variable {
+    name: Value,
+    value: String,
+}
+
+/// Quotes `text` as one POSIX sh word. Words made only of characters that
+/// no shell treats specially stay bare; anything else is single-quoted, with
+/// each `'` written as `'\''`. Single quotes suspend every expansion, so
+/// the word reaches the command byte for byte.
+pub fn sh_quote(text: &str) -> Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b);
+    if !text.is_empty() && text.bytes().all(plain) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(format!("'{}'", text.replace('\'', r"'\''")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sh_quote_leaves_plain_words_and_quotes_the_rest() {
+        assert_eq!(sh_quote("/nix/store/abc-x/bin"), "/nix/store/abc-x/bin");
+        assert_eq!(sh_quote(""), "''");
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+        assert_eq!(sh_quote("$(x)`y`~"), "'$(x)`y`~'");
+        assert_eq!(sh_quote("~root"), "'~root'");
+    }
+
+    #[test]
+    fn a_template_cannot_print_an_undefined_or_non_string_value() {
+        let mut r = Renderer::new();
+        r.env.add_template("t.sh.j2", "{{ missing }}").unwrap();
+        assert!(r.render("t.sh.j2", &()).is_err());
+        r.env.add_template("n.sh.j2", "{{ 3 }}").unwrap();
+        assert!(r.render("n.sh.j2", &()).is_err());
+        r.env.add_template("u.txt.j2", "{{ 'x' }}").unwrap();
+        assert!(r.render("u.txt.j2", &()).is_err());
+    }
+}
