@@ -111,8 +111,16 @@ pub struct RawInstance {
 pub fn parse(source: &Source) -> Result<RawConfig, Error> {
     toml::from_str(&source.text).map_err(|e| {
         let span = e.span().unwrap_or(0..0);
-        let key = key_at(&source.text, span.start);
-        let (message, help) = reword(e.message());
+        let (mut message, help) = reword(e.message());
+        // A missing key's span is its whole table: no key to name there.
+        let key = if message.starts_with("missing key") {
+            None
+        } else {
+            key_at(&source.text, span.start)
+        };
+        if message == "duplicate key" {
+            message = format!("duplicate key `{}`", &source.text[span.clone()]);
+        }
         let mut d = source.diagnostic(span, key, message);
         d.help = help;
         Error::Config(vec![d])
@@ -142,10 +150,14 @@ fn reword(message: &str) -> (String, Option<String>) {
         let name = rest.split('`').next().unwrap_or(rest);
         return (
             format!("missing key `{name}`"),
-            Some(format!("add `{name} = …` to this table")),
+            Some(format!("add `{name} = …`")),
         );
     }
-    (message.replace("invalid type: ", "wrong type: "), None)
+    let message = message
+        .replace("invalid type: ", "wrong type: ")
+        .replace("expected a sequence", "expected a list")
+        .replace("expected a map", "expected a table");
+    (message, None)
 }
 
 /// The known key nearest to a misspelt one, if it is near enough.
@@ -222,7 +234,7 @@ fn find_in_value(value: &DeValue<'_>, offset: usize, path: &mut Vec<String>) -> 
 }
 
 /// A key as it would be written in a dotted path: bare when it can be.
-fn dotted(key: &str) -> String {
+pub fn dotted(key: &str) -> String {
     let bare = !key.is_empty()
         && key
             .bytes()

@@ -215,7 +215,7 @@ impl fmt::Display for Diagnostic {
         if let Some(key) = &self.key {
             write!(f, "{}: ", clean(key))?;
         }
-        write!(f, "{}", self.message)?;
+        write!(f, "{}", clean(&self.message))?;
         let number = self.line.to_string();
         let pad = " ".repeat(number.len());
         write!(f, "\n{pad} |\n{number} | {}", self.source_line)?;

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use camino::{Utf8Component, Utf8Path, Utf8PathBuf};
 use toml::Spanned;
 
-use crate::config::{RawConfig, RawInstance, Source, Str, StrList};
+use crate::config::{RawConfig, RawInstance, Source, Str, StrList, dotted};
 use crate::error::{Diagnostic, Error, backticked};
 
 /// Where instance profiles live unless `profiles_dir` says otherwise.
@@ -175,7 +175,7 @@ impl Model {
 
         let mut instances = BTreeMap::new();
         for (name, inst) in &raw.instances {
-            let key = format!("instances.{}", name.get_ref());
+            let key = format!("instances.{}", dotted(name.get_ref()));
             if !is_name(name.get_ref()) {
                 b.error(
                     name,

@@ -1,0 +1,6 @@
+//! djshim's integration tests: one binary, one module per topic. Every test
+//! runs the real parts: the built binary, /bin/sh (dash), bash, shellcheck,
+//! a real Django in a real venv.
+
+mod errors;
+mod support;

@@ -1,0 +1,231 @@
+//! The test world: a temporary directory per test, the djshim binary run
+//! with a sealed environment, the shared Python venv, required tools.
+
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+/// The repository root.
+pub fn root() -> &'static Utf8Path {
+    Utf8Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Cron's environment: the only variables a shim may rely on.
+pub const CRON_PATH: &str = "/usr/bin:/bin";
+
+/// Fails the test, saying how to install `tool`, when it is missing.
+pub fn require(tool: &str, package: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/bin", "/usr/sbin", "/sbin", "/usr/local/bin"] {
+        let path = Path::new(dir).join(tool);
+        if path.is_file() {
+            return path;
+        }
+    }
+    panic!(
+        "this test needs `{tool}`, which is not installed: run `apt-get install {package}` \
+         (or `.ci/run`, which installs everything the tests need)"
+    );
+}
+
+/// The venv with django and gunicorn (tests/requirements.txt), created on
+/// first use under target/tmp and shared by every test and by
+/// examples/quickstart. A file lock serialises its creation across the
+/// test processes.
+pub fn venv() -> &'static Utf8Path {
+    static VENV: OnceLock<Utf8PathBuf> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let tmp = Utf8Path::new(env!("CARGO_TARGET_TMPDIR"));
+        fs::create_dir_all(tmp).unwrap();
+        let venv = tmp.join("venv");
+        let lock = File::create(tmp.join("venv.lock")).unwrap();
+        lock.lock().unwrap();
+        let requirements = fs::read(root().join("tests/requirements.txt")).unwrap();
+        let stamp = venv.join(".requirements");
+        if fs::read(&stamp).ok().as_ref() != Some(&requirements) {
+            let _ = fs::remove_dir_all(&venv);
+            run_ok(
+                Command::new("python3").args(["-m", "venv", venv.as_str()]),
+                "python3 -m venv",
+            );
+            run_ok(
+                Command::new(venv.join("bin/pip")).args([
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "-r",
+                    root().join("tests/requirements.txt").as_str(),
+                ]),
+                "pip install -r tests/requirements.txt (needs PyPI)",
+            );
+            fs::write(&stamp, &requirements).unwrap();
+        }
+        venv
+    })
+}
+
+fn run_ok(cmd: &mut Command, what: &str) {
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    assert!(status.success(), "{what} failed with {status}");
+}
+
+/// A temporary world for one test.
+pub struct World {
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub fn new() -> Self {
+        World {
+            dir: tempfile::Builder::new()
+                .prefix("djshim-test-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> Utf8PathBuf {
+        let base = Utf8Path::from_path(self.dir.path()).expect("UTF-8 temp dir");
+        if rel.is_empty() {
+            base.to_owned()
+        } else {
+            base.join(rel)
+        }
+    }
+
+    /// Writes a file (creating parents) and returns its path.
+    pub fn write(&self, rel: &str, text: &str) -> Utf8PathBuf {
+        let path = self.path(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path(rel)).unwrap()
+    }
+
+    /// Writes an executable script.
+    pub fn script(&self, rel: &str, text: &str) -> Utf8PathBuf {
+        let path = self.write(rel, text);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    /// Copies the example Django project to `rel` (a "release").
+    pub fn release(&self, rel: &str) -> Utf8PathBuf {
+        let to = self.path(rel);
+        copy_tree(&root().join("examples/mywebsite"), &to);
+        to
+    }
+
+    /// `djshim ARGS` in this world's directory, with a sealed environment.
+    pub fn djshim(&self, args: &[&str]) -> Output {
+        self.djshim_cmd(args).output().unwrap()
+    }
+
+    pub fn djshim_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_djshim"));
+        cmd.args(args)
+            .current_dir(self.path(""))
+            .env_clear()
+            .env("PATH", CRON_PATH);
+        cmd
+    }
+
+    /// Every file below the world, relative, sorted: to prove nothing was written.
+    pub fn files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        walk(&self.path(""), &self.path(""), &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn walk(base: &Utf8Path, dir: &Utf8Path, out: &mut Vec<String>) {
+    for entry in dir.read_dir_utf8().unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            walk(base, path, out);
+        } else {
+            out.push(path.strip_prefix(base).unwrap().to_string());
+        }
+    }
+}
+
+pub fn copy_tree(from: &Utf8Path, to: &Utf8Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in from.read_dir_utf8().unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "__pycache__" || name == "bin" || name.ends_with(".toml") {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(entry.path(), &to.join(name));
+        } else {
+            fs::copy(entry.path(), to.join(name)).unwrap();
+        }
+    }
+}
+
+/// Strings of stdout and stderr, for messages.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Asserts the exit status, showing both streams when it differs.
+#[track_caller]
+pub fn assert_status(output: &Output, code: i32) {
+    let (out, err) = text(output);
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+}
+
+/// TOML basic string for any text: for configs built from test data.
+pub fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Golden files: compares `actual` with the committed file, or rewrites it
+/// when `DJSHIM_BLESS=1`, so a reviewer sees every change of output in the diff.
+#[track_caller]
+pub fn golden(rel: &str, actual: &str) {
+    let path = root().join("tests").join(rel);
+    if std::env::var_os("DJSHIM_BLESS").is_some() {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{path} is missing; run with DJSHIM_BLESS=1 to create it"));
+    assert!(
+        expected == actual,
+        "{path} differs from the output (run with DJSHIM_BLESS=1 to accept):\n{}",
+        similar::TextDiff::from_lines(&expected, actual)
+            .unified_diff()
+            .header("expected", "actual")
+    );
+}
