@@ -3,4 +3,5 @@
 //! a real Django in a real venv.
 
 mod errors;
+mod generate;
 mod support;

@@ -1,0 +1,231 @@
+//! `djshim generate`: deterministic, all or nothing, owns only what it
+//! wrote, never leaves a torn file, never interleaves with itself.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{World, assert_status, text};
+
+/// A config with `n` instances whose settings module ends in `variant`.
+pub fn config(n: usize, variant: &str) -> String {
+    let mut text = format!(
+        "project = \"site\"\nbin_dir = \"bin\"\n[defaults]\npython = \"/venv/bin/python3\"\n\
+         settings = \"site.settings.{variant}\"\npackage = \"/srv/site/{{instance}}\"\n"
+    );
+    for i in 0..n {
+        text.push_str(&format!("[instances.i{i:05}]\n"));
+    }
+    text
+}
+
+/// The files of a directory and their contents.
+fn snapshot(dir: &camino::Utf8Path) -> BTreeMap<String, Vec<u8>> {
+    let Ok(entries) = dir.read_dir_utf8() else { return BTreeMap::new() };
+    entries
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_owned(), fs::read(e.path()).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_same_config_gives_byte_identical_files() {
+    let a = World::new();
+    let b = World::new();
+    for w in [&a, &b] {
+        w.write("djshim.toml", &config(3, "x"));
+        assert_status(&w.djshim(&["generate"]), 0);
+    }
+    let first = snapshot(&a.path("bin"));
+    assert_eq!(first.len(), 4, "three shims and the manifest: {:?}", first.keys());
+    assert_eq!(first, snapshot(&b.path("bin")), "two worlds differ");
+    assert_status(&a.djshim(&["generate"]), 0);
+    assert_eq!(first, snapshot(&a.path("bin")), "a second run changed files");
+    for name in ["site-i00000", "site-i00001", "site-i00002"] {
+        let mode = fs::metadata(a.path("bin").join(name)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, 0o755, "{name}");
+    }
+    let manifest = a.read("bin/.djshim-manifest");
+    assert!(manifest.ends_with("site-i00000\nsite-i00001\nsite-i00002\n"), "{manifest}");
+    let (stdout, _) = text(&a.djshim(&["generate"]));
+    assert_eq!(stdout, "", "an unchanged run reports nothing");
+}
+
+#[test]
+fn an_invalid_instance_means_no_file_changes() {
+    let w = World::new();
+    w.write("djshim.toml", &config(3, "x"));
+    assert_status(&w.djshim(&["generate"]), 0);
+    let before = snapshot(&w.path("bin"));
+    let broken = config(3, "y") + "[instances.bad]\nsettings = \"not a module\"\n";
+    w.write("djshim.toml", &broken);
+    assert_status(&w.djshim(&["generate"]), 2);
+    assert_eq!(snapshot(&w.path("bin")), before);
+}
+
+#[test]
+fn a_removed_instance_loses_its_shim_and_others_are_kept() {
+    let w = World::new();
+    w.write("djshim.toml", &config(3, "x"));
+    assert_status(&w.djshim(&["generate"]), 0);
+    w.write("bin/README", "mine");
+    w.write("djshim.toml", &config(2, "x"));
+    let output = w.djshim(&["generate"]);
+    assert_status(&output, 0);
+    assert_eq!(text(&output).0, format!("removed {}\n", w.path("bin/site-i00002")));
+    let files: Vec<String> = snapshot(&w.path("bin")).into_keys().collect();
+    assert_eq!(files, [".djshim-manifest", "README", "site-i00000", "site-i00001"]);
+    assert!(!w.read("bin/.djshim-manifest").contains("site-i00002"));
+}
+
+#[test]
+fn a_foreign_file_is_refused_then_taken_over_with_force() {
+    let w = World::new();
+    w.write("djshim.toml", &config(2, "x"));
+    w.write("bin/site-i00001", "#!/bin/sh\necho hand-written\n");
+    let output = w.djshim(&["generate"]);
+    assert_status(&output, 1);
+    assert_eq!(
+        text(&output).1,
+        format!(
+            "djshim: error: refusing to overwrite files that djshim did not write:\n  {}\n  \
+             = help: move them away, or pass `--force` to take them over\n",
+            w.path("bin/site-i00001")
+        )
+    );
+    assert_eq!(w.read("bin/site-i00001"), "#!/bin/sh\necho hand-written\n");
+    assert!(!w.path("bin/site-i00000").exists(), "nothing is written when one file is refused");
+    assert_status(&w.djshim(&["generate", "--force"]), 0);
+    assert!(w.read("bin/site-i00001").contains("exec "));
+    assert!(w.read("bin/.djshim-manifest").contains("site-i00001"));
+}
+
+#[test]
+fn dry_run_prints_a_diff_and_writes_nothing() {
+    let w = World::new();
+    w.write("djshim.toml", &config(1, "x"));
+    let output = w.djshim(&["generate", "--dry-run"]);
+    assert_status(&output, 0);
+    let diff = text(&output).0;
+    assert!(diff.starts_with(&format!("--- /dev/null\n+++ {}\n", w.path("bin/site-i00000"))), "{diff}");
+    assert!(diff.contains("+export DJANGO_SETTINGS_MODULE=site.settings.x\n"), "{diff}");
+    assert!(!w.path("bin").exists());
+
+    assert_status(&w.djshim(&["generate"]), 0);
+    w.write("djshim.toml", &config(1, "y"));
+    let before = snapshot(&w.path("bin"));
+    let diff = text(&w.djshim(&["generate", "-n"])).0;
+    assert!(diff.contains("-export DJANGO_SETTINGS_MODULE=site.settings.x\n+export DJANGO_SETTINGS_MODULE=site.settings.y\n"), "{diff}");
+    assert_eq!(snapshot(&w.path("bin")), before);
+}
+
+#[test]
+fn out_and_instance_selection() {
+    let w = World::new();
+    w.write("djshim.toml", &config(3, "x"));
+    assert_status(&w.djshim(&["generate", "--out", "elsewhere", "i00001"]), 0);
+    let files: Vec<String> = snapshot(&w.path("elsewhere")).into_keys().collect();
+    assert_eq!(files, [".djshim-manifest", "site-i00001"]);
+    // Generating one instance keeps (does not prune) the others.
+    assert_status(&w.djshim(&["generate", "--out", "elsewhere"]), 0);
+    assert_status(&w.djshim(&["generate", "--out", "elsewhere", "i00000"]), 0);
+    assert_eq!(snapshot(&w.path("elsewhere")).len(), 4);
+    let output = w.djshim(&["generate", "nope"]);
+    assert_status(&output, 2);
+    assert_eq!(
+        text(&output).1,
+        "djshim: error: no instance `nope` in the config\n  = help: instances are: `i00000`, `i00001`, `i00002`\n"
+    );
+}
+
+#[test]
+fn an_edited_manifest_cannot_point_outside_its_directory() {
+    let w = World::new();
+    w.write("djshim.toml", &config(1, "x"));
+    w.write("victim", "keep me");
+    w.write("bin/.djshim-manifest", "../victim\n");
+    let output = w.djshim(&["generate"]);
+    assert_status(&output, 1);
+    assert!(text(&output).1.contains("`../victim` is not a file name djshim writes"));
+    assert_eq!(w.read("victim"), "keep me");
+}
+
+/// Many runs killed with SIGKILL at pseudo-random moments: every shim on
+/// disk is always either a complete old one or a complete new one.
+#[test]
+fn kill_9_never_leaves_a_torn_file() {
+    const N: usize = 400;
+    let w = World::new();
+    let configs = [config(N, "old"), config(N, "new")];
+    w.write("a.toml", &configs[0]);
+    w.write("b.toml", &configs[1]);
+    // The complete shims of both configs, to compare against.
+    let mut complete = BTreeMap::new();
+    for (cfg, out) in [("a.toml", "full-a"), ("b.toml", "full-b")] {
+        assert_status(&w.djshim(&["-c", cfg, "generate", "--out", out]), 0);
+        for (name, bytes) in snapshot(&w.path(out)) {
+            complete.entry(name).or_insert_with(Vec::new).push(bytes);
+        }
+    }
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut killed = 0;
+    for round in 0..30 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let cfg = if round % 2 == 0 { "a.toml" } else { "b.toml" };
+        let mut child = w
+            .djshim_cmd(&["-c", cfg, "generate", "--out", "bin"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(seed % 40_000));
+        let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+        let status = child.wait().unwrap();
+        killed += usize::from(status.code().is_none());
+        for (name, bytes) in snapshot(&w.path("bin")) {
+            if name.starts_with(".djshim-tmp-") || name == ".djshim-manifest" {
+                continue;
+            }
+            let whole = complete.get(&name).is_some_and(|v| v.contains(&bytes));
+            assert!(whole, "round {round}: {name} is torn ({} bytes)", bytes.len());
+        }
+    }
+    assert!(killed > 0, "no run was killed mid-way: the test proved nothing");
+    // The next complete run finishes the job and clears the leftovers.
+    assert_status(&w.djshim(&["-c", "b.toml", "generate", "--out", "bin"]), 0);
+    let after = snapshot(&w.path("bin"));
+    assert!(after.keys().all(|n| !n.starts_with(".djshim-tmp-")));
+    assert_eq!(after.len(), N + 1);
+}
+
+/// Two runs at once with different configs: the lock makes one wait, so
+/// the directory ends wholly as one of them, never a mix.
+#[test]
+fn concurrent_runs_do_not_interleave() {
+    const N: usize = 300;
+    let w = World::new();
+    w.write("a.toml", &config(N, "aaa"));
+    w.write("b.toml", &config(N, "bbb"));
+    for _ in 0..3 {
+        let children: Vec<_> = ["a.toml", "b.toml"]
+            .iter()
+            .map(|cfg| w.djshim_cmd(&["-c", cfg, "generate", "--out", "bin"]).stdout(Stdio::null()).spawn().unwrap())
+            .collect();
+        for mut child in children {
+            assert!(child.wait().unwrap().success());
+        }
+        let shims: Vec<String> = snapshot(&w.path("bin"))
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with('.'))
+            .map(|(_, b)| String::from_utf8(b).unwrap())
+            .collect();
+        assert_eq!(shims.len(), N);
+        let a = shims.iter().filter(|s| s.contains("site.settings.aaa")).count();
+        assert!(a == 0 || a == N, "{a} of {N} shims from one run, the rest from the other");
+    }
+}
