@@ -159,16 +159,27 @@ struct Variable {
 }
 
 /// Quotes `text` as one POSIX sh word. Words made only of characters that
-/// no shell treats specially stay bare; anything else is single-quoted, with
-/// each `'` written as `'\''`. Single quotes suspend every expansion, so
-/// the word reaches the command byte for byte.
+/// no shell treats specially stay bare; anything else goes in double quotes
+/// with `\`, `"`, `$` and `` ` `` backslash-escaped: inside double quotes
+/// those four are the only characters a backslash or the shell acts on
+/// (POSIX 2.2.3), so the word reaches the command byte for byte, newlines
+/// included. (Single quotes would do as well, but shellcheck reads a `$`
+/// inside them as a likely mistake.)
 pub fn sh_quote(text: &str) -> Cow<'_, str> {
     let plain = |b: u8| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b);
     if !text.is_empty() && text.bytes().all(plain) {
-        Cow::Borrowed(text)
-    } else {
-        Cow::Owned(format!("'{}'", text.replace('\'', r"'\''")))
+        return Cow::Borrowed(text);
     }
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        if matches!(c, '\\' | '"' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -178,11 +189,12 @@ mod tests {
     #[test]
     fn sh_quote_leaves_plain_words_and_quotes_the_rest() {
         assert_eq!(sh_quote("/nix/store/abc-x/bin"), "/nix/store/abc-x/bin");
-        assert_eq!(sh_quote(""), "''");
-        assert_eq!(sh_quote("a b"), "'a b'");
-        assert_eq!(sh_quote("it's"), r"'it'\''s'");
-        assert_eq!(sh_quote("$(x)`y`~"), "'$(x)`y`~'");
-        assert_eq!(sh_quote("~root"), "'~root'");
+        assert_eq!(sh_quote(""), r#""""#);
+        assert_eq!(sh_quote("a b"), r#""a b""#);
+        assert_eq!(sh_quote("it's"), r#""it's""#);
+        assert_eq!(sh_quote(r#"$(x)`y`"\"#), r#""\$(x)\`y\`\"\\""#);
+        assert_eq!(sh_quote("~root"), r#""~root""#);
+        assert_eq!(sh_quote("a\nb"), "\"a\nb\"");
     }
 
     #[test]

@@ -4,4 +4,5 @@
 
 mod errors;
 mod generate;
+mod shells;
 mod support;
