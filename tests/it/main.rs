@@ -3,6 +3,8 @@
 //! a real Django in a real venv.
 
 mod errors;
+mod escape;
 mod generate;
+mod runtime;
 mod shells;
 mod support;
