@@ -32,6 +32,8 @@ import importlib.util, sys
 sys.path[0] = sys.argv[1]
 try:
     found = importlib.util.find_spec(sys.argv[2]) is not None
+except ModuleNotFoundError:
+    found = False
 except Exception as e:
     print(f'{type(e).__name__}: {e}', file=sys.stderr)
     sys.exit(3)

@@ -38,7 +38,7 @@ pub enum Command {
     ///
     /// Every problem is listed, not just the first. Exits 1 when any is found.
     Check(CheckArgs),
-    /// Write the shims, one per instance, into `bin_dir` (or --out)
+    /// Write the shims, one per instance, into the config's bin directory (or --out DIR)
     ///
     /// Everything is validated before the first byte is written; each file is
     /// written beside its target and renamed into place. The manifest
@@ -68,7 +68,7 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
-    /// Write into DIR instead of the config's `bin_dir`
+    /// Write into DIR instead of the config's bin directory
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<Utf8PathBuf>,
 

@@ -2,6 +2,7 @@
 //! wrote, never leaves a torn file, never interleaves with itself.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
@@ -16,14 +17,16 @@ pub fn config(n: usize, variant: &str) -> String {
          settings = \"site.settings.{variant}\"\npackage = \"/srv/site/{{instance}}\"\n"
     );
     for i in 0..n {
-        text.push_str(&format!("[instances.i{i:05}]\n"));
+        let _ = writeln!(text, "[instances.i{i:05}]");
     }
     text
 }
 
 /// The files of a directory and their contents.
 fn snapshot(dir: &camino::Utf8Path) -> BTreeMap<String, Vec<u8>> {
-    let Ok(entries) = dir.read_dir_utf8() else { return BTreeMap::new() };
+    let Ok(entries) = dir.read_dir_utf8() else {
+        return BTreeMap::new();
+    };
     entries
         .map(|e| {
             let e = e.unwrap();
@@ -41,16 +44,31 @@ fn the_same_config_gives_byte_identical_files() {
         assert_status(&w.djshim(&["generate"]), 0);
     }
     let first = snapshot(&a.path("bin"));
-    assert_eq!(first.len(), 4, "three shims and the manifest: {:?}", first.keys());
+    assert_eq!(
+        first.len(),
+        4,
+        "three shims and the manifest: {:?}",
+        first.keys()
+    );
     assert_eq!(first, snapshot(&b.path("bin")), "two worlds differ");
     assert_status(&a.djshim(&["generate"]), 0);
-    assert_eq!(first, snapshot(&a.path("bin")), "a second run changed files");
+    assert_eq!(
+        first,
+        snapshot(&a.path("bin")),
+        "a second run changed files"
+    );
     for name in ["site-i00000", "site-i00001", "site-i00002"] {
-        let mode = fs::metadata(a.path("bin").join(name)).unwrap().permissions().mode();
+        let mode = fs::metadata(a.path("bin").join(name))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o7777, 0o755, "{name}");
     }
     let manifest = a.read("bin/.djshim-manifest");
-    assert!(manifest.ends_with("site-i00000\nsite-i00001\nsite-i00002\n"), "{manifest}");
+    assert!(
+        manifest.ends_with("site-i00000\nsite-i00001\nsite-i00002\n"),
+        "{manifest}"
+    );
     let (stdout, _) = text(&a.djshim(&["generate"]));
     assert_eq!(stdout, "", "an unchanged run reports nothing");
 }
@@ -76,9 +94,15 @@ fn a_removed_instance_loses_its_shim_and_others_are_kept() {
     w.write("djshim.toml", &config(2, "x"));
     let output = w.djshim(&["generate"]);
     assert_status(&output, 0);
-    assert_eq!(text(&output).0, format!("removed {}\n", w.path("bin/site-i00002")));
+    assert_eq!(
+        text(&output).0,
+        format!("removed {}\n", w.path("bin/site-i00002"))
+    );
     let files: Vec<String> = snapshot(&w.path("bin")).into_keys().collect();
-    assert_eq!(files, [".djshim-manifest", "README", "site-i00000", "site-i00001"]);
+    assert_eq!(
+        files,
+        [".djshim-manifest", "README", "site-i00000", "site-i00001"]
+    );
     assert!(!w.read("bin/.djshim-manifest").contains("site-i00002"));
 }
 
@@ -98,7 +122,10 @@ fn a_foreign_file_is_refused_then_taken_over_with_force() {
         )
     );
     assert_eq!(w.read("bin/site-i00001"), "#!/bin/sh\necho hand-written\n");
-    assert!(!w.path("bin/site-i00000").exists(), "nothing is written when one file is refused");
+    assert!(
+        !w.path("bin/site-i00000").exists(),
+        "nothing is written when one file is refused"
+    );
     assert_status(&w.djshim(&["generate", "--force"]), 0);
     assert!(w.read("bin/site-i00001").contains("exec "));
     assert!(w.read("bin/.djshim-manifest").contains("site-i00001"));
@@ -111,8 +138,17 @@ fn dry_run_prints_a_diff_and_writes_nothing() {
     let output = w.djshim(&["generate", "--dry-run"]);
     assert_status(&output, 0);
     let diff = text(&output).0;
-    assert!(diff.starts_with(&format!("--- /dev/null\n+++ {}\n", w.path("bin/site-i00000"))), "{diff}");
-    assert!(diff.contains("+export DJANGO_SETTINGS_MODULE=site.settings.x\n"), "{diff}");
+    assert!(
+        diff.starts_with(&format!(
+            "--- /dev/null\n+++ {}\n",
+            w.path("bin/site-i00000")
+        )),
+        "{diff}"
+    );
+    assert!(
+        diff.contains("+export DJANGO_SETTINGS_MODULE=site.settings.x\n"),
+        "{diff}"
+    );
     assert!(!w.path("bin").exists());
 
     assert_status(&w.djshim(&["generate"]), 0);
@@ -150,7 +186,11 @@ fn an_edited_manifest_cannot_point_outside_its_directory() {
     w.write("bin/.djshim-manifest", "../victim\n");
     let output = w.djshim(&["generate"]);
     assert_status(&output, 1);
-    assert!(text(&output).1.contains("`../victim` is not a file name djshim writes"));
+    assert!(
+        text(&output)
+            .1
+            .contains("`../victim` is not a file name djshim writes")
+    );
     assert_eq!(w.read("victim"), "keep me");
 }
 
@@ -184,7 +224,9 @@ fn kill_9_never_leaves_a_torn_file() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_micros(seed % 40_000));
-        let _ = Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status();
         let status = child.wait().unwrap();
         killed += usize::from(status.code().is_none());
         for (name, bytes) in snapshot(&w.path("bin")) {
@@ -192,10 +234,17 @@ fn kill_9_never_leaves_a_torn_file() {
                 continue;
             }
             let whole = complete.get(&name).is_some_and(|v| v.contains(&bytes));
-            assert!(whole, "round {round}: {name} is torn ({} bytes)", bytes.len());
+            assert!(
+                whole,
+                "round {round}: {name} is torn ({} bytes)",
+                bytes.len()
+            );
         }
     }
-    assert!(killed > 0, "no run was killed mid-way: the test proved nothing");
+    assert!(
+        killed > 0,
+        "no run was killed mid-way: the test proved nothing"
+    );
     // The next complete run finishes the job and clears the leftovers.
     assert_status(&w.djshim(&["-c", "b.toml", "generate", "--out", "bin"]), 0);
     let after = snapshot(&w.path("bin"));
@@ -214,7 +263,12 @@ fn concurrent_runs_do_not_interleave() {
     for _ in 0..3 {
         let children: Vec<_> = ["a.toml", "b.toml"]
             .iter()
-            .map(|cfg| w.djshim_cmd(&["-c", cfg, "generate", "--out", "bin"]).stdout(Stdio::null()).spawn().unwrap())
+            .map(|cfg| {
+                w.djshim_cmd(&["-c", cfg, "generate", "--out", "bin"])
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
             .collect();
         for mut child in children {
             assert!(child.wait().unwrap().success());
@@ -225,7 +279,13 @@ fn concurrent_runs_do_not_interleave() {
             .map(|(_, b)| String::from_utf8(b).unwrap())
             .collect();
         assert_eq!(shims.len(), N);
-        let a = shims.iter().filter(|s| s.contains("site.settings.aaa")).count();
-        assert!(a == 0 || a == N, "{a} of {N} shims from one run, the rest from the other");
+        let a = shims
+            .iter()
+            .filter(|s| s.contains("site.settings.aaa"))
+            .count();
+        assert!(
+            a == 0 || a == N,
+            "{a} of {N} shims from one run, the rest from the other"
+        );
     }
 }

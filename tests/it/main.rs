@@ -2,6 +2,8 @@
 //! runs the real parts: the built binary, /bin/sh (dash), bash, shellcheck,
 //! a real Django in a real venv.
 
+mod commands;
+mod docs;
 mod errors;
 mod escape;
 mod generate;

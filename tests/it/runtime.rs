@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::process::{Command, Stdio};
@@ -60,7 +61,12 @@ pub fn probe_world() -> (World, Utf8PathBuf) {
 }
 
 /// Runs `shim` (through `shell` when given) from cron's environment plus `env`.
-fn run(shim: &Utf8PathBuf, shell: Option<&[&str]>, args: &[&OsStr], env: &[(&str, &str)]) -> (Report, i32) {
+fn run(
+    shim: &Utf8PathBuf,
+    shell: Option<&[&str]>,
+    args: &[&OsStr],
+    env: &[(&str, &str)],
+) -> (Report, i32) {
     let mut cmd = match shell {
         Some([program, flags @ ..]) => {
             let mut c = Command::new(program);
@@ -69,22 +75,33 @@ fn run(shim: &Utf8PathBuf, shell: Option<&[&str]>, args: &[&OsStr], env: &[(&str
         }
         _ => Command::new(shim),
     };
-    cmd.args(args).env_clear().env("PATH", CRON_PATH).envs(env.iter().copied());
+    cmd.args(args)
+        .env_clear()
+        .env("PATH", CRON_PATH)
+        .envs(env.iter().copied());
     let output = cmd.output().unwrap();
     let (stdout, stderr) = text(&output);
-    let report = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
+    let report =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}\n{stderr}"));
     (report, output.status.code().unwrap())
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// The shells the shim must work under: its own shebang, dash, bash --posix.
 fn shells() -> Vec<Option<Vec<&'static str>>> {
     require("dash", "dash");
     require("bash", "bash");
-    vec![None, Some(vec!["/bin/dash"]), Some(vec!["/bin/bash", "--posix"])]
+    vec![
+        None,
+        Some(vec!["/bin/dash"]),
+        Some(vec!["/bin/bash", "--posix"]),
+    ]
 }
 
 #[test]
@@ -136,13 +153,28 @@ fn the_instance_environment_wins_and_the_rest_passes_through() {
         assert_eq!(env("PYTHONNOUSERSITE"), Some("1"));
         assert_eq!(env("VIRTUAL_ENV"), Some(venv().as_str()));
         assert_eq!(env("GREETING"), Some("hello world"));
-        assert_eq!(env("PATH"), Some(format!("{}/bin:/opt/tools/bin:{CRON_PATH}", venv()).as_str()));
+        assert_eq!(
+            env("PATH"),
+            Some(format!("{}/bin:/opt/tools/bin:{CRON_PATH}", venv()).as_str())
+        );
         for (k, v) in &caller[6..] {
             assert_eq!(env(k), Some(*v), "{k} must pass through");
         }
-        assert_eq!(r.executable, format!("{}/bin/python3", venv()), "sys.executable is the venv's");
-        assert_eq!(r.cwd, world.path("state").as_str(), "state_dir is the working directory");
-        assert_eq!(r.path0, world.path("pkg").as_str(), "manage.py's directory heads sys.path");
+        assert_eq!(
+            r.executable,
+            format!("{}/bin/python3", venv()),
+            "sys.executable is the venv's"
+        );
+        assert_eq!(
+            r.cwd,
+            world.path("state").as_str(),
+            "state_dir is the working directory"
+        );
+        assert_eq!(
+            r.path0,
+            world.path("pkg").as_str(),
+            "manage.py's directory heads sys.path"
+        );
     }
 }
 
@@ -150,15 +182,25 @@ fn the_instance_environment_wins_and_the_rest_passes_through() {
 fn cron_environment_without_path_extras_still_runs() {
     let (_world, shim) = probe_world();
     // Not even PATH: the shim names every program it runs by absolute path.
-    let output = Command::new("/bin/sh").arg(&shim).env_clear().output().unwrap();
+    let output = Command::new("/bin/sh")
+        .arg(&shim)
+        .env_clear()
+        .output()
+        .unwrap();
     assert_status(&output, 0);
     let report: Report = serde_json::from_slice(&output.stdout).unwrap();
     // dash supplies its default PATH when none is inherited; what matters is
     // the instance's directories first and no empty entry (the current
     // directory) anywhere.
     let path = &report.env["PATH"];
-    assert!(path.starts_with(&format!("{}/bin:/opt/tools/bin", venv())), "{path}");
-    assert!(path.split(':').all(|p| !p.is_empty()), "empty entry in {path}");
+    assert!(
+        path.starts_with(&format!("{}/bin:/opt/tools/bin", venv())),
+        "{path}"
+    );
+    assert!(
+        path.split(':').all(|p| !p.is_empty()),
+        "empty entry in {path}"
+    );
 }
 
 #[test]
@@ -177,29 +219,54 @@ fn exit_status_stdin_and_pid_are_manage_pys() {
         .spawn()
         .unwrap();
     let pid = child.id();
-    child.stdin.take().unwrap().write_all(b"from stdin\n\x00\xff").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin\n\x00\xff")
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     let report: Report = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(report.stdin.as_deref(), Some(hex(b"from stdin\n\x00\xff").as_str()));
-    assert_eq!(report.pid, pid, "manage.py must be exec'd, keeping the shim's pid");
+    assert_eq!(
+        report.stdin.as_deref(),
+        Some(hex(b"from stdin\n\x00\xff").as_str())
+    );
+    assert_eq!(
+        report.pid, pid,
+        "manage.py must be exec'd, keeping the shim's pid"
+    );
 }
 
 #[test]
 fn a_missing_package_or_interpreter_is_one_line_and_exit_127() {
     let (world, shim) = probe_world();
     std::fs::rename(world.path("pkg"), world.path("gone")).unwrap();
-    let output = Command::new(&shim).env_clear().env("PATH", CRON_PATH).output().unwrap();
+    let output = Command::new(&shim)
+        .env_clear()
+        .env("PATH", CRON_PATH)
+        .output()
+        .unwrap();
     assert_status(&output, 127);
     assert_eq!(
         text(&output).1,
-        format!("probe-main: {}/manage.py is missing (the package of instance main is not there)\n", world.path("pkg"))
+        format!(
+            "probe-main: {}/manage.py is missing (the package of instance main is not there)\n",
+            world.path("pkg")
+        )
     );
 
     std::fs::rename(world.path("gone"), world.path("pkg")).unwrap();
-    let config = world.read("djshim.toml").replace(&format!("{}/bin/python3", venv()), "/nonexistent/bin/python3");
+    let config = world.read("djshim.toml").replace(
+        &format!("{}/bin/python3", venv()),
+        "/nonexistent/bin/python3",
+    );
     world.write("djshim.toml", &config);
     assert_status(&world.djshim(&["generate"]), 0);
-    let output = Command::new(&shim).env_clear().env("PATH", CRON_PATH).output().unwrap();
+    let output = Command::new(&shim)
+        .env_clear()
+        .env("PATH", CRON_PATH)
+        .output()
+        .unwrap();
     assert_status(&output, 127);
     assert_eq!(
         text(&output).1,
@@ -259,15 +326,28 @@ fn manage(world: &World, instance: &str, args: &[&str], env: &[(&str, &str)]) ->
 fn django_instances_migrate_their_own_databases_from_their_own_packages() {
     let world = django_world();
     let prod_package = world.path("releases/1.3");
-    let status = Command::new("chmod").args(["-R", "a-w", prod_package.as_str()]).status().unwrap();
+    let status = Command::new("chmod")
+        .args(["-R", "a-w", prod_package.as_str()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let files_before = world.files().into_iter().filter(|f| f.starts_with("releases/1.3")).collect::<Vec<_>>();
+    let files_before = world
+        .files()
+        .into_iter()
+        .filter(|f| f.starts_with("releases/1.3"))
+        .collect::<Vec<_>>();
 
-    let stale = [("DJANGO_SETTINGS_MODULE", "stale.settings"), ("PYTHONPATH", "/stale")];
+    let stale = [
+        ("DJANGO_SETTINGS_MODULE", "stale.settings"),
+        ("PYTHONPATH", "/stale"),
+    ];
     let (out, _) = manage(&world, "staging", &["migrate", "--noinput"], &stale);
     assert!(out.contains("Applying polls.0001_initial... OK"), "{out}");
     assert!(world.path("var/staging/db.sqlite3").is_file());
-    assert!(!world.path("var/prod/db.sqlite3").exists(), "staging touched prod's database");
+    assert!(
+        !world.path("var/prod/db.sqlite3").exists(),
+        "staging touched prod's database"
+    );
     let (out, _) = manage(&world, "prod", &["migrate", "--noinput"], &stale);
     assert!(out.contains("Applying polls.0001_initial... OK"), "{out}");
 
@@ -280,11 +360,23 @@ fn django_instances_migrate_their_own_databases_from_their_own_packages() {
             world.path(&format!("var/{instance}/db.sqlite3")),
             world.path(&format!("releases/{release}/polls/__init__.py"))
         );
-        assert!(out.ends_with(&expected), "{instance}: {out:?} does not end with {expected:?}");
+        assert!(
+            out.ends_with(&expected),
+            "{instance}: {out:?} does not end with {expected:?}"
+        );
     }
-    let files_after = world.files().into_iter().filter(|f| f.starts_with("releases/1.3")).collect::<Vec<_>>();
-    assert_eq!(files_before, files_after, "prod wrote into its read-only package");
-    let _ = Command::new("chmod").args(["-R", "u+w", prod_package.as_str()]).status();
+    let files_after = world
+        .files()
+        .into_iter()
+        .filter(|f| f.starts_with("releases/1.3"))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        files_before, files_after,
+        "prod wrote into its read-only package"
+    );
+    let _ = Command::new("chmod")
+        .args(["-R", "u+w", prod_package.as_str()])
+        .status();
 }
 
 #[test]

@@ -21,7 +21,10 @@ pub fn generated(world: &World) -> Vec<(&'static str, Utf8PathBuf)> {
     let mut shims = Vec::new();
     for (name, config) in fixtures() {
         let out = world.path(name);
-        assert_status(&world.djshim(&["-c", config.as_str(), "generate", "--out", out.as_str()]), 0);
+        assert_status(
+            &world.djshim(&["-c", config.as_str(), "generate", "--out", out.as_str()]),
+            0,
+        );
         for entry in out.read_dir_utf8().unwrap() {
             let entry = entry.unwrap();
             if !entry.file_name().starts_with('.') {
@@ -39,7 +42,10 @@ fn shims_match_their_golden_files() {
     let world = World::new();
     for (fixture, shim) in generated(&world) {
         let name = shim.file_name().unwrap();
-        golden(&format!("golden/{fixture}/{name}"), &std::fs::read_to_string(&shim).unwrap());
+        golden(
+            &format!("golden/{fixture}/{name}"),
+            &std::fs::read_to_string(&shim).unwrap(),
+        );
     }
 }
 
@@ -49,11 +55,19 @@ fn shims_pass_shellcheck_with_every_optional_check() {
     let world = World::new();
     for (_, shim) in generated(&world) {
         let output = Command::new(&shellcheck)
-            .args(["--shell=sh", "--enable=all", "--severity=style", shim.as_str()])
+            .args([
+                "--shell=sh",
+                "--enable=all",
+                "--severity=style",
+                shim.as_str(),
+            ])
             .output()
             .unwrap();
         let (out, err) = text(&output);
-        assert!(output.status.success() && out.is_empty(), "{shim}:\n{out}{err}");
+        assert!(
+            output.status.success() && out.is_empty(),
+            "{shim}:\n{out}{err}"
+        );
     }
 }
 
@@ -64,9 +78,16 @@ fn shims_parse_under_dash_and_bash_posix() {
     let world = World::new();
     for (_, shim) in generated(&world) {
         for (shell, args) in [(&dash, &["-n"][..]), (&bash, &["--posix", "-n"])] {
-            let output = Command::new(shell).args(args).arg(shim.as_str()).output().unwrap();
+            let output = Command::new(shell)
+                .args(args)
+                .arg(shim.as_str())
+                .output()
+                .unwrap();
             let (out, err) = text(&output);
-            assert!(output.status.success() && out.is_empty() && err.is_empty(), "{shell:?} {shim}:\n{err}");
+            assert!(
+                output.status.success() && out.is_empty() && err.is_empty(),
+                "{shell:?} {shim}:\n{err}"
+            );
         }
     }
 }
@@ -75,10 +96,16 @@ fn shims_parse_under_dash_and_bash_posix() {
 fn show_prints_what_generate_writes() {
     let world = World::new();
     let config = root().join("examples/mywebsite/djshim.toml");
-    assert_status(&world.djshim(&["-c", config.as_str(), "generate", "--out", "bin"]), 0);
+    assert_status(
+        &world.djshim(&["-c", config.as_str(), "generate", "--out", "bin"]),
+        0,
+    );
     for instance in ["staging", "prod"] {
         let output = world.djshim(&["-c", config.as_str(), "show", instance]);
         assert_status(&output, 0);
-        assert_eq!(output.stdout, std::fs::read(world.path(&format!("bin/mywebsite-{instance}"))).unwrap());
+        assert_eq!(
+            output.stdout,
+            std::fs::read(world.path(&format!("bin/mywebsite-{instance}"))).unwrap()
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The test world: a temporary directory per test, the djshim binary run
 //! with a sealed environment, the shared Python venv, required tools.
 
+use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -110,13 +110,6 @@ impl World {
         fs::read_to_string(self.path(rel)).unwrap()
     }
 
-    /// Writes an executable script.
-    pub fn script(&self, rel: &str, text: &str) -> Utf8PathBuf {
-        let path = self.write(rel, text);
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    }
-
     /// Copies the example Django project to `rel` (a "release").
     pub fn release(&self, rel: &str) -> Utf8PathBuf {
         let to = self.path(rel);
@@ -164,7 +157,7 @@ pub fn copy_tree(from: &Utf8Path, to: &Utf8Path) {
     for entry in from.read_dir_utf8().unwrap() {
         let entry = entry.unwrap();
         let name = entry.file_name();
-        if name == "__pycache__" || name == "bin" || name.ends_with(".toml") {
+        if name == "__pycache__" || name == "bin" || entry.path().extension() == Some("toml") {
             continue;
         }
         if entry.file_type().unwrap().is_dir() {
@@ -201,7 +194,9 @@ pub fn toml_str(s: &str) -> String {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
             c => out.push(c),
         }
     }

@@ -1,0 +1,55 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_djshim_global_optspecs
+    string join \n c/config= h/help V/version
+end
+
+function __fish_djshim_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_djshim_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_djshim_using_subcommand
+    set -l cmd (__fish_djshim_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c djshim -n "__fish_djshim_needs_command" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c djshim -n "__fish_djshim_needs_command" -s V -l version -d 'Print version'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "init" -d 'Write a commented starter djshim.toml (never overwrites)'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "check" -d 'Validate the config and this machine: packages, interpreters, settings modules'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "generate" -d 'Write the shims, one per instance, into the config\'s bin directory (or --out DIR)'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "list" -d 'One row per instance: shim, package, settings, and whether the shim is up to date'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "show" -d 'Print the shim of one instance exactly as generate would write it'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c djshim -n "__fish_djshim_using_subcommand init" -l project -d 'The project name [default: the current directory\'s name, if it is a valid name]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand init" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand init" -s h -l help -d 'Print help'
+complete -c djshim -n "__fish_djshim_using_subcommand check" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c djshim -n "__fish_djshim_using_subcommand generate" -s o -l out -d 'Write into DIR instead of the config\'s bin directory' -r
+complete -c djshim -n "__fish_djshim_using_subcommand generate" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand generate" -s n -l dry-run -d 'Print a unified diff of what would change; write nothing'
+complete -c djshim -n "__fish_djshim_using_subcommand generate" -l force -d 'Overwrite files that djshim did not write, and own them from now on'
+complete -c djshim -n "__fish_djshim_using_subcommand generate" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c djshim -n "__fish_djshim_using_subcommand list" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand list" -s h -l help -d 'Print help'
+complete -c djshim -n "__fish_djshim_using_subcommand show" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand show" -s h -l help -d 'Print help'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "init" -d 'Write a commented starter djshim.toml (never overwrites)'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "check" -d 'Validate the config and this machine: packages, interpreters, settings modules'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "generate" -d 'Write the shims, one per instance, into the config\'s bin directory (or --out DIR)'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "list" -d 'One row per instance: shim, package, settings, and whether the shim is up to date'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "show" -d 'Print the shim of one instance exactly as generate would write it'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,0 +1,199 @@
+//! `init`, `check`, `list`, config lookup and usage errors: whole outputs.
+
+use std::process::Stdio;
+
+use assert_cmd::assert::OutputAssertExt;
+
+use crate::generate::config;
+use crate::support::{World, assert_status, text, venv};
+
+#[test]
+fn init_writes_a_valid_starter_and_never_overwrites() {
+    let w = World::new();
+    w.djshim_cmd(&["init", "--project", "shop"])
+        .assert()
+        .code(0)
+        .stdout("wrote djshim.toml for project `shop`; edit it, then run `djshim check`\n");
+    let starter = w.read("djshim.toml");
+    assert!(
+        starter.contains("project = \"shop\"")
+            && starter.contains("settings = \"shop.settings.{instance}\"")
+    );
+    // The starter is a config djshim accepts as it stands.
+    w.djshim_cmd(&["generate"]).assert().code(0);
+    assert!(w.path("bin/shop-prod").is_file() && w.path("bin/shop-staging").is_file());
+
+    w.djshim_cmd(&["init"]).assert().code(1).stderr(
+        "djshim: error: djshim.toml already exists; `init` never overwrites a config\n  \
+         = help: edit it, or pass `--config OTHER.toml` to start another\n",
+    );
+    assert_eq!(w.read("djshim.toml"), starter);
+    w.djshim_cmd(&["init", "--project", "Bad Name"])
+        .assert()
+        .code(2);
+    w.djshim_cmd(&["-c", "other.toml", "init"]).assert().code(0);
+    assert!(
+        w.read("other.toml").contains("project = \"mywebsite\""),
+        "a temp dir's name is no project name"
+    );
+}
+
+#[test]
+fn the_config_is_found_by_flag_then_environment_then_default() {
+    let w = World::new();
+    w.write("djshim.toml", &config(1, "default"));
+    w.write("env.toml", &config(1, "env"));
+    w.write("flag.toml", &config(1, "flag"));
+    let settings = |cmd: &mut std::process::Command| {
+        let out = text(&cmd.output().unwrap()).0;
+        out.lines()
+            .find(|l| l.starts_with("export DJANGO_SETTINGS_MODULE"))
+            .unwrap()
+            .to_owned()
+    };
+    assert!(settings(&mut w.djshim_cmd(&["show", "i00000"])).ends_with("default"));
+    assert!(
+        settings(
+            w.djshim_cmd(&["show", "i00000"])
+                .env("DJSHIM_CONFIG", "env.toml")
+        )
+        .ends_with("env")
+    );
+    assert!(
+        settings(
+            w.djshim_cmd(&["-c", "flag.toml", "show", "i00000"])
+                .env("DJSHIM_CONFIG", "env.toml")
+        )
+        .ends_with("flag")
+    );
+}
+
+#[test]
+fn a_missing_config_says_how_to_make_one() {
+    let w = World::new();
+    w.djshim_cmd(&["generate"]).assert().code(2).stderr(
+        "djshim: error: djshim.toml: no such config file\n  = help: create one with `djshim init`, \
+         or name it with `--config PATH` or `$DJSHIM_CONFIG`\n",
+    );
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_exits_0() {
+    let w = World::new();
+    w.djshim_cmd(&["frobnicate"]).assert().code(2);
+    w.djshim_cmd(&["generate", "--bogus"]).assert().code(2);
+    w.djshim_cmd(&["show"]).assert().code(2);
+    for sub in ["init", "check", "generate", "list", "show"] {
+        w.djshim_cmd(&[sub, "--help"]).assert().code(0);
+    }
+    let help = text(&w.djshim(&["--help"])).0;
+    assert!(
+        help.contains("Exit status:") && help.contains("DJSHIM_CONFIG"),
+        "{help}"
+    );
+}
+
+#[test]
+fn check_lists_every_problem_of_every_instance() {
+    let w = World::new();
+    w.write("pkg/manage.py", "");
+    let text_config = format!(
+        "project = \"site\"\n[defaults]\npython = \"{venv}/bin/python3\"\nsettings = \"shop.settings\"\n\
+         [instances.good]\npackage = \"{pkg}\"\nsettings = \"json.decoder\"\n\
+         [instances.bad]\npackage = \"{pkg}\"\nstate_dir = \"nowhere\"\n\
+         [instances.gone]\npackage = \"/nonexistent/pkg\"\npython = \"/nonexistent/python3\"\n",
+        venv = venv(),
+        pkg = w.path("pkg"),
+    );
+    w.write("djshim.toml", &text_config);
+    let output = w.djshim(&["check"]);
+    assert_status(&output, 1);
+    let (stdout, stderr) = text(&output);
+    assert_eq!(
+        stdout,
+        format!(
+            "bad: `state_dir`: {}: no such directory\n\
+             bad: `settings`: module `shop.settings` not found by {venv}/bin/python3\n\
+             gone: `package`: /nonexistent/pkg: no such directory\n\
+             gone: `python`: /nonexistent/python3: missing or not executable\n\
+             good: ok\n",
+            w.path("nowhere"),
+            venv = venv()
+        )
+    );
+    assert_eq!(stderr, "djshim: error: check found 4 problems\n");
+    w.djshim_cmd(&["check", "good"])
+        .assert()
+        .code(0)
+        .stdout("good: ok\n");
+}
+
+#[test]
+fn list_shows_each_instance_and_whether_its_shim_is_current() {
+    let w = World::new();
+    w.write(
+        "djshim.toml",
+        &config(2, "x").replace("package = \"/srv/site/{instance}\"\n", ""),
+    );
+    let list = |w: &World| text(&w.djshim(&["list"])).0;
+    assert_status(&w.djshim(&["generate", "i00000"]), 0);
+    let rows: Vec<Vec<String>> = list(&w)
+        .lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .collect();
+    let bin = w.path("bin");
+    let profile = "/var/lib/djshim/profiles/site";
+    assert_eq!(
+        rows,
+        [
+            vec![
+                "INSTANCE".to_owned(),
+                "SHIM".into(),
+                "PACKAGE".into(),
+                "SETTINGS".into(),
+                "STATE".into()
+            ],
+            vec![
+                "i00000".into(),
+                format!("{bin}/site-i00000"),
+                format!("{profile}-i00000 (not pinned)"),
+                "site.settings.x".into(),
+                "up to date".into()
+            ],
+            vec![
+                "i00001".into(),
+                format!("{bin}/site-i00001"),
+                format!("{profile}-i00001 (not pinned)"),
+                "site.settings.x".into(),
+                "missing".into()
+            ],
+        ]
+    );
+    w.write(
+        "djshim.toml",
+        &w.read("djshim.toml").replace("settings.x", "settings.y"),
+    );
+    assert!(list(&w).contains("site.settings.y  stale\n"));
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    let w = World::new();
+    w.write("djshim.toml", &config(2000, "x"));
+    let mut child = w
+        .djshim_cmd(&["list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "");
+    output.assert().code(0);
+}
