@@ -161,21 +161,53 @@ fn apply(
     // way still owns (and will replace or prune) whatever it left behind.
     let claimed: BTreeSet<String> = owned.union(&written).cloned().collect();
     write_manifest(dir, owned, &claimed)?;
-    for step in steps {
-        match (step.change, step.new) {
-            (Change::Create | Change::Update, Some(a)) => {
-                write_atomic(dir, &a.name, &a.bytes, a.mode)?;
-            }
-            (Change::Remove, _) => {
-                let path = dir.join(&step.name);
-                fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
-            }
-            _ => {}
-        }
+    let changed = steps
+        .iter()
+        .filter(|s| matches!(s.change, Change::Create | Change::Update));
+    write_all(dir, changed.filter_map(|s| s.new))?;
+    for step in steps.iter().filter(|s| s.change == Change::Remove) {
+        let path = dir.join(&step.name);
+        fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
     }
     let kept: BTreeSet<String> = claimed.intersection(wanted).cloned().collect();
     write_manifest(dir, &claimed, &kept)?;
     sync_dir(dir)
+}
+
+/// Writes many files at once: each new content goes to a temporary file
+/// beside its target; one `syncfs` makes all of them durable (one flush
+/// instead of one per file); only then is each renamed into place. A
+/// failure before the renames (a full disk, say) changes no file at all.
+pub fn write_all<'a>(
+    dir: &Utf8Path,
+    artifacts: impl Iterator<Item = &'a Artifact>,
+) -> Result<(), Error> {
+    let mut staged = Vec::new();
+    for a in artifacts {
+        let path = dir.join(&a.name);
+        let fail = |e: io::Error| Error::io("write", &path, e);
+        let mut tmp = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)
+            .map_err(fail)?;
+        tmp.write_all(&a.bytes).map_err(fail)?;
+        tmp.as_file()
+            .set_permissions(Permissions::from_mode(a.mode))
+            .map_err(fail)?;
+        // Closed now (thousands of open files would hit the descriptor
+        // limit); the path still removes itself if dropped unpersisted.
+        staged.push((tmp.into_temp_path(), path));
+    }
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let handle = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
+    rustix::fs::syncfs(&handle).map_err(|e| Error::io("sync", dir, e.into()))?;
+    for (tmp, path) in staged {
+        tmp.persist(&path)
+            .map_err(|e| Error::io("rename into place", &path, e.error))?;
+    }
+    Ok(())
 }
 
 /// Writes `bytes` to `dir/name` with `mode`: temporary file in the same

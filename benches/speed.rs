@@ -1,0 +1,141 @@
+//! `cargo bench`: what a shim costs over starting manage.py directly, and
+//! how long `generate` takes for many instances. Prints figures and ratios;
+//! the targets are goals to watch, never asserted (no timed tests).
+
+use std::fmt::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "../tests/it/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+use support::{CRON_PATH, World, venv};
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn time(cmd: &mut Command) -> Duration {
+    let start = Instant::now();
+    let status = cmd.stdout(Stdio::null()).status().unwrap();
+    let elapsed = start.elapsed();
+    assert!(status.success(), "{cmd:?} failed");
+    elapsed
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn shim_overhead(runs: usize) {
+    let world = World::new();
+    world.write("pkg/manage.py", "pass\n");
+    let python = venv().join("bin/python3");
+    world.write(
+        "djshim.toml",
+        &format!(
+            "project = \"bench\"\n[instances.noop]\npackage = \"{}\"\npython = \"{python}\"\nsettings = \"bench.settings\"\n",
+            world.path("pkg")
+        ),
+    );
+    assert!(world.djshim(&["generate"]).status.success());
+    let shim = world.path("bin/bench-noop");
+    let manage = world.path("pkg/manage.py");
+    // The least any sh wrapper can cost: a script that only execs.
+    let floor = world.path("floor");
+    std::fs::write(
+        &floor,
+        format!("#!/bin/sh\nexec {python} {manage} \"$@\"\n"),
+    )
+    .unwrap();
+    let (mut direct, mut via_shim, mut via_floor) = (Vec::new(), Vec::new(), Vec::new());
+    // Interleaved, so that drift of the machine hits all alike.
+    for _ in 0..runs {
+        direct.push(time(
+            Command::new(&python)
+                .arg(&manage)
+                .env_clear()
+                .env("PATH", CRON_PATH),
+        ));
+        via_shim.push(time(Command::new(&shim).env_clear().env("PATH", CRON_PATH)));
+        via_floor.push(time(
+            Command::new("/bin/sh")
+                .arg(&floor)
+                .env_clear()
+                .env("PATH", CRON_PATH),
+        ));
+    }
+    let (d, s, f) = (median(direct), median(via_shim), median(via_floor));
+    println!(
+        "shim start, no-op manage.py, median of {runs}: direct {:.2} ms, through the shim {:.2} ms, \
+         ratio {:.3}x (target <= 1.05x); a wrapper that only execs: {:.2} ms, ratio {:.3}x",
+        ms(d),
+        ms(s),
+        s.as_secs_f64() / d.as_secs_f64(),
+        ms(f),
+        f.as_secs_f64() / d.as_secs_f64(),
+    );
+}
+
+/// `generate` of `instances` instances into an empty directory under
+/// `base`, beside the floor of that file system: creating as many files
+/// with std alone.
+fn generate(base: &str, instances: usize, target_ms: f64) {
+    let world = World::new();
+    let mut config = String::from(
+        "project = \"site\"\n[defaults]\npython = \"/venv/bin/python3\"\n\
+         settings = \"site.settings.i{instance}\"\npackage = \"/srv/site/{instance}\"\n\
+         static_root = \"/var/lib/{project}-{instance}/static\"\n",
+    );
+    for i in 0..instances {
+        let _ = writeln!(config, "[instances.i{i:05}]");
+    }
+    world.write("djshim.toml", &config);
+    let (mut fresh, mut unchanged, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..5 {
+        let out = tempfile::Builder::new()
+            .prefix("djshim-bench-")
+            .tempdir_in(base)
+            .unwrap();
+        let out = out.path().to_str().unwrap();
+        fresh.push(time(&mut world.djshim_cmd(&["generate", "--out", out])));
+        unchanged.push(time(&mut world.djshim_cmd(&["generate", "--out", out])));
+        let bare = tempfile::Builder::new()
+            .prefix("djshim-floor-")
+            .tempdir_in(base)
+            .unwrap();
+        let start = Instant::now();
+        for i in 0..instances {
+            std::fs::write(bare.path().join(format!("f{i}")), "#!/bin/sh\n").unwrap();
+        }
+        floor.push(start.elapsed());
+    }
+    let (g, f) = (median(fresh), median(floor));
+    println!(
+        "generate {instances} instances into {base}, median of 5: {:.1} ms ({:.2}x the {target_ms} ms \
+         target); creating {instances} empty files there: {:.1} ms; rerun with nothing to change: {:.1} ms",
+        ms(g),
+        ms(g) / target_ms,
+        ms(f),
+        ms(median(unchanged)),
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    shim_overhead(200);
+    let tmp = std::env::temp_dir();
+    let mut bases = vec![tmp.to_str().unwrap().to_owned()];
+    if std::path::Path::new("/dev/shm").is_dir() {
+        bases.push("/dev/shm".to_owned());
+    }
+    for base in &bases {
+        generate(base, 1_000, 100.0);
+        generate(base, 10_000, 1000.0);
+    }
+}
