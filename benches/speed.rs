@@ -102,13 +102,13 @@ fn generate(base: &str, instances: usize, target_ms: f64) {
         let out = out.path().to_str().unwrap();
         fresh.push(time(&mut world.djshim_cmd(&["generate", "--out", out])));
         unchanged.push(time(&mut world.djshim_cmd(&["generate", "--out", out])));
-        let bare = tempfile::Builder::new()
+        let floor_dir = tempfile::Builder::new()
             .prefix("djshim-floor-")
             .tempdir_in(base)
             .unwrap();
         let start = Instant::now();
         for i in 0..instances {
-            std::fs::write(bare.path().join(format!("f{i}")), "#!/bin/sh\n").unwrap();
+            std::fs::write(floor_dir.path().join(format!("f{i}")), "#!/bin/sh\n").unwrap();
         }
         floor.push(start.elapsed());
     }
