@@ -77,3 +77,16 @@ fn collect(table: &DeTable<'_>, parent: &str, keys: &mut Vec<String>) {
         }
     }
 }
+
+/// `.ci/run` runs exactly the test command the README gives.
+#[test]
+fn ci_runs_the_readme_test_command() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let ci = std::fs::read_to_string(root().join(".ci/run")).unwrap();
+    let command = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("cargo fmt --check"))
+        .expect("the README gives a test command");
+    assert_eq!(ci.lines().last().map(str::trim), Some(command));
+}

@@ -31,9 +31,9 @@ pub fn require(tool: &str, package: &str) -> PathBuf {
     );
 }
 
-/// The venv with django and gunicorn (tests/requirements.txt), created on
-/// first use under target/tmp and shared by every test and by
-/// examples/quickstart. A file lock serialises its creation across the
+/// The venv with django and gunicorn (tests/requirements.txt), made by
+/// tests/make-venv on first use under target/tmp and shared by every test,
+/// the benchmark and examples/quickstart. A file lock serialises its creation across the
 /// test processes.
 pub fn venv() -> &'static Utf8Path {
     static VENV: OnceLock<Utf8PathBuf> = OnceLock::new();
@@ -43,26 +43,10 @@ pub fn venv() -> &'static Utf8Path {
         let venv = tmp.join("venv");
         let lock = File::create(tmp.join("venv.lock")).unwrap();
         lock.lock().unwrap();
-        let requirements = fs::read(root().join("tests/requirements.txt")).unwrap();
-        let stamp = venv.join(".requirements");
-        if fs::read(&stamp).ok().as_ref() != Some(&requirements) {
-            let _ = fs::remove_dir_all(&venv);
-            run_ok(
-                Command::new("python3").args(["-m", "venv", venv.as_str()]),
-                "python3 -m venv",
-            );
-            run_ok(
-                Command::new(venv.join("bin/pip")).args([
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "-r",
-                    root().join("tests/requirements.txt").as_str(),
-                ]),
-                "pip install -r tests/requirements.txt (needs PyPI)",
-            );
-            fs::write(&stamp, &requirements).unwrap();
-        }
+        run_ok(
+            Command::new("sh").arg(root().join("tests/make-venv")).arg(&venv),
+            "tests/make-venv (installs django and gunicorn from PyPI)",
+        );
         venv
     })
 }
