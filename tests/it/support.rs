@@ -44,7 +44,9 @@ pub fn venv() -> &'static Utf8Path {
         let lock = File::create(tmp.join("venv.lock")).unwrap();
         lock.lock().unwrap();
         run_ok(
-            Command::new("sh").arg(root().join("tests/make-venv")).arg(&venv),
+            Command::new("sh")
+                .arg(root().join("tests/make-venv"))
+                .arg(&venv),
             "tests/make-venv (installs django and gunicorn from PyPI)",
         );
         venv
