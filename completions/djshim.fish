@@ -32,6 +32,9 @@ complete -c djshim -n "__fish_djshim_needs_command" -f -a "check" -d 'Validate t
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "generate" -d 'Write the shims, one per instance, into the config\'s bin directory (or --out DIR)'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "list" -d 'One row per instance: shim, package, settings, and whether the shim is up to date'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "show" -d 'Print the shim of one instance exactly as generate would write it'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "pin" -d 'Switch an instance\'s profile to a package, as a new generation'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "rollback" -d 'Switch an instance\'s profile back to the previous generation, or to --to N'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "history" -d 'List the generations of an instance\'s profile, the current one marked'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c djshim -n "__fish_djshim_using_subcommand init" -l project -d 'The project name [default: the current directory\'s name, if it is a valid name]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand init" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
@@ -47,9 +50,20 @@ complete -c djshim -n "__fish_djshim_using_subcommand list" -s c -l config -d 'T
 complete -c djshim -n "__fish_djshim_using_subcommand list" -s h -l help -d 'Print help'
 complete -c djshim -n "__fish_djshim_using_subcommand show" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand show" -s h -l help -d 'Print help'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "init" -d 'Write a commented starter djshim.toml (never overwrites)'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "check" -d 'Validate the config and this machine: packages, interpreters, settings modules'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "generate" -d 'Write the shims, one per instance, into the config\'s bin directory (or --out DIR)'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "list" -d 'One row per instance: shim, package, settings, and whether the shim is up to date'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "show" -d 'Print the shim of one instance exactly as generate would write it'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c djshim -n "__fish_djshim_using_subcommand pin" -l keep -d 'Afterwards, delete all but the newest N generations (never the current one)' -r
+complete -c djshim -n "__fish_djshim_using_subcommand pin" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand pin" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c djshim -n "__fish_djshim_using_subcommand rollback" -l to -d 'Switch to generation N instead of the one before the current' -r
+complete -c djshim -n "__fish_djshim_using_subcommand rollback" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand rollback" -s h -l help -d 'Print help'
+complete -c djshim -n "__fish_djshim_using_subcommand history" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand history" -s h -l help -d 'Print help'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "init" -d 'Write a commented starter djshim.toml (never overwrites)'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "check" -d 'Validate the config and this machine: packages, interpreters, settings modules'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "generate" -d 'Write the shims, one per instance, into the config\'s bin directory (or --out DIR)'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "list" -d 'One row per instance: shim, package, settings, and whether the shim is up to date'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "show" -d 'Print the shim of one instance exactly as generate would write it'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "pin" -d 'Switch an instance\'s profile to a package, as a new generation'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "rollback" -d 'Switch an instance\'s profile back to the previous generation, or to --to N'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "history" -d 'List the generations of an instance\'s profile, the current one marked'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -50,6 +50,19 @@ pub enum Command {
     List,
     /// Print the shim of one instance exactly as generate would write it
     Show(ShowArgs),
+    /// Switch an instance's profile to a package, as a new generation
+    ///
+    /// PATH is checked like `djshim check` checks an instance (manage.py,
+    /// interpreter, settings module) before anything changes; then a new
+    /// generation link is made and the profile link is switched to it with one
+    /// atomic rename. A Nix store path becomes a garbage-collector root for as
+    /// long as a generation points at it. No shim is rewritten: shims follow
+    /// the profile each time they run.
+    Pin(PinArgs),
+    /// Switch an instance's profile back to the previous generation, or to --to N
+    Rollback(RollbackArgs),
+    /// List the generations of an instance's profile, the current one marked
+    History(HistoryArgs),
 }
 
 #[derive(Debug, Args)]
@@ -88,6 +101,40 @@ pub struct GenerateArgs {
 #[derive(Debug, Args)]
 pub struct ShowArgs {
     /// The instance whose shim to print
+    #[arg(value_name = "INSTANCE")]
+    pub instance: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    /// The instance to pin (one without `package` in the config)
+    #[arg(value_name = "INSTANCE")]
+    pub instance: String,
+
+    /// The package to run: an absolute path (a /nix/store path, a release
+    /// directory); links are followed, so a nix-build `result` pins its target
+    #[arg(value_name = "PATH", required_unless_present = "keep")]
+    pub path: Option<Utf8PathBuf>,
+
+    /// Afterwards, delete all but the newest N generations (never the current one)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// The instance to roll back
+    #[arg(value_name = "INSTANCE")]
+    pub instance: String,
+
+    /// Switch to generation N instead of the one before the current
+    #[arg(long, value_name = "N")]
+    pub to: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The instance whose generations to list
     #[arg(value_name = "INSTANCE")]
     pub instance: String,
 }

@@ -7,13 +7,13 @@ use std::process::ExitCode;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::check;
 use crate::cli::{CheckArgs, Cli, Command, GenerateArgs, InitArgs, ShowArgs};
 use crate::config::{self, Source};
 use crate::error::Error;
 use crate::model::{Model, is_name};
 use crate::render::Renderer;
 use crate::write::{self, Change};
+use crate::{check, pins};
 
 const DEFAULT_CONFIG: &str = "djshim.toml";
 const STARTER: &str = include_str!("starter.toml");
@@ -32,6 +32,9 @@ pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Generate(args) => generate(&load(config)?, args, out),
         Command::List => list(&load(config)?, out),
         Command::Show(args) => show(&load(config)?, args, out),
+        Command::Pin(args) => pins::pin(&load(config)?, args, out),
+        Command::Rollback(args) => pins::rollback(&load(config)?, args, out),
+        Command::History(args) => pins::history(&load(config)?, args, out),
     }
 }
 
@@ -184,6 +187,6 @@ fn show(model: &Model, args: &ShowArgs, out: &mut dyn Write) -> Result<ExitCode,
     Ok(ExitCode::SUCCESS)
 }
 
-fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), Error> {
+pub(crate) fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), Error> {
     writeln!(out, "{line}").map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))
 }

@@ -26,6 +26,8 @@ pub enum Error {
     },
     /// The config is invalid; every problem found is listed.
     Config(Vec<Diagnostic>),
+    /// The command found a problem it explains itself (exit 1).
+    Problem(String),
     /// A command-line value clap could not judge.
     Usage(String),
     /// An instance named on the command line is not in the config.
@@ -99,7 +101,7 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Usage(message) => f.write_str(message),
+            Error::Usage(message) | Error::Problem(message) => f.write_str(message),
             Error::UnknownInstance { name, known } => {
                 write!(f, "no instance `{}` in the config", clean(name))?;
                 if known.is_empty() {

@@ -12,5 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod pins;
+pub mod profile;
 pub mod render;
 pub mod write;

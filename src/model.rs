@@ -75,6 +75,32 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// The instance as it would run `package` instead of its own: every
+    /// path inside the current package moved to the same place in the new
+    /// one. How `pin` checks a package before switching to it.
+    #[must_use]
+    pub fn rebased(&self, package: &Utf8Path) -> Instance {
+        let move_path = |p: &Utf8PathBuf| match p.strip_prefix(&self.package) {
+            Ok(rest) if rest.as_str().is_empty() => package.to_owned(),
+            Ok(rest) => package.join(rest),
+            Err(_) => p.clone(),
+        };
+        let move_all = |v: &Vec<Utf8PathBuf>| v.iter().map(move_path).collect();
+        Instance {
+            package: package.to_owned(),
+            profile: false,
+            manage: move_path(&self.manage),
+            python: move_path(&self.python),
+            pythonpath: move_all(&self.pythonpath),
+            path: move_all(&self.path),
+            static_dirs: move_all(&self.static_dirs),
+            static_root: self.static_root.as_ref().map(move_path),
+            media_root: self.media_root.as_ref().map(move_path),
+            state_dir: self.state_dir.as_ref().map(move_path),
+            ..self.clone()
+        }
+    }
+
     /// The interpreter's own `bin` directory, put first on `PATH`.
     pub fn python_bin(&self) -> &Utf8Path {
         self.python.parent().unwrap_or(Utf8Path::new("/"))

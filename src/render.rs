@@ -12,7 +12,9 @@ use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::model::{Instance, Model, join};
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::model::{Instance, Model};
 
 /// One file to be written: a name inside its output directory, a mode, bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,28 +92,42 @@ impl Renderer {
 
     /// The shim of one instance, as `generate` writes it.
     pub fn shim(&self, model: &Model, instance: &Instance) -> Result<Artifact, Error> {
+        let words = Words { instance };
         let mut path = vec![instance.python_bin().to_owned()];
         path.extend(instance.path.iter().cloned());
+        let mut variables = Vec::new();
+        let mut add = |name: &str, value: Value| {
+            variables.push(Variable {
+                name: Value::from_safe_string(name.to_owned()),
+                value,
+            });
+        };
+        if let Some(root) = &instance.static_root {
+            add("DJANGO_STATIC_ROOT", words.path(root));
+        }
+        if !instance.static_dirs.is_empty() {
+            add("DJANGO_STATICFILES_DIRS", words.list(&instance.static_dirs));
+        }
+        if let Some(root) = &instance.media_root {
+            add("DJANGO_MEDIA_ROOT", words.path(root));
+        }
+        for (name, value) in &instance.env {
+            add(name, Value::from(value.as_str()));
+        }
         let ctx = ShimContext {
             project: &model.project,
             instance: &instance.name,
             command: &instance.command,
-            manage: instance.manage.as_str(),
-            python: instance.python.as_str(),
+            profile: instance.profile.then(|| instance.package.as_str()),
+            manage: words.path(&instance.manage),
+            python: words.path(&instance.python),
             settings: &instance.settings,
-            pythonpath: (!instance.pythonpath.is_empty()).then(|| join(&instance.pythonpath)),
-            venv: instance.venv_root().as_str(),
-            venv_cfg: instance.venv_root().join("pyvenv.cfg").into_string(),
-            path: join(&path),
-            variables: instance
-                .variables()
-                .into_iter()
-                .map(|(name, value)| Variable {
-                    name: Value::from_safe_string(name.to_owned()),
-                    value,
-                })
-                .collect(),
-            state_dir: instance.state_dir.as_ref().map(|p| p.as_str()),
+            pythonpath: (!instance.pythonpath.is_empty()).then(|| words.list(&instance.pythonpath)),
+            venv: words.path(instance.venv_root()),
+            venv_cfg: words.path(&instance.venv_root().join("pyvenv.cfg")),
+            path: words.list(&path),
+            variables,
+            state_dir: instance.state_dir.as_ref().map(|p| words.path(p)),
         };
         let text = self.render(SHIM.0, &ctx)?;
         Ok(Artifact {
@@ -134,28 +150,79 @@ impl Renderer {
     }
 }
 
+/// What the shim template sees. Strings are escaped by the formatter when
+/// printed; paths arrive as [`Words`], already escaped.
 #[derive(Serialize)]
 struct ShimContext<'a> {
     project: &'a str,
     instance: &'a str,
     command: &'a str,
-    manage: &'a str,
-    python: &'a str,
+    /// The profile link, for an instance that runs its profile.
+    profile: Option<&'a str>,
+    manage: Value,
+    python: Value,
     settings: &'a str,
-    pythonpath: Option<String>,
-    venv: &'a str,
-    venv_cfg: String,
-    path: String,
+    pythonpath: Option<Value>,
+    venv: Value,
+    venv_cfg: Value,
+    path: Value,
     variables: Vec<Variable>,
-    state_dir: Option<&'a str>,
+    state_dir: Option<Value>,
 }
 
 /// An exported variable: the name is validated by the model (safe to print
-/// bare), the value is escaped like any other.
+/// bare), the value a string to escape or a path word.
 #[derive(Serialize)]
 struct Variable {
     name: Value,
-    value: String,
+    value: Value,
+}
+
+/// Paths as sh words. For an instance that runs its profile, a path inside
+/// the package becomes `"${djshim_package}"/rest`: the shim follows the
+/// profile link once, into `djshim_package`, so that the interpreter,
+/// manage.py and every other path come from one generation even when a pin
+/// switches the profile while the shim starts. Every other path, and every
+/// rest, goes through [`sh_quote`]: these are the only values the shim
+/// template prints unescaped, and they are escaped here.
+struct Words<'a> {
+    instance: &'a Instance,
+}
+
+impl Words<'_> {
+    fn inside<'p>(&self, path: &'p Utf8Path) -> Option<&'p Utf8Path> {
+        self.instance
+            .profile
+            .then(|| path.strip_prefix(&self.instance.package).ok())
+            .flatten()
+    }
+
+    fn word(&self, path: &Utf8Path) -> String {
+        match self.inside(path) {
+            Some(rest) if rest.as_str().is_empty() => "\"${djshim_package}\"".to_owned(),
+            Some(rest) => format!("\"${{djshim_package}}\"{}", sh_quote(&format!("/{rest}"))),
+            None => sh_quote(path.as_str()).into_owned(),
+        }
+    }
+
+    fn path(&self, path: &Utf8Path) -> Value {
+        Value::from_safe_string(self.word(path))
+    }
+
+    /// `a:b:c` as one word: quoted whole, or per entry (`:` needs no
+    /// quoting) when an entry lies in the profile's package.
+    fn list(&self, paths: &[Utf8PathBuf]) -> Value {
+        let word = if paths.iter().any(|p| self.inside(p).is_some()) {
+            paths
+                .iter()
+                .map(|p| self.word(p))
+                .collect::<Vec<_>>()
+                .join(":")
+        } else {
+            sh_quote(&crate::model::join(paths)).into_owned()
+        };
+        Value::from_safe_string(word)
+    }
 }
 
 /// Quotes `text` as one POSIX sh word. Words made only of characters that

@@ -7,6 +7,7 @@ mod docs;
 mod errors;
 mod escape;
 mod generate;
+mod profiles;
 mod runtime;
 mod shells;
 mod support;

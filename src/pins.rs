@@ -1,0 +1,252 @@
+//! `djshim pin`, `rollback` and `history`: moving an instance's profile
+//! between packages, checked first, one atomic switch each.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::check;
+use crate::cli::{HistoryArgs, PinArgs, RollbackArgs};
+use crate::commands::say;
+use crate::error::Error;
+use crate::model::{Instance, Model};
+use crate::profile::{Generation, Profile};
+
+/// The instance named, which must run its profile.
+fn profiled<'m>(model: &'m Model, name: &str) -> Result<(&'m Instance, Profile), Error> {
+    let instance = model.select(&[name.to_owned()])?[0];
+    if !instance.profile {
+        return Err(Error::Usage(format!(
+            "instance `{name}` has `package` set ({}), so it runs that path, not a profile\n  \
+             = help: remove `package` from the instance (and its `[defaults]`) to pin it",
+            instance.package
+        )));
+    }
+    Ok((instance, Profile::at(&instance.package)))
+}
+
+/// Refuses a package the instance could not run, printing why.
+fn verify(
+    instance: &Instance,
+    package: &Utf8Path,
+    out: &mut dyn Write,
+    what: &str,
+) -> Result<(), Error> {
+    let problems = check::instance(&instance.rebased(package));
+    for problem in &problems {
+        say(out, format_args!("{problem}"))?;
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Problem(format!(
+            "not {what} {package}: the instance could not run it ({} problem{})",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        )))
+    }
+}
+
+pub fn pin(model: &Model, args: &PinArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let (instance, profile) = profiled(model, &args.instance)?;
+    if let Some(path) = &args.path {
+        let package = resolve(path)?;
+        verify(instance, &package, out, "pinning")?;
+        let _lock = profile.lock()?;
+        let generations = profile.generations()?;
+        let current = current(&profile, &generations)?;
+        if let Some(g) = current.filter(|g| g.target == package) {
+            say(
+                out,
+                format_args!(
+                    "{}: generation {} already runs {package}",
+                    instance.name, g.number
+                ),
+            )?;
+        } else {
+            let number = generations.last().map_or(1, |g| g.number + 1);
+            profile.create(number, &package)?;
+            profile.switch(number)?;
+            match current {
+                Some(old) => say(
+                    out,
+                    format_args!(
+                        "{}: generation {} -> {number}: {} -> {package}",
+                        instance.name, old.number, old.target
+                    ),
+                )?,
+                None => say(
+                    out,
+                    format_args!("{}: generation {number}: {package}", instance.name),
+                )?,
+            }
+        }
+    }
+    if let Some(keep) = args.keep {
+        let _lock = profile.lock()?;
+        let generations = profile.generations()?;
+        let current = profile.current()?;
+        let cut = generations.len().saturating_sub(keep as usize);
+        for g in generations[..cut]
+            .iter()
+            .filter(|g| Some(g.number) != current)
+        {
+            profile.delete(g)?;
+            say(
+                out,
+                format_args!(
+                    "{}: deleted generation {}: {}",
+                    instance.name, g.number, g.target
+                ),
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rollback(
+    model: &Model,
+    args: &RollbackArgs,
+    out: &mut dyn Write,
+) -> Result<ExitCode, Error> {
+    let (instance, profile) = profiled(model, &args.instance)?;
+    let _lock = profile.lock()?;
+    let generations = profile.generations()?;
+    let Some(current) = current(&profile, &generations)? else {
+        return Err(Error::Problem(format!(
+            "instance `{0}` has no generation yet\n  = help: pin one with `djshim pin {0} PATH`",
+            instance.name
+        )));
+    };
+    let target = match args.to {
+        Some(n) => generations.iter().find(|g| g.number == n).ok_or_else(|| {
+            let known: Vec<String> = generations.iter().map(|g| g.number.to_string()).collect();
+            Error::Problem(format!(
+                "instance `{}` has no generation {n}; it has {}",
+                instance.name,
+                known.join(", ")
+            ))
+        })?,
+        None => generations.iter().rev().find(|g| g.number < current.number).ok_or_else(|| {
+            Error::Problem(format!(
+                "generation {} of instance `{}` is its oldest; there is nothing to roll back to",
+                current.number, instance.name
+            ))
+        })?,
+    };
+    if target.number == current.number {
+        say(
+            out,
+            format_args!(
+                "{}: generation {} is already current",
+                instance.name, current.number
+            ),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    verify(instance, &target.target, out, "rolling back to")?;
+    profile.switch(target.number)?;
+    say(
+        out,
+        format_args!(
+            "{}: generation {} -> {}: {} -> {}",
+            instance.name, current.number, target.number, current.target, target.target
+        ),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn history(model: &Model, args: &HistoryArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let (_, profile) = profiled(model, &args.instance)?;
+    let generations = profile.generations()?;
+    let current = profile.current()?;
+    let width = generations.last().map_or(1, |g| g.number.to_string().len());
+    for g in &generations {
+        let mark = if Some(g.number) == current {
+            "   (current)"
+        } else {
+            ""
+        };
+        say(
+            out,
+            format_args!(
+                "{:>width$}   {}   {}{mark}",
+                g.number,
+                utc(g.made),
+                g.target
+            ),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The generation the profile points to, among `generations`.
+fn current<'g>(
+    profile: &Profile,
+    generations: &'g [Generation],
+) -> Result<Option<&'g Generation>, Error> {
+    let number = profile.current()?;
+    Ok(generations.iter().find(|g| Some(g.number) == number))
+}
+
+/// An absolute path to an existing directory, links resolved: a `result`
+/// link of nix-build pins the store path it points to, not the link.
+fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf, Error> {
+    if !path.is_absolute() {
+        return Err(Error::Usage(format!(
+            "`{path}` is not an absolute path\n  = help: give the package's full path, e.g. \
+             `/nix/store/…-mywebsite` or `$PWD/{path}`"
+        )));
+    }
+    let real = path
+        .canonicalize_utf8()
+        .map_err(|e| Error::io("resolve", path, e))?;
+    if !real.is_dir() {
+        return Err(Error::Problem(format!(
+            "{path} is not a directory; a package is the directory holding manage.py"
+        )));
+    }
+    Ok(real)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC (civil-from-days, H. Hinnant).
+fn utc(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days.cast_signed() + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(UNIX_EPOCH), "1970-01-01 00:00:00");
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(1_795_602_163)),
+            "2026-11-25 10:22:43"
+        );
+        assert_eq!(
+            utc(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29 00:00:00"
+        );
+    }
+}
