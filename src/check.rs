@@ -4,7 +4,7 @@
 //! interpreter each instance will use, and report every problem found.
 
 use std::fmt;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::process::{Command, Stdio};
 
 use camino::Utf8Path;
@@ -17,11 +17,18 @@ pub struct Problem {
     pub instance: String,
     pub key: &'static str,
     pub message: String,
+    /// Worth saying, but the instance can run: does not fail `check`.
+    pub warning: bool,
 }
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: `{}`: {}", self.instance, self.key, self.message)
+        let warning = if self.warning { "warning: " } else { "" };
+        write!(
+            f,
+            "{}: `{}`: {warning}{}",
+            self.instance, self.key, self.message
+        )
     }
 }
 
@@ -48,6 +55,7 @@ pub fn instance(instance: &Instance) -> Vec<Problem> {
             instance: instance.name.clone(),
             key,
             message,
+            warning: false,
         });
     };
     let package_ok = if instance.package.is_dir() {
@@ -95,7 +103,142 @@ pub fn instance(instance: &Instance) -> Vec<Problem> {
     if manage_ok && python_ok {
         find_settings(instance).unwrap_or_else(|message| problem("settings", message));
     }
+    problems.extend(accounts(instance));
     problems
+}
+
+/// The account and its group exist; env files exist, are safe, and are not
+/// world-readable; the instance's writable directories are writable by the
+/// account.
+fn accounts(instance: &Instance) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut say = |key: &'static str, message: String, warning: bool| {
+        problems.push(Problem {
+            instance: instance.name.clone(),
+            key,
+            message,
+            warning,
+        });
+    };
+    // The account whose files these are: the instance's, else whoever runs `check`.
+    let account = if let Some(user) = &instance.user {
+        let entry = getent("passwd", user);
+        if entry.is_none() {
+            say(
+                "user",
+                format!(
+                    "the account `{user}` does not exist; create it, e.g. `useradd --system {user}`"
+                ),
+                false,
+            );
+        }
+        entry.map(|fields| (fields[2].parse::<u32>().ok(), user.clone()))
+    } else {
+        Some((own_uid(), String::new()))
+    };
+    if let Some(group) = instance
+        .group
+        .as_ref()
+        .filter(|g| getent("group", g).is_none())
+    {
+        say(
+            "group",
+            format!(
+                "the group `{group}` does not exist; create it, e.g. `groupadd --system {group}`"
+            ),
+            false,
+        );
+    }
+    let uid = account.as_ref().and_then(|(uid, _)| *uid);
+    for file in &instance.env_files {
+        let Ok(meta) = std::fs::metadata(file) else {
+            say("env_file", format!("{file}: no such file"), false);
+            continue;
+        };
+        let mode = meta.mode() & 0o7777;
+        if mode & 0o022 != 0 {
+            say(
+                "env_file",
+                format!("{file} is group- or world-writable (mode {mode:o}); `chmod go-w` it"),
+                false,
+            );
+        }
+        if meta.uid() != 0 && Some(meta.uid()) != uid {
+            say(
+                "env_file",
+                format!(
+                    "{file} is owned by uid {}, not by root or the instance account",
+                    meta.uid()
+                ),
+                false,
+            );
+        }
+        if mode & 0o004 != 0 {
+            say(
+                "env_file",
+                format!(
+                    "{file} is world-readable (mode {mode:o}); secrets belong in a 0600 or 0640 file"
+                ),
+                true,
+            );
+        }
+    }
+    if let Some((Some(uid), user)) = account.filter(|(_, user)| !user.is_empty()) {
+        let groups = groups_of(&user);
+        for (key, dir) in [
+            ("state_dir", &instance.state_dir),
+            ("static_root", &instance.static_root),
+            ("media_root", &instance.media_root),
+        ] {
+            let Some(dir) = dir else { continue };
+            let meta = std::fs::metadata(dir);
+            if meta.is_ok_and(|m| !writable(&m, uid, &groups)) {
+                say(key, format!("{dir} is not writable by `{user}`"), false);
+            }
+        }
+    }
+    problems
+}
+
+/// Whether an account with `uid` and `groups` may create files in a directory.
+fn writable(meta: &std::fs::Metadata, uid: u32, groups: &[u32]) -> bool {
+    let mode = meta.mode();
+    uid == 0
+        || (meta.uid() == uid && mode & 0o300 == 0o300)
+        || (meta.uid() != uid && groups.contains(&meta.gid()) && mode & 0o030 == 0o030)
+        || (meta.uid() != uid && !groups.contains(&meta.gid()) && mode & 0o003 == 0o003)
+}
+
+/// The fields of `getent DATABASE KEY`, if the entry exists.
+fn getent(database: &str, key: &str) -> Option<Vec<String>> {
+    let output = Command::new("getent")
+        .args([database, key])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let line = String::from_utf8(output.stdout).ok()?;
+    let fields: Vec<String> = line.trim_end().split(':').map(str::to_owned).collect();
+    (output.status.success() && fields.len() >= 3).then_some(fields)
+}
+
+/// The group ids of an account (`id -G`).
+fn groups_of(user: &str) -> Vec<u32> {
+    Command::new("id")
+        .args(["-G", user])
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The effective uid of this process, as the owner of /proc/self.
+fn own_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 fn find_settings(instance: &Instance) -> Result<(), String> {

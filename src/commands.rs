@@ -99,13 +99,14 @@ fn check(model: &Model, args: &CheckArgs, out: &mut dyn Write) -> Result<ExitCod
     let mut problems = 0;
     for instance in model.select(&args.instances)? {
         let found = check::instance(instance);
-        if found.is_empty() {
-            say(out, format_args!("{}: ok", instance.name))?;
-        }
         for problem in &found {
             say(out, format_args!("{problem}"))?;
         }
-        problems += found.len();
+        let failed = found.iter().filter(|p| !p.warning).count();
+        if failed == 0 {
+            say(out, format_args!("{}: ok", instance.name))?;
+        }
+        problems += failed;
     }
     if problems > 0 {
         return Err(Error::CheckFailed { problems });

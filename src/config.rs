@@ -96,12 +96,12 @@ pub struct RawInstance {
     pub media_root: Option<Str>,
     pub state_dir: Option<Str>,
     pub env: Option<Spanned<BTreeMap<Str, Str>>>,
-    // Accounts, secrets and services: read so that the model can say clearly
-    // that this version does not act on them yet, rather than "unknown key".
-    pub env_file: Option<Spanned<IgnoredAny>>,
-    pub user: Option<Spanned<IgnoredAny>>,
-    pub group: Option<Spanned<IgnoredAny>>,
-    pub confirm: Option<Spanned<IgnoredAny>>,
+    pub env_file: Option<StrList>,
+    pub user: Option<Str>,
+    pub group: Option<Str>,
+    pub confirm: Option<StrList>,
+    // Services: read so that the model can say clearly that this version
+    // does not act on them yet, rather than "unknown key".
     pub server: Option<Spanned<IgnoredAny>>,
     pub jobs: Option<Spanned<IgnoredAny>>,
 }

@@ -72,6 +72,14 @@ pub struct Instance {
     pub state_dir: Option<Utf8PathBuf>,
     /// Further variables, in name order.
     pub env: BTreeMap<String, String>,
+    /// Files of `KEY=VALUE` lines read when the command runs, in order.
+    pub env_files: Vec<Utf8PathBuf>,
+    /// The account the command runs as, and its group (else the account's
+    /// primary group).
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// manage.py subcommands that need the instance name typed first.
+    pub confirm: Vec<String>,
 }
 
 impl Instance {
@@ -155,6 +163,20 @@ pub fn is_env_name(name: &str) -> bool {
         .next()
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Whether `name` may name an account: `[a-z_][a-z0-9_-]*` (a trailing `$`
+/// allowed, as for Samba machine accounts), at most 32 characters.
+pub fn is_account(name: &str) -> bool {
+    let body = name.strip_suffix('$').unwrap_or(name);
+    name.len() <= 32
+        && body
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 /// Whether `module` is a dotted Python identifier (ASCII).
@@ -346,6 +368,18 @@ impl Builder<'_> {
         let media_root = single(field!(media_root));
         let state_dir = single(field!(state_dir));
         let env = self.env(project, instance, defaults, inst);
+        let env_files = self.list(field!(env_file), &scope, Base::ConfigDir);
+        let user = field!(user).and_then(|(v, key)| self.account(v, &scope(key)));
+        let group = field!(group).and_then(|(v, key)| self.account(v, &scope(key)));
+        if let (Some((v, key)), None) = (field!(group), field!(user)) {
+            self.error(
+                v,
+                &key,
+                "`group` without `user`".into(),
+                "set `user` too: the group is that of the account the command runs as",
+            );
+        }
+        let confirm = self.names(field!(confirm), &scope);
 
         if self.errors.len() > before {
             return None;
@@ -366,18 +400,62 @@ impl Builder<'_> {
             media_root,
             state_dir,
             env,
+            env_files,
+            user,
+            group,
+            confirm,
         })
     }
 
+    /// A user or group name as `useradd` accepts it.
+    fn account(&mut self, v: &Str, scope: &Scope<'_>) -> Option<String> {
+        let value = self.expand(v, scope)?;
+        if is_account(&value) {
+            Some(value)
+        } else {
+            self.error(
+                v,
+                &scope.key,
+                format!("`{value}` is not a valid account name"),
+                "use lowercase letters, digits, `_` and `-`, starting with a letter or `_`, at most 32",
+            );
+            None
+        }
+    }
+
+    /// manage.py subcommand names (Python identifiers).
+    fn names<'s>(
+        &mut self,
+        field: Option<(&StrList, String)>,
+        scope: &dyn Fn(String) -> Scope<'s>,
+    ) -> Vec<String> {
+        let Some((items, key)) = field else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, item) in items.get_ref().iter().enumerate() {
+            let s = scope(format!("{key}[{i}]"));
+            let Some(value) = self.expand(item, &s) else {
+                continue;
+            };
+            if is_env_name(&value) {
+                out.push(value);
+            } else {
+                self.error(
+                    item,
+                    &s.key,
+                    format!("`{value}` is not a manage.py subcommand name"),
+                    "name it as you type it after manage.py, e.g. `flush`",
+                );
+            }
+        }
+        out
+    }
+
     /// Keys this version reads but does not act on yet are refused: silently
-    /// ignoring `user` or `env_file` would run a command with less isolation
-    /// or fewer secrets than the config asks for.
+    /// ignoring a service or a job would leave the operator believing it runs.
     fn unsupported(&mut self, instance: &str, defaults: &RawInstance, inst: &RawInstance) {
         for (key, own, default) in [
-            ("env_file", &inst.env_file, &defaults.env_file),
-            ("user", &inst.user, &defaults.user),
-            ("group", &inst.group, &defaults.group),
-            ("confirm", &inst.confirm, &defaults.confirm),
             ("server", &inst.server, &defaults.server),
             ("jobs", &inst.jobs, &defaults.jobs),
         ] {
@@ -390,7 +468,7 @@ impl Builder<'_> {
                 &Spanned::new(at, ()),
                 &path,
                 format!("`{key}` is not supported by this version of djshim yet"),
-                "remove it: this version would ignore it, and ignoring it is unsafe",
+                "remove it: services and jobs arrive in a later version, and ignoring them silently would leave you believing they run",
             );
         }
     }

@@ -34,7 +34,8 @@ fn verify(
     out: &mut dyn Write,
     what: &str,
 ) -> Result<(), Error> {
-    let problems = check::instance(&instance.rebased(package));
+    let mut problems = check::instance(&instance.rebased(package));
+    problems.retain(|p| !p.warning);
     for problem in &problems {
         say(out, format_args!("{problem}"))?;
     }

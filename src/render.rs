@@ -128,6 +128,19 @@ impl Renderer {
             path: words.list(&path),
             variables,
             state_dir: instance.state_dir.as_ref().map(|p| words.path(p)),
+            locals: Value::from_safe_string(locals(instance).join(" ")),
+            tools: instance.user.is_some() || !instance.env_files.is_empty(),
+            user: instance.user.as_deref(),
+            group: instance.group.as_deref(),
+            env_files: instance.env_files.iter().map(|p| words.path(p)).collect(),
+            confirm: Value::from_safe_string(
+                instance
+                    .confirm
+                    .iter()
+                    .map(|c| sh_quote(c))
+                    .collect::<Vec<_>>()
+                    .join(" | "),
+            ),
         };
         let text = self.render(SHIM.0, &ctx)?;
         Ok(Artifact {
@@ -168,6 +181,55 @@ struct ShimContext<'a> {
     path: Value,
     variables: Vec<Variable>,
     state_dir: Option<Value>,
+    /// The shell variables the script uses, unset first.
+    locals: Value,
+    /// Whether the script looks up programs (`id`, `getent`, `setpriv`, `stat`).
+    tools: bool,
+    user: Option<&'a str>,
+    group: Option<&'a str>,
+    env_files: Vec<Value>,
+    /// The `case` pattern of the subcommands to confirm, `a | b`; empty when none.
+    confirm: Value,
+}
+
+/// The shell variables a shim of `instance` assigns. They are unset at the
+/// top: a variable of the same name exported by the caller would otherwise
+/// carry the shim's values on into manage.py's environment.
+fn locals(instance: &Instance) -> Vec<&'static str> {
+    let mut names = Vec::new();
+    if instance.profile {
+        names.push("djshim_package");
+    }
+    if instance.user.is_some() || !instance.env_files.is_empty() {
+        names.extend(["djshim_dir", "djshim_caller"]);
+    }
+    if instance.user.is_some() {
+        names.extend([
+            "djshim_entry",
+            "djshim_field",
+            "djshim_uid",
+            "djshim_home",
+            "djshim_setpriv",
+        ]);
+        if instance.group.is_none() {
+            names.push("djshim_gid");
+        }
+    } else if !instance.env_files.is_empty() {
+        names.extend(["djshim_uid", "djshim_field"]);
+    }
+    if !instance.env_files.is_empty() {
+        names.extend([
+            "djshim_stat",
+            "djshim_number",
+            "djshim_line",
+            "djshim_key",
+            "djshim_value",
+        ]);
+    }
+    if !instance.confirm.is_empty() {
+        names.push("djshim_answer");
+    }
+    names
 }
 
 /// An exported variable: the name is validated by the model (safe to print

@@ -2,6 +2,7 @@
 //! runs the real parts: the built binary, /bin/sh (dash), bash, shellcheck,
 //! a real Django in a real venv.
 
+mod accounts;
 mod commands;
 mod docs;
 mod errors;

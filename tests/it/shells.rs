@@ -13,6 +13,7 @@ pub fn fixtures() -> Vec<(&'static str, Utf8PathBuf)> {
         ("mywebsite", root().join("examples/mywebsite/djshim.toml")),
         ("hostile", root().join("tests/fixtures/hostile.toml")),
         ("profile", root().join("tests/fixtures/profile.toml")),
+        ("accounts", root().join("tests/fixtures/accounts.toml")),
     ]
 }
 
