@@ -19,6 +19,9 @@ _djshim() {
             djshim,check)
                 cmd="djshim__subcmd__check"
                 ;;
+            djshim,cron)
+                cmd="djshim__subcmd__cron"
+                ;;
             djshim,generate)
                 cmd="djshim__subcmd__generate"
                 ;;
@@ -43,8 +46,14 @@ _djshim() {
             djshim,show)
                 cmd="djshim__subcmd__show"
                 ;;
+            djshim,systemd)
+                cmd="djshim__subcmd__systemd"
+                ;;
             djshim__subcmd__help,check)
                 cmd="djshim__subcmd__help__subcmd__check"
+                ;;
+            djshim__subcmd__help,cron)
+                cmd="djshim__subcmd__help__subcmd__cron"
                 ;;
             djshim__subcmd__help,generate)
                 cmd="djshim__subcmd__help__subcmd__generate"
@@ -70,6 +79,9 @@ _djshim() {
             djshim__subcmd__help,show)
                 cmd="djshim__subcmd__help__subcmd__show"
                 ;;
+            djshim__subcmd__help,systemd)
+                cmd="djshim__subcmd__help__subcmd__systemd"
+                ;;
             *)
                 ;;
         esac
@@ -77,7 +89,7 @@ _djshim() {
 
     case "${cmd}" in
         djshim)
-            opts="-c -h -V --config --help --version init check generate list show pin rollback history help"
+            opts="-c -h -V --config --help --version init check generate list show pin rollback history systemd cron help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -105,6 +117,36 @@ _djshim() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__cron)
+            opts="-c -h --bin --lock-dir --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --bin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lock-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -151,7 +193,7 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help)
-            opts="init check generate list show pin rollback history help"
+            opts="init check generate list show pin rollback history systemd cron help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -165,6 +207,20 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__help__subcmd__cron)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -277,6 +333,20 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__help__subcmd__systemd)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -419,6 +489,36 @@ _djshim() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__systemd)
+            opts="-o -n -c -h --out --dry-run --force --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

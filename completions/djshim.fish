@@ -35,6 +35,8 @@ complete -c djshim -n "__fish_djshim_needs_command" -f -a "show" -d 'Print the s
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "pin" -d 'Switch an instance\'s profile to a package, as a new generation'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "rollback" -d 'Switch an instance\'s profile back to the previous generation, or to --to N'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "history" -d 'List the generations of an instance\'s profile, the current one marked'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "systemd" -d 'Write systemd units: the application server and the timers of jobs'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "cron" -d 'Print /etc/cron.d lines for the jobs, each calling its shim under `flock -n`'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c djshim -n "__fish_djshim_using_subcommand init" -l project -d 'The project name [default: the current directory\'s name, if it is a valid name]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand init" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
@@ -58,12 +60,23 @@ complete -c djshim -n "__fish_djshim_using_subcommand rollback" -s c -l config -
 complete -c djshim -n "__fish_djshim_using_subcommand rollback" -s h -l help -d 'Print help'
 complete -c djshim -n "__fish_djshim_using_subcommand history" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand history" -s h -l help -d 'Print help'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "init" -d 'Write a commented starter djshim.toml (never overwrites)'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "check" -d 'Validate the config and this machine: packages, interpreters, settings modules'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "generate" -d 'Write the shims, one per instance, into the config\'s bin directory (or --out DIR)'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "list" -d 'One row per instance: shim, package, settings, and whether the shim is up to date'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "show" -d 'Print the shim of one instance exactly as generate would write it'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "pin" -d 'Switch an instance\'s profile to a package, as a new generation'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "rollback" -d 'Switch an instance\'s profile back to the previous generation, or to --to N'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "history" -d 'List the generations of an instance\'s profile, the current one marked'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c djshim -n "__fish_djshim_using_subcommand systemd" -s o -l out -d 'Write into DIR instead of the config\'s units directory' -r
+complete -c djshim -n "__fish_djshim_using_subcommand systemd" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand systemd" -s n -l dry-run -d 'Print a unified diff of what would change; write nothing'
+complete -c djshim -n "__fish_djshim_using_subcommand systemd" -l force -d 'Overwrite files that djshim did not write, and own them from now on'
+complete -c djshim -n "__fish_djshim_using_subcommand systemd" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c djshim -n "__fish_djshim_using_subcommand cron" -l bin -d 'Where the shims are installed [default: the config\'s bin directory]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand cron" -l lock-dir -d 'Where the lock files of `flock -n` live' -r
+complete -c djshim -n "__fish_djshim_using_subcommand cron" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand cron" -s h -l help -d 'Print help'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "init" -d 'Write a commented starter djshim.toml (never overwrites)'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "check" -d 'Validate the config and this machine: packages, interpreters, settings modules'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "generate" -d 'Write the shims, one per instance, into the config\'s bin directory (or --out DIR)'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "list" -d 'One row per instance: shim, package, settings, and whether the shim is up to date'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "show" -d 'Print the shim of one instance exactly as generate would write it'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "pin" -d 'Switch an instance\'s profile to a package, as a new generation'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "rollback" -d 'Switch an instance\'s profile back to the previous generation, or to --to N'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "history" -d 'List the generations of an instance\'s profile, the current one marked'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "systemd" -d 'Write systemd units: the application server and the timers of jobs'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "cron" -d 'Print /etc/cron.d lines for the jobs, each calling its shim under `flock -n`'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -63,6 +63,16 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// List the generations of an instance's profile, the current one marked
     History(HistoryArgs),
+    /// Write systemd units: the application server and the timers of jobs
+    ///
+    /// One <project>-<instance>.service per instance with a `server`, and a
+    /// .service and .timer per job, into the config's units directory (or
+    /// --out DIR): the same interpreter, package, account, environment and env
+    /// files as the instance's shim. Written like `generate` writes shims:
+    /// deterministic, atomic, owned through a manifest.
+    Systemd(SystemdArgs),
+    /// Print /etc/cron.d lines for the jobs, each calling its shim under `flock -n`
+    Cron(CronArgs),
 }
 
 #[derive(Debug, Args)]
@@ -137,4 +147,30 @@ pub struct HistoryArgs {
     /// The instance whose generations to list
     #[arg(value_name = "INSTANCE")]
     pub instance: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SystemdArgs {
+    /// Write into DIR instead of the config's units directory
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<Utf8PathBuf>,
+
+    /// Print a unified diff of what would change; write nothing
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+
+    /// Overwrite files that djshim did not write, and own them from now on
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CronArgs {
+    /// Where the shims are installed [default: the config's bin directory]
+    #[arg(long, value_name = "DIR")]
+    pub bin: Option<Utf8PathBuf>,
+
+    /// Where the lock files of `flock -n` live
+    #[arg(long, value_name = "DIR", default_value = "/run/lock")]
+    pub lock_dir: Utf8PathBuf,
 }

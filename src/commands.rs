@@ -7,13 +7,15 @@ use std::process::ExitCode;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::cli::{CheckArgs, Cli, Command, GenerateArgs, InitArgs, ShowArgs};
+use crate::cli::{
+    CheckArgs, Cli, Command, CronArgs, GenerateArgs, InitArgs, ShowArgs, SystemdArgs,
+};
 use crate::config::{self, Source};
 use crate::error::Error;
 use crate::model::{Model, is_name};
 use crate::render::Renderer;
 use crate::write::{self, Change};
-use crate::{check, pins};
+use crate::{check, pins, units};
 
 const DEFAULT_CONFIG: &str = "djshim.toml";
 const STARTER: &str = include_str!("starter.toml");
@@ -35,6 +37,8 @@ pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Pin(args) => pins::pin(&load(config)?, args, out),
         Command::Rollback(args) => pins::rollback(&load(config)?, args, out),
         Command::History(args) => pins::history(&load(config)?, args, out),
+        Command::Systemd(args) => systemd(&load(config)?, args, out),
+        Command::Cron(args) => cron(&load(config)?, args, out),
     }
 }
 
@@ -128,7 +132,36 @@ fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<E
         force: args.force,
     };
     let changes = write::sync(&dir, &artifacts, &wanted, options, out)?;
-    if !args.dry_run {
+    report(&dir, &changes, args.dry_run, out)
+}
+
+fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let artifacts = units::units(&Renderer::new(), model)?;
+    let dir = args.out.clone().unwrap_or_else(|| model.units_dir.clone());
+    let options = write::Options {
+        dry_run: args.dry_run,
+        force: args.force,
+    };
+    let changes = write::sync(&dir, &artifacts, &units::wanted(&artifacts), options, out)?;
+    report(&dir, &changes, args.dry_run, out)
+}
+
+fn cron(model: &Model, args: &CronArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let bin = args.bin.as_deref().unwrap_or(&model.bin_dir);
+    let text = units::crontab(&Renderer::new(), model, bin, &args.lock_dir)?;
+    out.write_all(text.as_bytes())
+        .map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line per file written or removed.
+fn report(
+    dir: &Utf8Path,
+    changes: &[(String, Change)],
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> Result<ExitCode, Error> {
+    if !dry_run {
         for (name, change) in changes.iter().filter(|(_, c)| *c != Change::Unchanged) {
             say(out, format_args!("{} {}", change.verb(), dir.join(name)))?;
         }

@@ -11,7 +11,6 @@ use std::ops::Range;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -100,10 +99,26 @@ pub struct RawInstance {
     pub user: Option<Str>,
     pub group: Option<Str>,
     pub confirm: Option<StrList>,
-    // Services: read so that the model can say clearly that this version
-    // does not act on them yet, rather than "unknown key".
-    pub server: Option<Spanned<IgnoredAny>>,
-    pub jobs: Option<Spanned<IgnoredAny>>,
+    pub server: Option<Spanned<RawServer>>,
+    pub jobs: Option<Spanned<BTreeMap<Str, RawJob>>>,
+}
+
+/// `[instances.NAME.server]`: the application server under systemd.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub command: StrList,
+    pub runtime_dir: Option<Str>,
+    pub after: Option<StrList>,
+    pub service: Option<Spanned<BTreeMap<Str, Str>>>,
+}
+
+/// `[instances.NAME.jobs.JOB]`: a scheduled manage.py command.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJob {
+    pub command: StrList,
+    pub schedule: Str,
 }
 
 /// Parses the file, turning a TOML or shape error into a diagnostic that

@@ -15,4 +15,6 @@ pub mod model;
 pub mod pins;
 pub mod profile;
 pub mod render;
+pub mod schedule;
+pub mod units;
 pub mod write;

@@ -7,6 +7,7 @@
 //! key, `none`, a number) is an error, not an empty word. No I/O here.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Serialize;
@@ -25,6 +26,30 @@ pub struct Artifact {
 }
 
 const SHIM: (&str, &str) = ("shim.sh.j2", include_str!("../wrappers/shim.sh.j2"));
+
+/// Every template, compiled in. The name's last extension before `.j2`
+/// picks the escaper.
+const TEMPLATES: [(&str, &str); 7] = [
+    SHIM,
+    (
+        "server.service.j2",
+        include_str!("../wrappers/server.service.j2"),
+    ),
+    ("job.service.j2", include_str!("../wrappers/job.service.j2")),
+    ("job.timer.j2", include_str!("../wrappers/job.timer.j2")),
+    (
+        "service.systemd.j2",
+        include_str!("../wrappers/service.systemd.j2"),
+    ),
+    (
+        "environment.systemd-env.j2",
+        include_str!("../wrappers/environment.systemd-env.j2"),
+    ),
+    (
+        "crontab.cron.j2",
+        include_str!("../wrappers/crontab.cron.j2"),
+    ),
+];
 
 /// The template environment: strict, trimmed, escaping by file type.
 pub struct Renderer {
@@ -56,12 +81,15 @@ impl Renderer {
                 .expect("static syntax config"),
         );
         env.set_auto_escape_callback(|name| {
-            if name.ends_with(".sh.j2") {
-                AutoEscape::Custom(Cow::Borrowed("sh"))
-            } else {
+            let language = name.strip_suffix(".j2").and_then(|n| n.rsplit('.').next());
+            AutoEscape::Custom(Cow::Borrowed(match language {
+                Some("sh") => "sh",
+                Some("service" | "timer" | "systemd") => "systemd",
+                Some("systemd-env") => "systemd-env",
+                Some("cron") => "cron",
                 // A template of unknown type may not print any value.
-                AutoEscape::Custom(Cow::Borrowed("none"))
-            }
+                _ => "none",
+            }))
         });
         env.set_formatter(|out, state, value| {
             if value.is_safe() {
@@ -75,6 +103,9 @@ impl Renderer {
             };
             let escaped = match state.auto_escape() {
                 AutoEscape::Custom(lang) if lang == "sh" => sh_quote(text),
+                AutoEscape::Custom(lang) if lang == "systemd" => systemd_word(text, true),
+                AutoEscape::Custom(lang) if lang == "systemd-env" => systemd_word(text, false),
+                AutoEscape::Custom(lang) if lang == "cron" => cron_word(text),
                 other => {
                     return Err(minijinja::Error::new(
                         ErrorKind::InvalidOperation,
@@ -84,9 +115,10 @@ impl Renderer {
             };
             out.write_str(&escaped).map_err(minijinja::Error::from)
         });
-        let (name, source) = SHIM;
-        env.add_template(name, source)
-            .expect("wrappers/shim.sh.j2 parses");
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)
+                .expect("the templates in wrappers/ parse");
+        }
         Renderer { env }
     }
 
@@ -155,7 +187,7 @@ impl Renderer {
         instances.iter().map(|i| self.shim(model, i)).collect()
     }
 
-    fn render<S: Serialize>(&self, template: &str, ctx: &S) -> Result<String, Error> {
+    pub(crate) fn render<S: Serialize>(&self, template: &str, ctx: &S) -> Result<String, Error> {
         let template = self.env.get_template(template).map_err(Error::Template)?;
         template
             .render(Value::from(minijinja::value::Serde(ctx)))
@@ -311,6 +343,51 @@ pub fn sh_quote(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Quotes `text` as one word of a systemd unit setting: bare when plain,
+/// else in double quotes with `\\` and `"` escaped and control characters
+/// written as C escapes, which systemd undoes. `%` is doubled (specifiers
+/// apply everywhere); `$` is doubled only where `$` expands (`exec`: the
+/// `Exec*=` lines), since in `Environment=` it is literal. A lone `;`, which
+/// would separate two commands, becomes `\;`.
+pub fn systemd_word(text: &str, exec: bool) -> Cow<'_, str> {
+    let plain = |b: u8| b.is_ascii_alphanumeric() || b"/._-:@+=,".contains(&b);
+    if !text.is_empty() && text.bytes().all(plain) {
+        return Cow::Borrowed(text);
+    }
+    if text == ";" {
+        return Cow::Borrowed("\\;");
+    }
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '%' => out.push_str("%%"),
+            '$' if exec => out.push_str("$$"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_ascii_control() => {
+                let _ = write!(out, "\\x{:02x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    Cow::Owned(out)
+}
+
+/// Quotes `text` for the command field of a crontab line, which cron hands
+/// to /bin/sh after turning every unescaped `%` into a newline: sh quoting,
+/// then each `%` escaped.
+pub fn cron_word(text: &str) -> Cow<'_, str> {
+    match sh_quote(text) {
+        Cow::Borrowed(s) if !s.contains('%') => Cow::Borrowed(s),
+        quoted => Cow::Owned(quoted.replace('%', "\\%")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +401,23 @@ mod tests {
         assert_eq!(sh_quote(r#"$(x)`y`"\"#), r#""\$(x)\`y\`\"\\""#);
         assert_eq!(sh_quote("~root"), r#""~root""#);
         assert_eq!(sh_quote("a\nb"), "\"a\nb\"");
+    }
+
+    #[test]
+    fn systemd_and_cron_words() {
+        assert_eq!(
+            systemd_word("/nix/store/x-y/bin/python3", true),
+            "/nix/store/x-y/bin/python3"
+        );
+        assert_eq!(systemd_word("a b", true), r#""a b""#);
+        assert_eq!(systemd_word(r#"50% "$x" \"#, true), r#""50%% \"$$x\" \\""#);
+        assert_eq!(systemd_word("K=$x%", false), r#""K=$x%%""#);
+        assert_eq!(systemd_word("a\nb\u{1}", true), r#""a\nb\x01""#);
+        assert_eq!(systemd_word(";", true), r"\;");
+        assert_eq!(systemd_word("", true), r#""""#);
+        assert_eq!(cron_word("50%"), r"50\%");
+        assert_eq!(cron_word("a b%"), r#""a b\%""#);
+        assert_eq!(cron_word("plain"), "plain");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::support::{CRON_PATH, World, assert_status, require, text, venv};
 
 /// The test accounts: `djshimt-app` (primary group `djshimt-app`, also in
 /// `djshimt-extra`) and `djshimt-other`, made once, kept between runs.
-struct Accounts {
+pub(crate) struct Accounts {
     app_uid: u32,
     app_gid: u32,
     extra_gid: u32,
@@ -27,7 +27,7 @@ fn id(args: &[&str]) -> u32 {
     text(&output).0.trim().parse().unwrap()
 }
 
-fn accounts() -> &'static Accounts {
+pub(crate) fn accounts() -> &'static Accounts {
     static ACCOUNTS: OnceLock<Accounts> = OnceLock::new();
     ACCOUNTS.get_or_init(|| {
         let me = fs::metadata("/proc/self").unwrap().uid();

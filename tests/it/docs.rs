@@ -64,11 +64,12 @@ fn the_config_man_page_names_every_key() {
     );
 }
 
-/// Key names, skipping the names users choose (instances, variables, jobs).
+/// Key names, skipping the names users choose (instances, variables, jobs,
+/// extra systemd settings).
 fn collect(table: &DeTable<'_>, parent: &str, keys: &mut Vec<String>) {
     for (key, value) in table {
         let key = key.get_ref().to_string();
-        let user_named = matches!(parent, "instances" | "env" | "jobs");
+        let user_named = matches!(parent, "instances" | "env" | "jobs" | "service");
         if !user_named && !keys.contains(&key) {
             keys.push(key.clone());
         }

@@ -12,3 +12,4 @@ mod profiles;
 mod runtime;
 mod shells;
 mod support;
+mod units;

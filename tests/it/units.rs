@@ -1,0 +1,615 @@
+//! systemd units and cron lines (SPEC section 7): verified by
+//! systemd-analyze, timers checked against an independent cron evaluator,
+//! the server started for real, a crontab line run under cron's
+//! environment, and hostile values parsed back the way systemd reads them.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use camino::Utf8PathBuf;
+use djshim::schedule::Schedule;
+
+use crate::accounts::accounts;
+use crate::support::{CRON_PATH, World, assert_status, golden, require, root, text, venv};
+
+/// A unit file as systemd reads it: settings by section and key, in order.
+#[derive(Debug, Default)]
+struct Unit {
+    settings: Vec<(String, String, String)>,
+}
+
+impl Unit {
+    fn parse(text: &str) -> Unit {
+        let mut unit = Unit::default();
+        let mut section = String::new();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                name.clone_into(&mut section);
+                continue;
+            }
+            let (key, value) = line.split_once('=').expect("key=value");
+            unit.settings.push((
+                section.clone(),
+                key.trim().to_owned(),
+                value.trim().to_owned(),
+            ));
+        }
+        unit
+    }
+
+    fn all(&self, key: &str) -> Vec<&str> {
+        self.settings
+            .iter()
+            .filter(|(_, k, _)| k == key)
+            .map(|(_, _, v)| v.as_str())
+            .collect()
+    }
+
+    fn one(&self, key: &str) -> &str {
+        let values = self.all(key);
+        assert_eq!(values.len(), 1, "{key}: {values:?}");
+        values[0]
+    }
+
+    /// `Environment=` lines as systemd reads them: words unquoted and
+    /// C-unescaped, `%%` made `%`, `$` left alone.
+    fn environment(&self) -> BTreeMap<String, String> {
+        self.all("Environment")
+            .into_iter()
+            .flat_map(|v| words(v, false))
+            .map(|w| {
+                let (k, v) = w.split_once('=').unwrap();
+                (k.to_owned(), v.to_owned())
+            })
+            .collect()
+    }
+
+    /// `ExecStart=` as systemd reads it: as above, and `$$` made `$`.
+    fn exec(&self) -> Vec<String> {
+        words(self.one("ExecStart"), true)
+    }
+}
+
+/// systemd's word splitting (`extract_first_word` with unquoting and
+/// C-unescaping), then its specifier and `$` unescaping.
+fn words(value: &str, exec: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = value.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return out;
+        }
+        let (mut word, mut quote) = (String::new(), None);
+        while let Some(c) = chars.next() {
+            match (c, quote) {
+                ('\\', _) => match chars.next().unwrap() {
+                    'n' => word.push('\n'),
+                    't' => word.push('\t'),
+                    'r' => word.push('\r'),
+                    'x' => {
+                        let hex: String = [chars.next().unwrap(), chars.next().unwrap()]
+                            .iter()
+                            .collect();
+                        word.push(char::from(u8::from_str_radix(&hex, 16).unwrap()));
+                    }
+                    other => word.push(other),
+                },
+                ('"' | '\'', None) => quote = Some(c),
+                (c, Some(q)) if c == q => quote = None,
+                (c, None) if c.is_whitespace() => break,
+                (c, _) => word.push(c),
+            }
+        }
+        let word = word.replace("%%", "\u{0}");
+        let word = if exec { word.replace("$$", "$") } else { word };
+        out.push(word.replace('\u{0}', "%"));
+    }
+}
+
+/// A world with the example project and a config with a server and a job
+/// for instance `prod`. It runs as root (`user = "root"`, said explicitly):
+/// the test venv's interpreter may live where other accounts cannot reach.
+fn world(server: &str, extra: &str) -> World {
+    let world = World::new();
+    world.release("pkg");
+    fs::create_dir_all(world.path("var")).unwrap();
+    world.write(
+        "djshim.toml",
+        &format!(
+            "project = \"mywebsite\"\nunits_dir = \"units\"\n[instances.prod]\npackage = \"{pkg}\"\n\
+             python = \"{venv}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\nuser = \"root\"\n\
+             state_dir = \"var\"\nstatic_root = \"var/static\"\nenv_file = [\"prod.env\"]\n\
+             env = {{ MYWEBSITE_DB = \"{db}\", DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\" }}\n{extra}\n\
+             [instances.prod.server]\ncommand = {server}\n\
+             [instances.prod.jobs.clearsessions]\ncommand = [\"clearsessions\"]\nschedule = \"17 3 * * *\"\n",
+            pkg = world.path("pkg"),
+            venv = venv(),
+            db = world.path("var/db.sqlite3"),
+        ),
+    );
+    let secrets = world.write("prod.env", "DJANGO_SECRET_KEY='from the env file'\n");
+    fs::set_permissions(
+        &secrets,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    world
+}
+
+#[test]
+fn every_unit_passes_systemd_analyze_verify() {
+    let analyze = require("systemd-analyze", "systemd");
+    accounts();
+    let world = world("[\"-m\", \"gunicorn\", \"mywebsite.wsgi\"]", "");
+    // The real account, which systemd-analyze looks up.
+    world.write(
+        "djshim.toml",
+        &world
+            .read("djshim.toml")
+            .replace("user = \"root\"", "user = \"djshimt-app\""),
+    );
+    let output = world.djshim(&["systemd"]);
+    assert_status(&output, 0);
+    let units: Vec<Utf8PathBuf> = [
+        "mywebsite-prod.service",
+        "mywebsite-prod-clearsessions.service",
+        "mywebsite-prod-clearsessions.timer",
+    ]
+    .iter()
+    .map(|n| world.path("units").join(n))
+    .collect();
+    let output = Command::new(analyze)
+        .args(["verify", "--man=no"])
+        .args(&units)
+        .output()
+        .unwrap();
+    let (out, err) = text(&output);
+    assert!(
+        output.status.success() && out.is_empty() && err.is_empty(),
+        "systemd-analyze verify:\n{out}{err}"
+    );
+    // A second run changes nothing; the units are owned through a manifest.
+    assert_eq!(text(&world.djshim(&["systemd"])).0, "");
+    assert!(
+        world
+            .read("units/.djshim-manifest")
+            .contains("mywebsite-prod.service")
+    );
+}
+
+#[test]
+fn unit_files_match_their_golden_files() {
+    let world = World::new();
+    let config = root().join("tests/fixtures/units.toml");
+    assert_status(
+        &world.djshim(&["-c", config.as_str(), "systemd", "--out", "units"]),
+        0,
+    );
+    for entry in world.path("units").read_dir_utf8().unwrap() {
+        let entry = entry.unwrap();
+        if !entry.file_name().starts_with('.') {
+            golden(
+                &format!("golden/units/{}", entry.file_name()),
+                &fs::read_to_string(entry.path()).unwrap(),
+            );
+        }
+    }
+    let output = world.djshim(&["-c", config.as_str(), "cron", "--bin", "/usr/local/bin"]);
+    assert_status(&output, 0);
+    golden("golden/units/crontab", &text(&output).0);
+}
+
+/// Next five elapses of a timer with these `OnCalendar=` lines, per
+/// `systemd-analyze calendar`, merged as a timer merges them.
+fn systemd_elapses(calendar: &[String], base: &str) -> Vec<String> {
+    let output = Command::new(require("systemd-analyze", "systemd"))
+        .args([
+            "calendar",
+            "--iterations=5",
+            &format!("--base-time={base} UTC"),
+        ])
+        .args(calendar)
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+    let mut times: Vec<String> = text(&output)
+        .0
+        .lines()
+        .filter_map(|l| {
+            l.trim().strip_prefix("Next elapse: ").or_else(|| {
+                l.trim()
+                    .split_once(": ")
+                    .filter(|(k, _)| k.starts_with("Iter."))
+                    .map(|(_, v)| v)
+            })
+        })
+        .map(|v| {
+            v.split_whitespace()
+                .skip(1)
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    times.sort();
+    times.dedup();
+    times.truncate(5);
+    times
+}
+
+/// Next five runs per croniter, a cron implementation that is not ours.
+fn croniter_runs(cron: &str, base: &str) -> Vec<String> {
+    let script = "import croniter, datetime, sys\n\
+                  it = croniter.croniter(sys.argv[1], datetime.datetime.fromisoformat(sys.argv[2]))\n\
+                  for _ in range(5): print(it.get_next(datetime.datetime).strftime('%Y-%m-%d %H:%M:%S'))\n";
+    let output = Command::new(venv().join("bin/python3"))
+        .args(["-c", script, cron, base])
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+    text(&output).0.lines().map(str::to_owned).collect()
+}
+
+#[test]
+fn timers_fire_when_cron_would() {
+    let cases = [
+        "17 3 * * *",
+        "*/15 * * * *",
+        "0 * * * *",
+        "0 0 1 1 *",
+        "30 4 1,15 * *",
+        "0 9-17 * * mon-fri",
+        "0 9-17/2 * * 1-5",
+        "5 4 * * sun",
+        "5 4 * * 7",
+        "0 0 1,15 * 1",
+        "0 12 * jan,jul *",
+        "0 0 29 2 *",
+        "59 23 31 * *",
+        "0 0 * * 0,6",
+        "*/7 */5 * * *",
+        "1-59/20 0 * * *",
+        "0 6 * 3-5 wed",
+        "0 0 13 * fri",
+        "@daily",
+        "@hourly",
+        "@weekly",
+        "@monthly",
+        "@yearly",
+        "10,20,30 1 1-7 * *",
+        "0 22 * * 1-5",
+        "45 */6 * * sat,sun",
+    ];
+    assert!(cases.len() >= 20);
+    for base in ["2026-01-01 00:00:00", "2027-02-27 23:59:30"] {
+        for cron in cases {
+            let schedule = Schedule::parse(cron).unwrap();
+            let expected = croniter_runs(cron, base);
+            assert_eq!(
+                systemd_elapses(&schedule.calendar(), base),
+                expected,
+                "`{cron}` from {base}: {:?}",
+                schedule.calendar()
+            );
+        }
+    }
+    // Vixie cron (Debian's) and croniter differ when a day field starts
+    // with `*` and the other is restricted: Vixie requires both, which is
+    // what the crontab line will do, so the timer does the same.
+    let schedule = Schedule::parse("0 0 */2 * 1").unwrap();
+    assert_eq!(
+        systemd_elapses(&schedule.calendar(), "2026-01-01 00:00:00"),
+        [
+            "2026-01-05 00:00:00",
+            "2026-01-19 00:00:00",
+            "2026-02-09 00:00:00",
+            "2026-02-23 00:00:00",
+            "2026-03-09 00:00:00"
+        ]
+    );
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(port: u16) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+/// Reads an env file the way systemd's `EnvironmentFile=` does, for the
+/// simple lines written here.
+fn env_file(path: &str) -> Vec<(String, String)> {
+    fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_owned(), v.trim_matches('\'').to_owned())
+        })
+        .collect()
+}
+
+/// The server unit's `ExecStart=`, run with the unit's environment, env file
+/// and working directory, serves the instance on a loopback port. (User=
+/// is applied by systemd, which is not PID 1 here; the process runs as root.)
+#[test]
+fn the_server_unit_really_serves_the_instance() {
+    let port = free_port();
+    let world = world(
+        &format!(
+            "[\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--bind\", \"127.0.0.1:{port}\", \"--workers\", \"1\"]"
+        ),
+        "",
+    );
+    assert_status(&world.djshim(&["generate"]), 0);
+    let migrate = Command::new(world.path("bin/mywebsite-prod"))
+        .args(["migrate", "--noinput"])
+        .env_clear()
+        .env("PATH", CRON_PATH)
+        .output()
+        .unwrap();
+    assert_status(&migrate, 0);
+    assert_status(&world.djshim(&["systemd"]), 0);
+    let unit = Unit::parse(&world.read("units/mywebsite-prod.service"));
+    let argv = unit.exec();
+    let mut env = unit.environment();
+    for file in unit.all("EnvironmentFile") {
+        env.extend(env_file(file));
+    }
+    assert_eq!(env["DJANGO_SECRET_KEY"], "from the env file");
+    let mut server = Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .envs(&env)
+        .current_dir(unit.one("WorkingDirectory"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let response = loop {
+        if let Some(r) = http_get(port) {
+            break r;
+        }
+        if Instant::now() > deadline || server.try_wait().unwrap().is_some() {
+            let _ = server.kill();
+            let mut stderr = String::new();
+            server
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            panic!("gunicorn did not come up:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = Command::new("kill").arg(server.id().to_string()).status();
+    let status = server.wait().unwrap();
+    assert!(
+        response.starts_with("HTTP/1.0 200 OK") || response.starts_with("HTTP/1.1 200 OK"),
+        "{response}"
+    );
+    assert!(
+        response.ends_with("instance=prod questions=0\n"),
+        "{response}"
+    );
+    let mut stderr = String::new();
+    server
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        status.code() == Some(0) || status.code().is_none(),
+        "{status:?}\n{stderr}"
+    );
+}
+
+/// The unit's environment is the shim's: what manage.py sees through the
+/// shim (from an empty environment) equals the unit's Environment= plus
+/// env files, but for the caller's PATH tail and what the shell adds.
+#[test]
+fn the_unit_environment_is_the_shims() {
+    let world = world(
+        "[\"-m\", \"gunicorn\", \"mywebsite.wsgi\"]",
+        "pythonpath = [\"/opt/lib\"]\npath = [\"/opt/bin\"]\n",
+    );
+    assert_status(&world.djshim(&["generate"]), 0);
+    assert_status(&world.djshim(&["systemd"]), 0);
+    let unit = Unit::parse(&world.read("units/mywebsite-prod-clearsessions.service"));
+    let mut expected = unit.environment();
+    for file in unit.all("EnvironmentFile") {
+        expected.extend(env_file(file));
+    }
+    let dump = "import os, json; print(json.dumps(dict(os.environ)))";
+    let output = Command::new(world.path("bin/mywebsite-prod"))
+        .args(["shell", "-c", dump])
+        .env_clear()
+        .env("PATH", CRON_PATH)
+        .output()
+        .unwrap();
+    let seen: BTreeMap<String, String> = if output.status.success() {
+        serde_json::from_str(text(&output).0.lines().last().unwrap()).unwrap()
+    } else {
+        panic!("{}", text(&output).1);
+    };
+    for (key, value) in &expected {
+        let got = seen
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} missing from the shim's environment"));
+        if key == "PATH" {
+            let ours = value.strip_suffix(djshim::units::SERVICE_PATH).unwrap();
+            assert!(got.starts_with(ours), "PATH {got} vs {value}");
+        } else {
+            assert_eq!(got, value, "{key}");
+        }
+    }
+}
+
+#[test]
+fn hostile_values_survive_into_units_exactly() {
+    let hostile = [
+        "50% off",
+        "$HOME ${PATH} $$",
+        "it's \"quoted\"",
+        "back\\slash \\n",
+        ";",
+        "",
+        "tab\tand\nnewline",
+        "%n%i specifiers",
+        "-leading dash",
+        "caf\u{e9} \u{65e5}\u{672c}",
+        "\u{1}control",
+    ];
+    let toml_list = hostile
+        .iter()
+        .map(|s| crate::support::toml_str(&s.replace('{', "{{").replace('}', "}}")))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let env = hostile
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "V{i} = {}",
+                crate::support::toml_str(&s.replace('{', "{{").replace('}', "}}"))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let world = world(&format!("[{toml_list}]"), "");
+    world.write(
+        "djshim.toml",
+        &world
+            .read("djshim.toml")
+            .replacen("env = { ", &format!("env = {{ {env}, "), 1),
+    );
+    assert_status(&world.djshim(&["systemd"]), 0);
+    let unit = Unit::parse(&world.read("units/mywebsite-prod.service"));
+    let argv = unit.exec();
+    assert_eq!(argv[0], format!("{}/bin/python3", venv()));
+    assert_eq!(&argv[1..], hostile);
+    let env = unit.environment();
+    for (i, s) in hostile.iter().enumerate() {
+        assert_eq!(env[&format!("V{i}")], *s);
+    }
+    let output = Command::new(require("systemd-analyze", "systemd"))
+        .args([
+            "verify",
+            "--man=no",
+            world.path("units/mywebsite-prod.service").as_str(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success() && output.stderr.is_empty(),
+        "{}",
+        text(&output).1
+    );
+}
+
+/// A crontab line, run with `sh -c` under cron's environment (its PATH
+/// line and nothing else), runs the job; a second start while the first
+/// still runs is skipped by the lock.
+#[test]
+fn a_cron_line_runs_the_job_and_never_overlaps() {
+    accounts();
+    let world = World::new();
+    fs::set_permissions(
+        world.path(""),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    world.write(
+        "pkg/manage.py",
+        "import sys, time\nlog = open(sys.argv[2], 'a')\nlog.write('start\\n'); log.flush()\ntime.sleep(float(sys.argv[3]))\nlog.write('end\\n')\n",
+    );
+    world.write(
+        "djshim.toml",
+        &format!(
+            "project = \"cronjob\"\n[instances.prod]\npackage = \"{}\"\npython = \"{}\"\nsettings = \"x.settings\"\n\
+             user = \"djshimt-app\"\n[instances.prod.jobs.slow]\ncommand = [\"slow\", \"{}\", \"1.5\"]\nschedule = \"*/5 * * * *\"\n",
+            world.path("pkg"),
+            require("python3", "python3-minimal").display(),
+            world.path("log")
+        ),
+    );
+    fs::write(world.path("log"), "").unwrap();
+    fs::set_permissions(
+        world.path("log"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    assert_status(&world.djshim(&["generate"]), 0);
+    let output = world.djshim(&["cron", "--lock-dir", world.path("").as_str()]);
+    assert_status(&output, 0);
+    let crontab = text(&output).0;
+    let path = crontab
+        .lines()
+        .find_map(|l| l.strip_prefix("PATH="))
+        .unwrap()
+        .to_owned();
+    let line = crontab.lines().find(|l| l.starts_with("*/5 ")).unwrap();
+    let fields: Vec<&str> = line.splitn(7, ' ').collect();
+    assert_eq!(fields[5], "root");
+    let command = fields[6].replace("\\%", "%");
+    let cron = || {
+        let mut c = Command::new("/bin/sh");
+        c.args(["-c", &command]).env_clear().env("PATH", &path);
+        c
+    };
+    let mut first = cron().spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !fs::read_to_string(world.path("log"))
+        .unwrap()
+        .contains("start")
+    {
+        assert!(Instant::now() < deadline, "the job did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let second = cron().output().unwrap();
+    assert_eq!(
+        second.status.code(),
+        Some(1),
+        "the overlapping run was not skipped"
+    );
+    assert!(first.wait().unwrap().success());
+    assert_eq!(
+        fs::read_to_string(world.path("log")).unwrap(),
+        "start\nend\n"
+    );
+    assert!(
+        cron().status().unwrap().success(),
+        "a run after the first finished must go"
+    );
+}
