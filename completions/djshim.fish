@@ -43,7 +43,7 @@ complete -c djshim -n "__fish_djshim_using_subcommand init" -s c -l config -d 'T
 complete -c djshim -n "__fish_djshim_using_subcommand init" -s h -l help -d 'Print help'
 complete -c djshim -n "__fish_djshim_using_subcommand check" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c djshim -n "__fish_djshim_using_subcommand generate" -s o -l out -d 'Write into DIR instead of the config\'s bin directory' -r
+complete -c djshim -n "__fish_djshim_using_subcommand generate" -s o -l out -d 'Write into DIR instead of the directory the config names' -r
 complete -c djshim -n "__fish_djshim_using_subcommand generate" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand generate" -s n -l dry-run -d 'Print a unified diff of what would change; write nothing'
 complete -c djshim -n "__fish_djshim_using_subcommand generate" -l force -d 'Overwrite files that djshim did not write, and own them from now on'
@@ -60,7 +60,7 @@ complete -c djshim -n "__fish_djshim_using_subcommand rollback" -s c -l config -
 complete -c djshim -n "__fish_djshim_using_subcommand rollback" -s h -l help -d 'Print help'
 complete -c djshim -n "__fish_djshim_using_subcommand history" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand history" -s h -l help -d 'Print help'
-complete -c djshim -n "__fish_djshim_using_subcommand systemd" -s o -l out -d 'Write into DIR instead of the config\'s units directory' -r
+complete -c djshim -n "__fish_djshim_using_subcommand systemd" -s o -l out -d 'Write into DIR instead of the directory the config names' -r
 complete -c djshim -n "__fish_djshim_using_subcommand systemd" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand systemd" -s n -l dry-run -d 'Print a unified diff of what would change; write nothing'
 complete -c djshim -n "__fish_djshim_using_subcommand systemd" -l force -d 'Overwrite files that djshim did not write, and own them from now on'

@@ -89,9 +89,10 @@ pub struct CheckArgs {
     pub instances: Vec<String>,
 }
 
+/// How `generate` and `systemd` write their files.
 #[derive(Debug, Args)]
-pub struct GenerateArgs {
-    /// Write into DIR instead of the config's bin directory
+pub struct WriteArgs {
+    /// Write into DIR instead of the directory the config names
     #[arg(short, long, value_name = "DIR")]
     pub out: Option<Utf8PathBuf>,
 
@@ -102,6 +103,12 @@ pub struct GenerateArgs {
     /// Overwrite files that djshim did not write, and own them from now on
     #[arg(long)]
     pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub write: WriteArgs,
 
     /// Generate only these instances [default: all]
     #[arg(value_name = "INSTANCE")]
@@ -151,17 +158,8 @@ pub struct HistoryArgs {
 
 #[derive(Debug, Args)]
 pub struct SystemdArgs {
-    /// Write into DIR instead of the config's units directory
-    #[arg(short, long, value_name = "DIR")]
-    pub out: Option<Utf8PathBuf>,
-
-    /// Print a unified diff of what would change; write nothing
-    #[arg(short = 'n', long)]
-    pub dry_run: bool,
-
-    /// Overwrite files that djshim did not write, and own them from now on
-    #[arg(long)]
-    pub force: bool,
+    #[command(flatten)]
+    pub write: WriteArgs,
 }
 
 #[derive(Debug, Args)]

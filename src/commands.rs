@@ -8,12 +8,12 @@ use std::process::ExitCode;
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::cli::{
-    CheckArgs, Cli, Command, CronArgs, GenerateArgs, InitArgs, ShowArgs, SystemdArgs,
+    CheckArgs, Cli, Command, CronArgs, GenerateArgs, InitArgs, ShowArgs, SystemdArgs, WriteArgs,
 };
 use crate::config::{self, Source};
 use crate::error::Error;
 use crate::model::{Model, is_name};
-use crate::render::Renderer;
+use crate::render::{Artifact, Renderer};
 use crate::write::{self, Change};
 use crate::{check, pins, units};
 
@@ -126,24 +126,18 @@ fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<E
         .values()
         .map(|i| i.command.clone())
         .collect();
-    let dir = args.out.clone().unwrap_or_else(|| model.bin_dir.clone());
-    let options = write::Options {
-        dry_run: args.dry_run,
-        force: args.force,
-    };
-    let changes = write::sync(&dir, &artifacts, &wanted, options, out)?;
-    report(&dir, &changes, args.dry_run, out)
+    write_all(&model.bin_dir, &artifacts, &wanted, &args.write, out)
 }
 
 fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let artifacts = units::units(&Renderer::new(), model)?;
-    let dir = args.out.clone().unwrap_or_else(|| model.units_dir.clone());
-    let options = write::Options {
-        dry_run: args.dry_run,
-        force: args.force,
-    };
-    let changes = write::sync(&dir, &artifacts, &units::wanted(&artifacts), options, out)?;
-    report(&dir, &changes, args.dry_run, out)
+    write_all(
+        &model.units_dir,
+        &artifacts,
+        &units::wanted(&artifacts),
+        &args.write,
+        out,
+    )
 }
 
 fn cron(model: &Model, args: &CronArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
@@ -154,14 +148,22 @@ fn cron(model: &Model, args: &CronArgs, out: &mut dyn Write) -> Result<ExitCode,
     Ok(ExitCode::SUCCESS)
 }
 
-/// One line per file written or removed.
-fn report(
+/// Syncs `dir` (or `--out`) with `artifacts` and prints one line per file
+/// written or removed (or, with `--dry-run`, the diff).
+fn write_all(
     dir: &Utf8Path,
-    changes: &[(String, Change)],
-    dry_run: bool,
+    artifacts: &[Artifact],
+    wanted: &BTreeSet<String>,
+    args: &WriteArgs,
     out: &mut dyn Write,
 ) -> Result<ExitCode, Error> {
-    if !dry_run {
+    let dir = args.out.as_deref().unwrap_or(dir);
+    let options = write::Options {
+        dry_run: args.dry_run,
+        force: args.force,
+    };
+    let changes = write::sync(dir, artifacts, wanted, options, out)?;
+    if !args.dry_run {
         for (name, change) in changes.iter().filter(|(_, c)| *c != Change::Unchanged) {
             say(out, format_args!("{} {}", change.verb(), dir.join(name)))?;
         }

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Deserialize;
 
-use crate::support::{CRON_PATH, World, assert_status, require, text, venv};
+use crate::support::{CRON_PATH, World, assert_status, from_cron, require, text, venv};
 
 /// The test accounts: `djshimt-app` (primary group `djshimt-app`, also in
 /// `djshimt-extra`) and `djshimt-other`, made once, kept between runs.
@@ -383,15 +383,7 @@ fn guarded_django() -> (World, Utf8PathBuf) {
     assert_status(&world.djshim(&["generate"]), 0);
     let shim = world.path("bin/mywebsite-prod");
     let ok = |args: &[&str]| {
-        assert_status(
-            &Command::new(&shim)
-                .args(args)
-                .env_clear()
-                .env("PATH", CRON_PATH)
-                .output()
-                .unwrap(),
-            0,
-        );
+        assert_status(&from_cron(&shim, args), 0);
     };
     ok(&["migrate", "--noinput"]);
     ok(&[

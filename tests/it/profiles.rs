@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::support::{CRON_PATH, World, assert_status, require, root, text, venv};
+use crate::support::{World, assert_status, from_cron, require, root, text, venv};
 
 /// manage.py of a probe package: prints which interpreter and which
 /// manage.py ran, so a run that mixed two generations shows it.
@@ -41,11 +41,7 @@ fn world() -> (World, Utf8PathBuf) {
 
 /// Runs the shim from cron's environment; returns (interpreter, manage.py).
 fn run(shim: &Utf8Path) -> Result<(String, String), String> {
-    let output = Command::new(shim)
-        .env_clear()
-        .env("PATH", CRON_PATH)
-        .output()
-        .unwrap();
+    let output = from_cron(shim, &[]);
     let (out, err) = text(&output);
     let mut lines = out.lines();
     match (output.status.success(), lines.next(), lines.next()) {
@@ -67,11 +63,7 @@ fn pin_rollback_and_history_move_the_shim_between_packages() {
     let b = package(&world, "b");
     let output = world.djshim(&["list"]);
     assert!(text(&output).0.contains("(not pinned)"));
-    let output = Command::new(&shim)
-        .env_clear()
-        .env("PATH", CRON_PATH)
-        .output()
-        .unwrap();
+    let output = from_cron(&shim, &[]);
     assert_status(&output, 127);
     assert_eq!(
         text(&output).1,

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use camino::Utf8PathBuf;
 use serde::Deserialize;
 
-use crate::support::{CRON_PATH, World, assert_status, require, text, venv};
+use crate::support::{CRON_PATH, World, assert_status, from_cron, require, text, venv};
 
 /// What the probe's manage.py saw.
 #[derive(Debug, Deserialize)]
@@ -241,11 +241,7 @@ fn exit_status_stdin_and_pid_are_manage_pys() {
 fn a_missing_package_or_interpreter_is_one_line_and_exit_127() {
     let (world, shim) = probe_world();
     std::fs::rename(world.path("pkg"), world.path("gone")).unwrap();
-    let output = Command::new(&shim)
-        .env_clear()
-        .env("PATH", CRON_PATH)
-        .output()
-        .unwrap();
+    let output = from_cron(&shim, &[]);
     assert_status(&output, 127);
     assert_eq!(
         text(&output).1,
@@ -262,11 +258,7 @@ fn a_missing_package_or_interpreter_is_one_line_and_exit_127() {
     );
     world.write("djshim.toml", &config);
     assert_status(&world.djshim(&["generate"]), 0);
-    let output = Command::new(&shim)
-        .env_clear()
-        .env("PATH", CRON_PATH)
-        .output()
-        .unwrap();
+    let output = from_cron(&shim, &[]);
     assert_status(&output, 127);
     assert_eq!(
         text(&output).1,

@@ -154,6 +154,18 @@ pub fn copy_tree(from: &Utf8Path, to: &Utf8Path) {
     }
 }
 
+/// Runs `program ARGS` from cron's environment: nothing but
+/// `PATH=/usr/bin:/bin`, and no input.
+pub fn from_cron(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", CRON_PATH)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// Strings of stdout and stderr, for messages.
 pub fn text(output: &Output) -> (String, String) {
     (

@@ -14,7 +14,7 @@ use camino::Utf8PathBuf;
 use djshim::schedule::Schedule;
 
 use crate::accounts::accounts;
-use crate::support::{CRON_PATH, World, assert_status, golden, require, root, text, venv};
+use crate::support::{World, assert_status, from_cron, golden, require, root, text, venv};
 
 /// A unit file as systemd reads it: settings by section and key, in order.
 #[derive(Debug, Default)]
@@ -370,12 +370,7 @@ fn the_server_unit_really_serves_the_instance() {
         "",
     );
     assert_status(&world.djshim(&["generate"]), 0);
-    let migrate = Command::new(world.path("bin/mywebsite-prod"))
-        .args(["migrate", "--noinput"])
-        .env_clear()
-        .env("PATH", CRON_PATH)
-        .output()
-        .unwrap();
+    let migrate = from_cron(world.path("bin/mywebsite-prod"), &["migrate", "--noinput"]);
     assert_status(&migrate, 0);
     assert_status(&world.djshim(&["systemd"]), 0);
     let unit = Unit::parse(&world.read("units/mywebsite-prod.service"));
@@ -452,12 +447,7 @@ fn the_unit_environment_is_the_shims() {
         expected.extend(env_file(file));
     }
     let dump = "import os, json; print(json.dumps(dict(os.environ)))";
-    let output = Command::new(world.path("bin/mywebsite-prod"))
-        .args(["shell", "-c", dump])
-        .env_clear()
-        .env("PATH", CRON_PATH)
-        .output()
-        .unwrap();
+    let output = from_cron(world.path("bin/mywebsite-prod"), &["shell", "-c", dump]);
     let seen: BTreeMap<String, String> = if output.status.success() {
         serde_json::from_str(text(&output).0.lines().last().unwrap()).unwrap()
     } else {
