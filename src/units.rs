@@ -138,7 +138,10 @@ fn base<'a>(
         project: &model.project,
         instance: &instance.name,
         unit,
-        user: instance.user.as_deref().unwrap_or("root"),
+        user: instance
+            .user
+            .as_deref()
+            .expect("the model requires `user` for servers and jobs"),
         group: instance.group.as_deref(),
         environment: environment(instance, server)
             .into_iter()

@@ -1,5 +1,6 @@
 //! `init`, `check`, `list`, config lookup and usage errors: whole outputs.
 
+use std::fs;
 use std::process::Stdio;
 
 use assert_cmd::assert::OutputAssertExt;
@@ -31,10 +32,23 @@ fn init_writes_a_valid_starter_and_never_overwrites() {
     w.djshim_cmd(&["init", "--project", "Bad Name"])
         .assert()
         .code(2);
-    w.djshim_cmd(&["-c", "other.toml", "init"]).assert().code(0);
+    // Without --project, the directory's name when it is a valid one...
+    fs::create_dir_all(w.path("shop-2")).unwrap();
+    let mut cmd = w.djshim_cmd(&["init"]);
+    cmd.current_dir(w.path("shop-2")).assert().code(0);
     assert!(
-        w.read("other.toml").contains("project = \"mywebsite\""),
-        "a temp dir's name is no project name"
+        w.read("shop-2/djshim.toml")
+            .contains("project = \"shop-2\"")
+    );
+    // ...else a placeholder name.
+    fs::create_dir_all(w.path("Not A Name")).unwrap();
+    w.djshim_cmd(&["init"])
+        .current_dir(w.path("Not A Name"))
+        .assert()
+        .code(0);
+    assert!(
+        w.read("Not A Name/djshim.toml")
+            .contains("project = \"mywebsite\"")
     );
 }
 

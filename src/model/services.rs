@@ -1,0 +1,268 @@
+//! The `server` and `jobs` keys: what `djshim systemd` and `djshim cron`
+//! are made from. Part of the model's [`Builder`].
+
+use std::collections::BTreeMap;
+
+use toml::Spanned;
+
+use super::{Builder, Job, RESERVED_UNIT, Scope, Server, is_name};
+use crate::config::{RawInstance, RawJob, Str, StrList, dotted};
+use crate::schedule::Schedule;
+
+impl Builder<'_> {
+    /// `server` and `jobs`, which need an account: without `user` they would
+    /// run as root.
+    pub(super) fn services(
+        &mut self,
+        project: &str,
+        name: &Str,
+        defaults: &RawInstance,
+        inst: &RawInstance,
+        has_user: bool,
+    ) -> (Option<Server>, BTreeMap<String, Job>) {
+        let instance = name.get_ref();
+        let server = self.server(project, instance, defaults, inst);
+        let jobs = self.jobs(project, instance, defaults, inst);
+        if !has_user && (server.is_some() || !jobs.is_empty()) {
+            let what = if server.is_some() {
+                "a `server`"
+            } else {
+                "`jobs`"
+            };
+            self.error(
+                name,
+                &format!("instances.{instance}"),
+                format!("instance `{instance}` has {what} but no `user`: it would run as root"),
+                "set `user` to the account the instance runs as",
+            );
+        }
+        (server, jobs)
+    }
+
+    /// `server`: the instance's or, failing that, `[defaults]`'s.
+    fn server(
+        &mut self,
+        project: &str,
+        instance: &str,
+        defaults: &RawInstance,
+        inst: &RawInstance,
+    ) -> Option<Server> {
+        let (raw, prefix) = match (&inst.server, &defaults.server) {
+            (Some(s), _) => (s, format!("instances.{instance}.server")),
+            (None, Some(s)) => (s, "defaults.server".to_owned()),
+            (None, None) => return None,
+        };
+        let raw = raw.get_ref();
+        let scope = |key: &str| Scope {
+            project,
+            instance: Some(instance),
+            key: format!("{prefix}.{key}"),
+        };
+        let command = self.words(&raw.command, &scope("command"), false);
+        let runtime_dir = raw
+            .runtime_dir
+            .as_ref()
+            .and_then(|v| self.runtime_dir(v, &scope("runtime_dir")));
+        let after = self.after(raw.after.as_ref(), &scope("after"));
+        let mut service = BTreeMap::new();
+        for (k, v) in raw.service.iter().flat_map(Spanned::get_ref) {
+            let key = format!("{prefix}.service.{}", k.get_ref());
+            let name = k.get_ref();
+            if !(name.bytes().next().is_some_and(|b| b.is_ascii_uppercase())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric()))
+            {
+                self.error(
+                    k,
+                    &key,
+                    format!("`{name}` is not a systemd setting name"),
+                    "write it as in systemd.exec(5), e.g. `LimitNOFILE`",
+                );
+                continue;
+            }
+            if RESERVED_UNIT.contains(&name.as_str()) {
+                self.error(
+                    k,
+                    &key,
+                    format!("`{name}` is set by djshim itself"),
+                    "djshim derives it from the instance's keys; remove it here",
+                );
+                continue;
+            }
+            let Some(value) = self.expand(
+                v,
+                &Scope {
+                    key: key.clone(),
+                    ..scope("")
+                },
+            ) else {
+                continue;
+            };
+            if value.contains(['\n', '\r']) {
+                self.error(
+                    v,
+                    &key,
+                    "a unit setting cannot hold a line break".into(),
+                    "put it on one line",
+                );
+                continue;
+            }
+            service.insert(name.clone(), value);
+        }
+        Some(Server {
+            command: command?,
+            runtime_dir,
+            after,
+            service,
+        })
+    }
+
+    /// `RuntimeDirectory=`: relative, plain parts, no `..`.
+    fn runtime_dir(&mut self, v: &Str, scope: &Scope<'_>) -> Option<String> {
+        let value = self.expand(v, scope)?;
+        let plain = |part: &str| {
+            !part.is_empty()
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        };
+        if !value.is_empty() && value.split('/').all(plain) {
+            return Some(value);
+        }
+        self.error(
+            v,
+            &scope.key,
+            format!("`{value}` is not a directory name under /run"),
+            "use a name like `{project}-{instance}`: letters, digits, `.`, `_`, `-`, `/` between parts",
+        );
+        None
+    }
+
+    /// Unit names to order after and pull in.
+    fn after(&mut self, list: Option<&StrList>, scope: &Scope<'_>) -> Vec<String> {
+        let mut after = Vec::new();
+        for (i, v) in list.iter().flat_map(|l| l.get_ref().iter()).enumerate() {
+            let s = Scope {
+                key: format!("{}[{i}]", scope.key),
+                ..scope.clone()
+            };
+            let Some(value) = self.expand(v, &s) else {
+                continue;
+            };
+            if value.contains('.')
+                && value
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b":_.@-".contains(&b))
+            {
+                after.push(value);
+            } else {
+                self.error(
+                    v,
+                    &s.key,
+                    format!("`{value}` is not a unit name"),
+                    "name a unit with its type, e.g. `postgresql.service`",
+                );
+            }
+        }
+        after
+    }
+
+    /// `jobs` of the defaults and of the instance, merged by name.
+    fn jobs(
+        &mut self,
+        project: &str,
+        instance: &str,
+        defaults: &RawInstance,
+        inst: &RawInstance,
+    ) -> BTreeMap<String, Job> {
+        let own = format!("instances.{instance}.jobs");
+        let mut merged: BTreeMap<&str, (&Str, &RawJob, &str)> = BTreeMap::new();
+        for (table, prefix) in [
+            (&defaults.jobs, "defaults.jobs"),
+            (&inst.jobs, own.as_str()),
+        ] {
+            for (name, job) in table.iter().flat_map(Spanned::get_ref) {
+                merged.insert(name.get_ref(), (name, job, prefix));
+            }
+        }
+        let mut jobs = BTreeMap::new();
+        for (name, (at, raw, prefix)) in merged {
+            let key = format!("{prefix}.{}", dotted(name));
+            if !is_name(name) {
+                self.error(
+                    at,
+                    &key,
+                    format!("`{name}` is not a valid job name"),
+                    "use lowercase letters, digits, `_` and `-`, starting with a letter or digit",
+                );
+                continue;
+            }
+            let scope = |k: &str| Scope {
+                project,
+                instance: Some(instance),
+                key: format!("{key}.{k}"),
+            };
+            let command = self.words(&raw.command, &scope("command"), true);
+            let schedule = self
+                .expand(&raw.schedule, &scope("schedule"))
+                .and_then(|text| {
+                    Schedule::parse(&text)
+                        .map_err(|e| {
+                            self.error(
+                                &raw.schedule,
+                                &scope("schedule").key,
+                                e,
+                                "write it as in crontab(5), e.g. `17 3 * * *` or `@daily`",
+                            );
+                        })
+                        .ok()
+                });
+            if let (Some(command), Some(schedule)) = (command, schedule) {
+                let unit = format!("{project}-{instance}-{name}");
+                jobs.insert(
+                    name.to_owned(),
+                    Job {
+                        name: name.to_owned(),
+                        unit,
+                        command,
+                        schedule,
+                    },
+                );
+            }
+        }
+        jobs
+    }
+
+    /// A non-empty list of arguments, expanded; `one_line` refuses line
+    /// breaks (a crontab line cannot hold one).
+    fn words(&mut self, list: &StrList, scope: &Scope<'_>, one_line: bool) -> Option<Vec<String>> {
+        if list.get_ref().is_empty() {
+            self.error(
+                list,
+                &scope.key,
+                "the command is empty".into(),
+                "give at least one argument",
+            );
+            return None;
+        }
+        let mut out = Vec::new();
+        for (i, v) in list.get_ref().iter().enumerate() {
+            let s = Scope {
+                key: format!("{}[{i}]", scope.key),
+                ..scope.clone()
+            };
+            let value = self.expand(v, &s)?;
+            if one_line && value.contains(['\n', '\r']) {
+                self.error(
+                    v,
+                    &s.key,
+                    "a job's argument cannot hold a line break".into(),
+                    "a crontab line cannot carry one; put it on one line",
+                );
+                return None;
+            }
+            out.push(value);
+        }
+        Some(out)
+    }
+}
