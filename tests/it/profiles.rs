@@ -313,8 +313,19 @@ fn store_package(world: &World, name: &str, tag: &str) -> Utf8PathBuf {
     Utf8PathBuf::from(text(&output).0.trim())
 }
 
+/// What a whole `nix-store --gc` would delete now (`--print-dead`: the
+/// collector's full root search, nothing deleted).
+fn dead() -> Vec<String> {
+    let output = Command::new("nix-store")
+        .args(["--gc", "--print-dead"])
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+    text(&output).0.lines().map(str::to_owned).collect()
+}
+
 /// `nix-store --delete` runs the collector on the named path only: it
-/// refuses a path that a root keeps alive. (A whole `--gc` would also sweep
+/// refuses a path that a root keeps alive. (A real `--gc` would also sweep
 /// unrelated garbage of whoever runs the tests.)
 fn collect(path: &Utf8Path) -> bool {
     Command::new("nix-store")
@@ -333,8 +344,17 @@ fn pinned_store_paths_survive_the_garbage_collector_until_pruned() {
     let tag = world.path("").to_string();
     let a = store_package(&world, "mywebsite-a", &tag);
     let b = store_package(&world, "mywebsite-b", &tag);
+    assert!(
+        dead().contains(&a.to_string()),
+        "an unpinned path must be garbage"
+    );
     djshim_ok(&world, &["pin", "main", a.as_str()]);
     djshim_ok(&world, &["pin", "main", b.as_str()]);
+    let dead_now = dead();
+    assert!(
+        !dead_now.contains(&a.to_string()) && !dead_now.contains(&b.to_string()),
+        "--gc would delete a pinned path"
+    );
     assert!(
         !collect(&a) && !collect(&b),
         "a pinned store path was collected"
@@ -345,6 +365,10 @@ fn pinned_store_paths_survive_the_garbage_collector_until_pruned() {
     assert_eq!(
         djshim_ok(&world, &["pin", "main", "--keep", "1"]),
         format!("main: deleted generation 1: {a}\n")
+    );
+    assert!(
+        dead().contains(&a.to_string()),
+        "the pruned path is still kept alive"
     );
     assert!(
         collect(&a),
