@@ -184,6 +184,30 @@ impl Instance {
     }
 }
 
+/// A table of `[defaults]` and the same table of an instance, merged by
+/// entry name, the instance's entry winning; each entry with its name's
+/// place and the dotted key it is written under.
+fn merge<'a, V>(
+    instance: &str,
+    table: &str,
+    defaults: Option<&'a Spanned<BTreeMap<Str, V>>>,
+    own: Option<&'a Spanned<BTreeMap<Str, V>>>,
+) -> BTreeMap<&'a str, (&'a Str, &'a V, String)> {
+    let mut merged = BTreeMap::new();
+    for (entries, prefix) in [
+        (defaults, format!("defaults.{table}")),
+        (own, format!("instances.{instance}.{table}")),
+    ] {
+        for (name, value) in entries.into_iter().flat_map(Spanned::get_ref) {
+            merged.insert(
+                name.get_ref().as_str(),
+                (name, value, format!("{prefix}.{}", dotted(name.get_ref()))),
+            );
+        }
+    }
+    merged
+}
+
 /// `a:b:c`, the form of `PATH`-like variables.
 pub fn join(paths: &[Utf8PathBuf]) -> String {
     paths
@@ -533,16 +557,9 @@ impl Builder<'_> {
         defaults: &RawInstance,
         inst: &RawInstance,
     ) -> BTreeMap<String, String> {
-        let own = format!("instances.{instance}.env");
-        let mut merged: BTreeMap<&str, (&Str, &Str, &str)> = BTreeMap::new();
-        for (table, prefix) in [(&defaults.env, "defaults.env"), (&inst.env, own.as_str())] {
-            for (k, v) in table.iter().flat_map(Spanned::get_ref) {
-                merged.insert(k.get_ref(), (k, v, prefix));
-            }
-        }
         let mut env = BTreeMap::new();
-        for (name, (k, v, prefix)) in merged {
-            let key = format!("{prefix}.{name}");
+        for (name, (k, v, key)) in merge(instance, "env", defaults.env.as_ref(), inst.env.as_ref())
+        {
             if !is_env_name(name) {
                 self.error(
                     k,

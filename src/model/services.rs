@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use toml::Spanned;
 
-use super::{Builder, Job, RESERVED_UNIT, Scope, Server, is_name};
-use crate::config::{RawInstance, RawJob, Str, StrList, dotted};
+use super::{Builder, Job, RESERVED_UNIT, Scope, Server, is_name, merge};
+use crate::config::{RawInstance, Str, StrList};
 use crate::schedule::Schedule;
 
 impl Builder<'_> {
@@ -175,19 +175,10 @@ impl Builder<'_> {
         defaults: &RawInstance,
         inst: &RawInstance,
     ) -> BTreeMap<String, Job> {
-        let own = format!("instances.{instance}.jobs");
-        let mut merged: BTreeMap<&str, (&Str, &RawJob, &str)> = BTreeMap::new();
-        for (table, prefix) in [
-            (&defaults.jobs, "defaults.jobs"),
-            (&inst.jobs, own.as_str()),
-        ] {
-            for (name, job) in table.iter().flat_map(Spanned::get_ref) {
-                merged.insert(name.get_ref(), (name, job, prefix));
-            }
-        }
         let mut jobs = BTreeMap::new();
-        for (name, (at, raw, prefix)) in merged {
-            let key = format!("{prefix}.{}", dotted(name));
+        for (name, (at, raw, key)) in
+            merge(instance, "jobs", defaults.jobs.as_ref(), inst.jobs.as_ref())
+        {
             if !is_name(name) {
                 self.error(
                     at,

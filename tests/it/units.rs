@@ -357,6 +357,18 @@ fn env_file(path: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// What a finished child wrote to its piped stderr.
+fn stderr_of(child: &mut std::process::Child) -> String {
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    stderr
+}
+
 /// The server unit's `ExecStart=`, run with the unit's environment, env file
 /// and working directory, serves the instance on a loopback port. (User=
 /// is applied by systemd, which is not PID 1 here; the process runs as root.)
@@ -396,14 +408,7 @@ fn the_server_unit_really_serves_the_instance() {
         }
         if Instant::now() > deadline || server.try_wait().unwrap().is_some() {
             let _ = server.kill();
-            let mut stderr = String::new();
-            server
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut stderr)
-                .unwrap();
-            panic!("gunicorn did not come up:\n{stderr}");
+            panic!("gunicorn did not come up:\n{}", stderr_of(&mut server));
         }
         std::thread::sleep(Duration::from_millis(100));
     };
@@ -417,13 +422,7 @@ fn the_server_unit_really_serves_the_instance() {
         response.ends_with("instance=prod questions=0\n"),
         "{response}"
     );
-    let mut stderr = String::new();
-    server
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    let stderr = stderr_of(&mut server);
     assert!(
         status.code() == Some(0) || status.code().is_none(),
         "{status:?}\n{stderr}"
