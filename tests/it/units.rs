@@ -527,6 +527,9 @@ fn hostile_values_survive_into_units_exactly() {
     );
 }
 
+/// An argument cron and sh would both love to misread.
+const HOSTILE_ARG: &str = "50% \"q\" $HOME 'x' `id` \\%";
+
 /// A crontab line, run with `sh -c` under cron's environment (its PATH
 /// line and nothing else), runs the job; a second start while the first
 /// still runs is skipped by the lock.
@@ -541,16 +544,17 @@ fn a_cron_line_runs_the_job_and_never_overlaps() {
     .unwrap();
     world.write(
         "pkg/manage.py",
-        "import sys, time\nlog = open(sys.argv[2], 'a')\nlog.write('start\\n'); log.flush()\ntime.sleep(float(sys.argv[3]))\nlog.write('end\\n')\n",
+        "import sys, time\nlog = open(sys.argv[2], 'a')\nlog.write('start\\n'); log.flush()\ntime.sleep(float(sys.argv[3]))\nlog.write('end ' + sys.argv[4] + '\\n')\n",
     );
     world.write(
         "djshim.toml",
         &format!(
             "project = \"cronjob\"\n[instances.prod]\npackage = \"{}\"\npython = \"{}\"\nsettings = \"x.settings\"\n\
-             user = \"djshimt-app\"\n[instances.prod.jobs.slow]\ncommand = [\"slow\", \"{}\", \"1.5\"]\nschedule = \"*/5 * * * *\"\n",
+             user = \"djshimt-app\"\n[instances.prod.jobs.slow]\ncommand = [\"slow\", \"{}\", \"1.5\", {}]\nschedule = \"*/5 * * * *\"\n",
             world.path("pkg"),
             require("python3", "python3-minimal").display(),
-            world.path("log")
+            world.path("log"),
+            crate::support::toml_str(HOSTILE_ARG),
         ),
     );
     fs::write(world.path("log"), "").unwrap();
@@ -595,7 +599,7 @@ fn a_cron_line_runs_the_job_and_never_overlaps() {
     assert!(first.wait().unwrap().success());
     assert_eq!(
         fs::read_to_string(world.path("log")).unwrap(),
-        "start\nend\n"
+        format!("start\nend {HOSTILE_ARG}\n")
     );
     assert!(
         cron().status().unwrap().success(),
