@@ -45,7 +45,9 @@ pub struct Profile {
 
 /// An exclusive lock on a profiles directory, held while it lives.
 #[derive(Debug)]
-pub struct Lock(#[allow(dead_code)] File);
+pub struct Lock {
+    _handle: File,
+}
 
 impl Profile {
     /// The profile of the instance whose profile link is `link`.
@@ -70,7 +72,7 @@ impl Profile {
         fs::create_dir_all(&self.dir).map_err(|e| Error::io("create directory", &self.dir, e))?;
         let handle = File::open(&self.dir).map_err(|e| Error::io("open", &self.dir, e))?;
         handle.lock().map_err(|e| Error::io("lock", &self.dir, e))?;
-        Ok(Lock(handle))
+        Ok(Lock { _handle: handle })
     }
 
     /// Every generation, oldest first; empty when the directory is missing.
