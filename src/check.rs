@@ -247,7 +247,12 @@ fn find_settings(instance: &Instance) -> Result<(), String> {
     cmd.args(["-c", FIND_SETTINGS, script_dir.as_str(), &instance.settings])
         .env_remove("PYTHONHOME")
         .env("PYTHONNOUSERSITE", "1")
-        .envs(instance.variables())
+        .envs(
+            instance
+                .variables()
+                .into_iter()
+                .map(|(k, v)| (k, v.to_string())),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null());
     if instance.pythonpath.is_empty() {

@@ -167,20 +167,53 @@ impl Instance {
     }
 
     /// The environment the instance sets beside the Python variables, in
-    /// the order the shim exports it: static paths, then `env`.
-    pub fn variables(&self) -> Vec<(&str, String)> {
+    /// the order the shim and the units export it: static paths, then `env`.
+    /// The one list both read, so they cannot drift apart.
+    pub fn variables(&self) -> Vec<(&str, Variable<'_>)> {
         let mut vars = Vec::new();
         if let Some(root) = &self.static_root {
-            vars.push(("DJANGO_STATIC_ROOT", root.to_string()));
+            vars.push((
+                "DJANGO_STATIC_ROOT",
+                Variable::Paths(std::slice::from_ref(root)),
+            ));
         }
         if !self.static_dirs.is_empty() {
-            vars.push(("DJANGO_STATICFILES_DIRS", join(&self.static_dirs)));
+            vars.push((
+                "DJANGO_STATICFILES_DIRS",
+                Variable::Paths(&self.static_dirs),
+            ));
         }
         if let Some(root) = &self.media_root {
-            vars.push(("DJANGO_MEDIA_ROOT", root.to_string()));
+            vars.push((
+                "DJANGO_MEDIA_ROOT",
+                Variable::Paths(std::slice::from_ref(root)),
+            ));
         }
-        vars.extend(self.env.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        vars.extend(
+            self.env
+                .iter()
+                .map(|(k, v)| (k.as_str(), Variable::Text(v))),
+        );
         vars
+    }
+}
+
+/// The value of one of an instance's variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variable<'a> {
+    /// Paths, `:`-joined (inside a profile's package, the shim writes them
+    /// relative to the generation it resolved).
+    Paths(&'a [Utf8PathBuf]),
+    /// Text, as written.
+    Text(&'a str),
+}
+
+impl std::fmt::Display for Variable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Variable::Paths(paths) => f.write_str(&join(paths)),
+            Variable::Text(text) => f.write_str(text),
+        }
     }
 }
 

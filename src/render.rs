@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::error::Error;
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::model::{Instance, Model};
+use crate::model::{self, Instance, Model};
 
 /// One file to be written: a name inside its output directory, a mode, bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,25 +127,17 @@ impl Renderer {
         let words = Words { instance };
         let mut path = vec![instance.python_bin().to_owned()];
         path.extend(instance.path.iter().cloned());
-        let mut variables = Vec::new();
-        let mut add = |name: &str, value: Value| {
-            variables.push(Variable {
+        let variables = instance
+            .variables()
+            .into_iter()
+            .map(|(name, value)| Variable {
                 name: Value::from_safe_string(name.to_owned()),
-                value,
-            });
-        };
-        if let Some(root) = &instance.static_root {
-            add("DJANGO_STATIC_ROOT", words.path(root));
-        }
-        if !instance.static_dirs.is_empty() {
-            add("DJANGO_STATICFILES_DIRS", words.list(&instance.static_dirs));
-        }
-        if let Some(root) = &instance.media_root {
-            add("DJANGO_MEDIA_ROOT", words.path(root));
-        }
-        for (name, value) in &instance.env {
-            add(name, Value::from(value.as_str()));
-        }
+                value: match value {
+                    model::Variable::Paths(paths) => words.list(paths),
+                    model::Variable::Text(text) => Value::from(text),
+                },
+            })
+            .collect();
         let ctx = ShimContext {
             project: &model.project,
             instance: &instance.name,

@@ -99,7 +99,7 @@ pub fn environment(instance: &Instance, server: bool) -> Vec<(String, String)> {
         instance
             .variables()
             .into_iter()
-            .map(|(k, v)| (k.to_owned(), v)),
+            .map(|(k, v)| (k.to_owned(), v.to_string())),
     );
     vars
 }
