@@ -2,12 +2,11 @@
 //! and the Nix garbage collector, with real Nix (Debian's nix-bin).
 
 use std::fs::{self, File};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::support::{World, assert_status, from_cron, require, root, text, venv};
+use crate::support::{World, assert_status, from_cron, nix, root, text, venv};
 
 /// manage.py of a probe package: prints which interpreter and which
 /// manage.py ran, so a run that mixed two generations shows it.
@@ -304,11 +303,7 @@ fn nix_lock() -> File {
 fn store_package(world: &World, name: &str, tag: &str) -> Utf8PathBuf {
     let dir = package(world, &format!("src/{name}"));
     fs::write(dir.join("tag"), tag).unwrap();
-    let output = Command::new(require("nix-store", "nix-bin"))
-        .arg("--add")
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let output = nix("nix-store").arg("--add").arg(&dir).output().unwrap();
     assert_status(&output, 0);
     Utf8PathBuf::from(text(&output).0.trim())
 }
@@ -316,7 +311,7 @@ fn store_package(world: &World, name: &str, tag: &str) -> Utf8PathBuf {
 /// What a whole `nix-store --gc` would delete now (`--print-dead`: the
 /// collector's full root search, nothing deleted).
 fn dead() -> Vec<String> {
-    let output = Command::new("nix-store")
+    let output = nix("nix-store")
         .args(["--gc", "--print-dead"])
         .output()
         .unwrap();
@@ -328,7 +323,7 @@ fn dead() -> Vec<String> {
 /// refuses a path that a root keeps alive. (A real `--gc` would also sweep
 /// unrelated garbage of whoever runs the tests.)
 fn collect(path: &Utf8Path) -> bool {
-    Command::new("nix-store")
+    nix("nix-store")
         .arg("--delete")
         .arg(path)
         .output()
@@ -391,13 +386,12 @@ fn pinned_store_paths_survive_the_garbage_collector_until_pruned() {
 #[test]
 fn generate_builds_a_nix_derivation_that_references_its_packages() {
     let _nix = nix_lock();
-    let nix_build = require("nix-build", "nix-bin");
     let world = World::new();
     let tag = world.path("").to_string();
     let staging = store_package(&world, "mywebsite-1.4", &tag);
     let prod = store_package(&world, "mywebsite-1.3", &tag);
-    let output = Command::new(nix_build)
-        .args(["--option", "sandbox", "false", "--out-link"])
+    let output = nix("nix-build")
+        .arg("--out-link")
         .arg(world.path("result"))
         .arg(root().join("examples/nix/shims.nix"))
         .args(["--arg", "djshim", env!("CARGO_BIN_EXE_djshim")])
@@ -413,7 +407,7 @@ fn generate_builds_a_nix_derivation_that_references_its_packages() {
         shim.contains(&format!("exec /usr/bin/python3 {prod}/manage.py \"$@\"")),
         "{shim}"
     );
-    let refs = Command::new("nix-store")
+    let refs = nix("nix-store")
         .args(["-q", "--references"])
         .arg(&out)
         .output()

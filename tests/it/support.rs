@@ -31,6 +31,22 @@ pub fn require(tool: &str, package: &str) -> PathBuf {
     );
 }
 
+/// A Nix command (`nix-store`, `nix-build`) that needs nothing of the
+/// machine but Debian's nix-bin: no `nixbld` group, no `/etc/nix/nix.conf`,
+/// no network. `NIX_CONFIG` takes precedence over the config files, so a
+/// developer's own Nix settings cannot change what the tests see either.
+pub fn nix(tool: &str) -> Command {
+    let mut cmd = Command::new(require(tool, "nix-bin"));
+    cmd.env(
+        "NIX_CONFIG",
+        // Builds run as root without build users (nix-bin creates no
+        // `nixbld` group), outside a sandbox (none without one), and never
+        // ask a binary cache (the machines reach no cache).
+        "build-users-group =\nsandbox = false\nsubstituters =\n",
+    );
+    cmd
+}
+
 /// The venv with django and gunicorn (tests/requirements.txt), made by
 /// tests/make-venv on first use under target/tmp and shared by every test,
 /// the benchmark and examples/quickstart. A file lock serialises its creation across the
