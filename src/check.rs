@@ -151,36 +151,8 @@ fn accounts(instance: &Instance) -> Vec<Problem> {
     }
     let uid = account.as_ref().and_then(|(uid, _)| *uid);
     for file in &instance.env_files {
-        let Ok(meta) = std::fs::metadata(file) else {
-            say("env_file", format!("{file}: no such file"), false);
-            continue;
-        };
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o022 != 0 {
-            say(
-                "env_file",
-                format!("{file} is group- or world-writable (mode {mode:o}); `chmod go-w` it"),
-                false,
-            );
-        }
-        if meta.uid() != 0 && Some(meta.uid()) != uid {
-            say(
-                "env_file",
-                format!(
-                    "{file} is owned by uid {}, not by root or the instance account",
-                    meta.uid()
-                ),
-                false,
-            );
-        }
-        if mode & 0o004 != 0 {
-            say(
-                "env_file",
-                format!(
-                    "{file} is world-readable (mode {mode:o}); secrets belong in a 0600 or 0640 file"
-                ),
-                true,
-            );
+        for (message, warning) in env_file(file, uid, instance.user.as_deref()) {
+            say("env_file", message, warning);
         }
     }
     if let Some((Some(uid), user)) = account.filter(|(_, user)| !user.is_empty()) {
@@ -200,6 +172,84 @@ fn accounts(instance: &Instance) -> Vec<Problem> {
     problems
 }
 
+/// What the shim will find wrong with one env file, checked the way it
+/// checks: on the file it opens (links followed), then the directories
+/// above it when root reads a root-owned file for an account; then what
+/// systemd and the shim make of its lines.
+fn env_file(file: &Utf8Path, uid: Option<u32>, user: Option<&str>) -> Vec<(String, bool)> {
+    let mut found = Vec::new();
+    let mut file_handle = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return vec![(format!("{file}: no such file"), false)];
+        }
+        Err(e) => return vec![(format!("{file}: cannot open it: {e}"), false)],
+    };
+    let Ok(meta) = file_handle.metadata() else {
+        return vec![(format!("{file}: cannot inspect it"), false)];
+    };
+    if !meta.is_file() {
+        return vec![(format!("{file} is not a regular file"), false)];
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        found.push((
+            format!("{file} is group- or world-writable (mode {mode:o}); `chmod go-w` it"),
+            false,
+        ));
+    }
+    if meta.uid() != 0 && Some(meta.uid()) != uid {
+        found.push((
+            format!(
+                "{file} is owned by uid {}, not by root or the instance account",
+                meta.uid()
+            ),
+            false,
+        ));
+    }
+    if let Some(user) = user.filter(|_| meta.uid() == 0 && uid != Some(0)) {
+        for dir in file.ancestors().skip(1) {
+            let unsafe_dir =
+                std::fs::metadata(dir).map_or(true, |m| m.uid() != 0 || m.mode() & 0o022 != 0);
+            if unsafe_dir {
+                found.push((
+                    format!(
+                        "{file} belongs to root but lies under {dir}, which others than root can \
+                         change: the shim will not read it for `{user}`; move it under \
+                         directories only root can write, or give it to `{user}`"
+                    ),
+                    false,
+                ));
+                break;
+            }
+        }
+    }
+    if mode & 0o004 != 0 {
+        found.push((
+            format!(
+                "{file} is world-readable (mode {mode:o}); secrets belong in a 0600 or 0640 file"
+            ),
+            true,
+        ));
+    }
+    let mut bytes = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut file_handle, &mut bytes) {
+        found.push((format!("{file}: cannot read it: {e}"), false));
+        return found;
+    }
+    let reading = crate::envfile::read(&bytes);
+    for (line, what) in reading.differences {
+        found.push((format!("{file}:{line}: {what}"), false));
+    }
+    for (line, what) in reading.skipped {
+        found.push((
+            format!("{file}:{line}: skipped by systemd and the shim alike: {what}"),
+            true,
+        ));
+    }
+    found
+}
+
 /// Whether an account with `uid` and `groups` may create files in a directory.
 fn writable(meta: &std::fs::Metadata, uid: u32, groups: &[u32]) -> bool {
     let mode = meta.mode();
@@ -209,9 +259,29 @@ fn writable(meta: &std::fs::Metadata, uid: u32, groups: &[u32]) -> bool {
         || (meta.uid() != uid && !groups.contains(&meta.gid()) && mode & 0o003 == 0o003)
 }
 
+/// The directories the shim looks up its programs in, never `PATH`.
+pub const TOOL_DIRS: [&str; 5] = [
+    "/run/current-system/sw/bin",
+    "/usr/bin",
+    "/bin",
+    "/usr/sbin",
+    "/sbin",
+];
+
+/// A system program, found the way the shim finds it.
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    TOOL_DIRS
+        .iter()
+        .map(|dir| Utf8Path::new(dir).join(name).into_std_path_buf())
+        .find(|path| {
+            path.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// The fields of `getent DATABASE KEY`, if the entry exists.
 fn getent(database: &str, key: &str) -> Option<Vec<String>> {
-    let output = Command::new("getent")
+    let output = Command::new(tool("getent")?)
         .args([database, key])
         .stderr(Stdio::null())
         .output()
@@ -223,7 +293,10 @@ fn getent(database: &str, key: &str) -> Option<Vec<String>> {
 
 /// The group ids of an account (`id -G`).
 fn groups_of(user: &str) -> Vec<u32> {
-    Command::new("id")
+    let Some(id) = tool("id") else {
+        return Vec::new();
+    };
+    Command::new(id)
         .args(["-G", user])
         .output()
         .ok()
@@ -241,9 +314,38 @@ fn own_uid() -> Option<u32> {
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
+/// The command that runs the instance's interpreter the way the shim
+/// would: as the instance's account when `check` runs as root. The
+/// package's code (its settings import its package) never runs as root on
+/// behalf of an instance with an account.
+pub fn as_account(instance: &Instance) -> Result<Command, String> {
+    let Some(user) = instance.user.as_deref().filter(|_| own_uid() == Some(0)) else {
+        return Ok(Command::new(&instance.python));
+    };
+    let Some(entry) = getent("passwd", user) else {
+        return Err(format!(
+            "not imported: the account `{user}` does not exist, and the package's code never runs as root"
+        ));
+    };
+    let setpriv = tool("setpriv").ok_or_else(|| {
+        "not imported: setpriv (util-linux) is missing, and the package's code never runs as root"
+            .to_owned()
+    })?;
+    let group = instance.group.clone().unwrap_or_else(|| entry[3].clone());
+    let mut cmd = Command::new(setpriv);
+    cmd.arg(format!("--reuid={user}"))
+        .arg(format!("--regid={group}"))
+        .args(["--init-groups", "--"])
+        .arg(&instance.python)
+        .env("HOME", entry.get(5).map_or("/", String::as_str))
+        .env("USER", user)
+        .env("LOGNAME", user);
+    Ok(cmd)
+}
+
 fn find_settings(instance: &Instance) -> Result<(), String> {
     let script_dir = instance.manage.parent().unwrap_or(Utf8Path::new("/"));
-    let mut cmd = Command::new(&instance.python);
+    let mut cmd = as_account(instance)?;
     cmd.args(["-c", FIND_SETTINGS, script_dir.as_str(), &instance.settings])
         .env_remove("PYTHONHOME")
         .env("PYTHONNOUSERSITE", "1")

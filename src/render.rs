@@ -156,7 +156,29 @@ impl Renderer {
             tools: instance.user.is_some() || !instance.env_files.is_empty(),
             user: instance.user.as_deref(),
             group: instance.group.as_deref(),
-            env_files: instance.env_files.iter().map(|p| words.path(p)).collect(),
+            env_files: instance
+                .env_files
+                .iter()
+                .zip(FIRST_ENV_FD..)
+                .map(|(p, fd)| EnvFile {
+                    fd: Value::from_safe_string(fd.to_string()),
+                    path: words.path(p),
+                })
+                .collect(),
+            stat_args: Value::from_safe_string(stat_args(instance)),
+            files: Value::from_safe_string(
+                sh_quote(
+                    &instance
+                        .env_files
+                        .iter()
+                        .map(|p| p.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
+                .into_owned(),
+            ),
+            reader: Value::from_safe_string(reader().to_owned()),
+            cr: Value::from_safe_string("\r".to_owned()),
             confirm: Value::from_safe_string(
                 instance
                     .confirm
@@ -207,47 +229,115 @@ struct ShimContext<'a> {
     state_dir: Option<Value>,
     /// The shell variables the script uses, unset first.
     locals: Value,
-    /// Whether the script looks up programs (`id`, `getent`, `setpriv`, `stat`).
+    /// Whether the script looks up programs and who runs it.
     tools: bool,
     user: Option<&'a str>,
     group: Option<&'a str>,
-    env_files: Vec<Value>,
+    env_files: Vec<EnvFile>,
+    /// The words `stat` is given: each env file's descriptor, then (for an
+    /// instance with an account) the directories above that file.
+    stat_args: Value,
+    /// The env files' paths, one a line, as one sh word.
+    files: Value,
+    /// wrappers/env-reader.sh without its header, kept in single quotes.
+    reader: Value,
+    /// A carriage return, which no sh word can spell otherwise.
+    cr: Value,
     /// The `case` pattern of the subcommands to confirm, `a | b`; empty when none.
     confirm: Value,
 }
 
+/// An env file as the shim opens it: on its own descriptor.
+#[derive(Serialize)]
+struct EnvFile {
+    fd: Value,
+    path: Value,
+}
+
+/// The first descriptor of an env file; sh numbers them up to 9.
+const FIRST_ENV_FD: u32 = 3;
+
+/// The most env files an instance can have: one descriptor each, 3 to 9.
+pub const MAX_ENV_FILES: usize = 7;
+
+fn stat_args(instance: &Instance) -> String {
+    let mut words = Vec::new();
+    for (file, fd) in instance.env_files.iter().zip(FIRST_ENV_FD..) {
+        words.push(format!("/proc/self/fd/{fd}"));
+        if instance.user.is_some() {
+            words.extend(
+                file.ancestors()
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .map(|dir| sh_quote(dir.as_str()).into_owned()),
+            );
+        }
+    }
+    words.join(" ")
+}
+
+/// The env-file reader the shim carries: wrappers/env-reader.sh from its
+/// first line of code on (the header is for readers of this repository).
+fn reader() -> &'static str {
+    const READER: &str = include_str!("../wrappers/env-reader.sh");
+    let code = READER.split_once("\n\n").map_or(READER, |(_, code)| code);
+    debug_assert!(!code.contains('\''), "the reader lives in single quotes");
+    code
+}
+
 /// The shell variables a shim of `instance` assigns. They are unset at the
 /// top: a variable of the same name exported by the caller would otherwise
-/// carry the shim's values on into manage.py's environment.
+/// carry the shim's values on into manage.py's environment, or steer the
+/// shim.
 fn locals(instance: &Instance) -> Vec<&'static str> {
     let mut names = Vec::new();
     if instance.profile {
         names.push("djshim_package");
     }
     if instance.user.is_some() || !instance.env_files.is_empty() {
-        names.extend(["djshim_dir", "djshim_caller"]);
+        names.extend([
+            "djshim_dir",
+            "djshim_caller",
+            "djshim_key",
+            "djshim_field",
+            "djshim_value",
+            "djshim_line",
+            "djshim_uid",
+        ]);
     }
     if instance.user.is_some() {
         names.extend([
             "djshim_entry",
-            "djshim_field",
-            "djshim_uid",
             "djshim_home",
-            "djshim_setpriv",
+            "djshim_switch",
+            "djshim_runuser",
         ]);
         if instance.group.is_none() {
             names.push("djshim_gid");
         }
-    } else if !instance.env_files.is_empty() {
-        names.extend(["djshim_uid", "djshim_field"]);
     }
     if !instance.env_files.is_empty() {
         names.extend([
-            "djshim_stat",
+            "djshim_file",
+            "djshim_owner",
+            "djshim_reader",
+            "djshim_command",
+            "djshim_files",
+            "djshim_nl",
+            "djshim_sq",
+            "djshim_cr",
+            // The reader's own.
+            "djshim_fd",
+            "djshim_names",
+            "djshim_name",
+            "djshim_rest",
+            "djshim_state",
             "djshim_number",
-            "djshim_line",
-            "djshim_key",
-            "djshim_value",
+            "djshim_eof",
+            "djshim_c",
+            "djshim_blank",
         ]);
     }
     if !instance.confirm.is_empty() {

@@ -10,15 +10,15 @@ use std::sync::OnceLock;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Deserialize;
 
-use crate::support::{CRON_PATH, World, assert_status, from_cron, require, text, venv};
+use crate::support::{CRON_PATH, World, assert_status, from_cron, require, root_dir, text, venv};
 
 /// The test accounts: `djshimt-app` (primary group `djshimt-app`, also in
 /// `djshimt-extra`) and `djshimt-other`, made once, kept between runs.
 pub(crate) struct Accounts {
-    app_uid: u32,
-    app_gid: u32,
-    extra_gid: u32,
-    other_uid: u32,
+    pub(crate) app_uid: u32,
+    pub(crate) app_gid: u32,
+    pub(crate) extra_gid: u32,
+    pub(crate) other_uid: u32,
 }
 
 fn id(args: &[&str]) -> u32 {
@@ -89,14 +89,14 @@ pub(crate) fn accounts() -> &'static Accounts {
 
 /// What the probe saw.
 #[derive(Debug, Deserialize)]
-struct Report {
-    uid: u32,
-    gid: u32,
-    groups: Vec<u32>,
-    env: BTreeMap<String, String>,
+pub(crate) struct Report {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) groups: Vec<u32>,
+    pub(crate) env: BTreeMap<String, String>,
 }
 
-const PROBE: &str = r#"import json, os, sys
+pub(crate) const PROBE: &str = r#"import json, os, sys
 open(os.path.join(os.path.dirname(__file__), "..", "started"), "a").close()
 print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()), "env": dict(os.environ)}))
 "#;
@@ -104,7 +104,7 @@ print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.ge
 /// A world the accounts can enter, with the probe package and `extra`
 /// lines of instance config. The interpreter is Debian's: the accounts
 /// could not reach the test venv's, whose base Python may live under /root.
-fn world(extra: &str) -> (World, Utf8PathBuf) {
+pub(crate) fn world(extra: &str) -> (World, Utf8PathBuf) {
     accounts();
     let world = World::new();
     fs::set_permissions(world.path(""), fs::Permissions::from_mode(0o777)).unwrap();
@@ -122,7 +122,7 @@ fn world(extra: &str) -> (World, Utf8PathBuf) {
 }
 
 /// Runs `command` as root from cron's environment, or as `user` (by setpriv).
-fn run_as(user: Option<&str>, shim: &Utf8Path, env: &[(&str, &str)]) -> Output {
+pub(crate) fn run_as(user: Option<&str>, shim: &Utf8Path, env: &[(&str, &str)]) -> Output {
     let mut cmd = match user {
         Some(user) => {
             let mut c = Command::new(require("setpriv", "util-linux"));
@@ -145,7 +145,7 @@ fn run_as(user: Option<&str>, shim: &Utf8Path, env: &[(&str, &str)]) -> Output {
         .unwrap()
 }
 
-fn report(output: &Output) -> Report {
+pub(crate) fn report(output: &Output) -> Report {
     assert_status(output, 0);
     serde_json::from_slice(&output.stdout).unwrap()
 }
@@ -216,17 +216,30 @@ const SECRET: &str = "it's a \"secret\" $(touch PWNED) `touch PWNED` ${HOME} ; r
 
 #[test]
 fn secrets_arrive_verbatim_are_never_evaluated_and_never_written() {
-    let (world, shim) = world(
-        "env = { GREETING = \"from the config\", KEPT = \"yes\" }\nenv_file = [\"secrets.env\", \"more.env\"]\n",
-    );
-    let secrets = world.write(
-        "secrets.env",
-        &format!(
-            "# a comment\n; another\n\n  SECRET_KEY='{SECRET}'\nTOKEN = \"spaced value\"  \nBARE=a b c\nEMPTY=\nGREETING=from the first file\n"
+    let dir = root_dir();
+    let dir = Utf8Path::from_path(dir.path()).unwrap().to_owned();
+    let (world, shim) = world(&format!(
+        "env = {{ GREETING = \"from the config\", KEPT = \"yes\" }}\nenv_file = [\"{dir}/secrets.env\", \"{dir}/more.env\"]\n",
+    ));
+    let secrets = dir.join("secrets.env");
+    fs::write(
+        &secrets,
+        format!(
+            "# a comment\n; another\n\n  SECRET_KEY=\"{}\"\nTOKEN = \"spaced value\"  \nBARE=a b c\nEMPTY=\nGREETING=from the first file\n",
+            // systemd's double quotes: \ " ` $ escaped, the rest literal.
+            SECRET
+                .chars()
+                .flat_map(|c| {
+                    let escape = matches!(c, '\\' | '"' | '`' | '$');
+                    escape.then_some('\\').into_iter().chain([c])
+                })
+                .collect::<String>()
         ),
-    );
+    )
+    .unwrap();
     fs::set_permissions(&secrets, fs::Permissions::from_mode(0o600)).unwrap();
-    let more = world.write("more.env", "GREETING=\"from the second file\"");
+    let more = dir.join("more.env");
+    fs::write(&more, "GREETING=\"from the second file\"").unwrap();
     fs::set_permissions(&more, fs::Permissions::from_mode(0o640)).unwrap();
 
     let r = report(&run_as(None, &shim, &[("SECRET_KEY", "stale")]));
@@ -262,9 +275,10 @@ fn secrets_arrive_verbatim_are_never_evaluated_and_never_written() {
 
 #[test]
 fn unsafe_or_broken_env_files_are_refused() {
-    let (world, shim) = world("env_file = [\"secrets.env\"]\n");
-    let path = world.path("secrets.env");
-    let cases: [(&str, u32, Option<&str>, String); 5] = [
+    let dir = root_dir();
+    let path = Utf8Path::from_path(dir.path()).unwrap().join("secrets.env");
+    let (world, shim) = world(&format!("env_file = [\"{path}\"]\n"));
+    let cases: [(&str, u32, Option<&str>, String); 3] = [
         (
             "SECRET=x\n",
             0o666,
@@ -289,18 +303,6 @@ fn unsafe_or_broken_env_files_are_refused() {
                 "t-app: env file {path} is owned by uid {}, not by root or the instance account\n",
                 accounts().other_uid
             ),
-        ),
-        (
-            "SECRET=x\nnot an assignment\n",
-            0o600,
-            None,
-            format!("t-app: {path}:2: not a KEY=VALUE line\n"),
-        ),
-        (
-            "SECRET=x\n2FA=on\n",
-            0o600,
-            None,
-            format!("t-app: {path}:2: 2FA is not a variable name\n"),
         ),
     ];
     for (content, mode, owner, message) in cases {

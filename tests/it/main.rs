@@ -5,6 +5,7 @@
 mod accounts;
 mod commands;
 mod docs;
+mod envfiles;
 mod errors;
 mod escape;
 mod generate;

@@ -76,6 +76,31 @@ fn run_ok(cmd: &mut Command, what: &str) {
     assert!(status.success(), "{what} failed with {status}");
 }
 
+/// A directory that only root can change, up to `/`, as `/etc/mywebsite`
+/// would be: where root keeps the env files it reads for an account (the
+/// shim refuses a root-owned file under a directory others can change, and
+/// the test worlds live under the world-writable `/tmp`).
+pub fn root_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let base = Utf8Path::new("/run/djshim-tests");
+    fs::create_dir_all(base).unwrap();
+    fs::set_permissions(base, fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("secrets-")
+        .tempdir_in(base)
+        .unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    for ancestor in dir.path().ancestors() {
+        let meta = fs::metadata(ancestor).unwrap();
+        assert!(
+            meta.uid() == 0 && meta.mode() & 0o022 == 0,
+            "{} must belong to root and not be group- or world-writable for these tests",
+            ancestor.display()
+        );
+    }
+    dir
+}
+
 /// A temporary world for one test.
 pub struct World {
     pub dir: tempfile::TempDir,
