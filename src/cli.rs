@@ -42,9 +42,10 @@ pub enum Command {
     ///
     /// Everything is validated before the first byte is written; each file is
     /// written beside its target and renamed into place. The manifest
-    /// .djshim-manifest in the output directory lists the files djshim owns:
-    /// a shim whose instance left the config is removed, and a file djshim did
-    /// not write is never overwritten unless --force is given.
+    /// .djshim-PROJECT.manifest in the output directory lists the files the
+    /// project owns: a shim whose instance left the config is removed, a file
+    /// of another project is never touched, and a file djshim did not write
+    /// is never overwritten unless --force is given.
     Generate(GenerateArgs),
     /// One row per instance: shim, package, settings, and whether the shim is up to date
     List,
@@ -58,6 +59,14 @@ pub enum Command {
     /// atomic rename. A Nix store path becomes a garbage-collector root for as
     /// long as a generation points at it. No shim is rewritten: shims follow
     /// the profile each time they run.
+    ///
+    /// With --keep N (alone, or after a pin) the oldest generations are
+    /// deleted until N are left; the generation the profile runs is never
+    /// deleted, whatever N says.
+    #[command(
+        override_usage = "djshim pin [OPTIONS] INSTANCE PATH [--keep N]\n       \
+                                djshim pin [OPTIONS] INSTANCE --keep N"
+    )]
     Pin(PinArgs),
     /// Switch an instance's profile back to the previous generation, or to --to N
     Rollback(RollbackArgs),
@@ -129,7 +138,8 @@ pub struct PinArgs {
     pub instance: String,
 
     /// The package to run: an absolute path (a /nix/store path, a release
-    /// directory); links are followed, so a nix-build `result` pins its target
+    /// directory); links are followed, so a nix-build `result` pins its
+    /// target. Required unless --keep is given
     #[arg(value_name = "PATH", required_unless_present = "keep")]
     pub path: Option<Utf8PathBuf>,
 

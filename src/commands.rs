@@ -54,7 +54,37 @@ pub fn starter(project: &str) -> String {
     STARTER.replace("@PROJECT@", project)
 }
 
+/// The name of the Django project next to `dir`: the top package of the
+/// settings module that a `manage.py` in `dir`, its parent, or a directory
+/// right below either names (`mywebsite.settings` → `mywebsite`).
+fn django_project(dir: &std::path::Path) -> Option<String> {
+    let mut places = Vec::new();
+    for base in [Some(dir), dir.parent()].into_iter().flatten() {
+        places.push(base.to_owned());
+        let mut below: Vec<_> = std::fs::read_dir(base)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        below.sort();
+        places.extend(below);
+    }
+    places.iter().find_map(|place| {
+        let text = std::fs::read_to_string(place.join("manage.py")).ok()?;
+        let rest = &text[text.find("DJANGO_SETTINGS_MODULE")? + "DJANGO_SETTINGS_MODULE".len()..];
+        let module = rest
+            .split(['"', '\''])
+            .nth(2)
+            .filter(|m| crate::model::is_module(m))?;
+        let name = module.split('.').next()?;
+        is_name(name).then(|| name.to_owned())
+    })
+}
+
 fn init(path: &Utf8Path, args: &InitArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let mut placeholder = false;
     let project = match &args.project {
         Some(name) if is_name(name) => name.clone(),
         Some(name) => {
@@ -66,9 +96,11 @@ fn init(path: &Utf8Path, args: &InitArgs, out: &mut dyn Write) -> Result<ExitCod
         }
         None => std::env::current_dir()
             .ok()
-            .and_then(|d| d.file_name().and_then(|n| n.to_str()).map(str::to_owned))
-            .filter(|n| is_name(n))
-            .unwrap_or_else(|| "mywebsite".to_owned()),
+            .and_then(|d| django_project(&d))
+            .unwrap_or_else(|| {
+                placeholder = true;
+                "mywebsite".to_owned()
+            }),
     };
     let dir = match path.parent() {
         Some(p) if !p.as_str().is_empty() => p,
@@ -91,6 +123,17 @@ fn init(path: &Utf8Path, args: &InitArgs, out: &mut dyn Write) -> Result<ExitCod
             });
         }
         Err(e) => return Err(Error::io("write", path, e.error)),
+    }
+    if placeholder {
+        return say(
+            out,
+            format_args!(
+                "wrote {path} for project `{project}`, a placeholder: no manage.py was found here, \
+                 beside or below; set `project` in it (or start again with `djshim init --project \
+                 NAME`), then run `djshim check`"
+            ),
+        )
+        .map(|()| ExitCode::SUCCESS);
     }
     say(
         out,
@@ -126,12 +169,13 @@ fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<E
         .values()
         .map(|i| i.command.clone())
         .collect();
-    write_all(&model.bin_dir, &artifacts, &wanted, &args.write, out)
+    write_all(model, &model.bin_dir, &artifacts, &wanted, &args.write, out)
 }
 
 fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let artifacts = units::units(&Renderer::new(), model)?;
     write_all(
+        model,
         &model.units_dir,
         &artifacts,
         &units::wanted(&artifacts),
@@ -142,6 +186,22 @@ fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<Exi
 
 fn cron(model: &Model, args: &CronArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let bin = args.bin.as_deref().unwrap_or(&model.bin_dir);
+    // Both end up in root's crontab: a line break there would be a second
+    // line, run as root.
+    for (flag, path) in [("--bin", bin), ("--lock-dir", args.lock_dir.as_path())] {
+        if !path.is_absolute() || path.as_str().chars().any(char::is_control) {
+            return Err(Error::Usage(format!(
+                "`{flag} {}` must be an absolute path without control characters\n  \
+                 = help: e.g. `{flag} {}`",
+                crate::error::clean(path.as_str()),
+                if flag == "--bin" {
+                    "/usr/local/bin"
+                } else {
+                    "/run/lock"
+                }
+            )));
+        }
+    }
     let text = units::crontab(&Renderer::new(), model, bin, &args.lock_dir)?;
     out.write_all(text.as_bytes())
         .map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))?;
@@ -151,6 +211,7 @@ fn cron(model: &Model, args: &CronArgs, out: &mut dyn Write) -> Result<ExitCode,
 /// Syncs `dir` (or `--out`) with `artifacts` and prints one line per file
 /// written or removed (or, with `--dry-run`, the diff).
 fn write_all(
+    model: &Model,
     dir: &Utf8Path,
     artifacts: &[Artifact],
     wanted: &BTreeSet<String>,
@@ -162,8 +223,14 @@ fn write_all(
         dry_run: args.dry_run,
         force: args.force,
     };
-    let changes = write::sync(dir, artifacts, wanted, options, out)?;
+    let changes = write::sync(dir, &model.project, artifacts, wanted, options, out)?;
     if !args.dry_run {
+        let named = model
+            .instances
+            .values()
+            .flat_map(crate::model::Instance::store_paths)
+            .collect();
+        crate::gcroot::sync(dir, &model.project, &named)?;
         for (name, change) in changes.iter().filter(|(_, c)| *c != Change::Unchanged) {
             say(out, format_args!("{} {}", change.verb(), dir.join(name)))?;
         }

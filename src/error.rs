@@ -34,6 +34,8 @@ pub enum Error {
     UnknownInstance { name: String, known: Vec<String> },
     /// Files that djshim did not write stand where it would write.
     Foreign { paths: Vec<Utf8PathBuf> },
+    /// Files to write that another project's manifest lists.
+    OtherProject { paths: Vec<(Utf8PathBuf, String)> },
     /// `init` found a config already in place.
     Exists { path: Utf8PathBuf },
     /// The manifest of an output directory is not one djshim wrote.
@@ -118,6 +120,17 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     "\n  = help: move them away, or pass `--force` to take them over"
+                )
+            }
+            Error::OtherProject { paths } => {
+                write!(f, "refusing to touch files of another project:")?;
+                for (path, project) in paths {
+                    write!(f, "\n  {path} (project `{project}`)")?;
+                }
+                write!(
+                    f,
+                    "\n  = help: two projects make the same file name here; rename an instance \
+                     or a project, or write one of them elsewhere (`--out`)"
                 )
             }
             Error::Exists { path } => write!(
@@ -213,6 +226,9 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A long line (a 40 KiB value, say) is shown as a window of
+        // SHOWN characters around the culprit.
+        const SHOWN: usize = 100;
         write!(f, "{}:{}:{}: ", self.file, self.line, self.column)?;
         if let Some(key) = &self.key {
             write!(f, "{}: ", clean(key))?;
@@ -220,9 +236,20 @@ impl fmt::Display for Diagnostic {
         write!(f, "{}", clean(&self.message))?;
         let number = self.line.to_string();
         let pad = " ".repeat(number.len());
-        write!(f, "\n{pad} |\n{number} | {}", self.source_line)?;
-        let lead = " ".repeat(self.column - 1);
-        write!(f, "\n{pad} | {lead}{}", "^".repeat(self.width))?;
+        let chars: Vec<char> = self.source_line.chars().collect();
+        let at = self.column - 1;
+        let start = at.saturating_sub(20).min(chars.len());
+        let start = if at < SHOWN - 20 { 0 } else { start };
+        let end = (start + SHOWN).min(chars.len());
+        let (before, after) = (
+            if start > 0 { "…" } else { "" },
+            if end < chars.len() { "…" } else { "" },
+        );
+        let shown: String = chars[start..end].iter().collect();
+        write!(f, "\n{pad} |\n{number} | {before}{shown}{after}")?;
+        let lead = " ".repeat(at - start + before.chars().count());
+        let width = self.width.min(end.saturating_sub(at)).max(1);
+        write!(f, "\n{pad} | {lead}{}", "^".repeat(width))?;
         if let Some(help) = &self.help {
             write!(f, "\n{pad} = help: {help}")?;
         }

@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod envfile;
 pub mod error;
+pub mod gcroot;
 pub mod model;
 pub mod pins;
 pub mod profile;

@@ -160,6 +160,21 @@ impl Instance {
         self.python.parent().unwrap_or(Utf8Path::new("/"))
     }
 
+    /// The Nix store paths that the files generated for this instance name
+    /// (a fixed package, the interpreter, `pythonpath`, `path`,
+    /// `static_dirs`): what the garbage collector must keep.
+    pub fn store_paths(&self) -> BTreeSet<Utf8PathBuf> {
+        let fixed = (!self.profile).then_some(&self.package);
+        fixed
+            .into_iter()
+            .chain([&self.python])
+            .chain(&self.pythonpath)
+            .chain(&self.path)
+            .chain(&self.static_dirs)
+            .filter_map(|p| crate::gcroot::store_path_of(p))
+            .collect()
+    }
+
     /// The directory that is a virtualenv if it holds `pyvenv.cfg`.
     pub fn venv_root(&self) -> &Utf8Path {
         let bin = self.python_bin();
@@ -271,7 +286,7 @@ pub fn is_env_name(name: &str) -> bool {
 /// Whether `name` may name an account: `[a-z_][a-z0-9_-]*` (a trailing `$`
 /// allowed, as for Samba machine accounts), at most 32 characters.
 pub fn is_account(name: &str) -> bool {
-    let body = name.strip_suffix('$').unwrap_or(name);
+    let body = name;
     name.len() <= 32
         && body
             .bytes()
@@ -280,6 +295,25 @@ pub fn is_account(name: &str) -> bool {
         && body
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// The most env files an instance can have: the shim opens each on its
+/// own descriptor, and sh numbers them 3 to 9.
+pub const MAX_ENV_FILES: usize = 7;
+
+/// The most bytes one `env` value may hold: far below the kernel's limit
+/// for one variable (128 KiB) and systemd's for one unit line (1 MiB),
+/// so that the shim and the unit always start.
+pub const MAX_ENV_VALUE: usize = 32 * 1024;
+
+/// The instance whose generation link a name looks like
+/// (`prod-1-link` → `prod`): profiles live side by side in one directory,
+/// so such an instance would share its profile's name with a generation.
+fn generation_link_of(name: &str) -> Option<&str> {
+    let rest = name.strip_suffix("-link")?;
+    let (owner, number) = rest.rsplit_once('-')?;
+    (!owner.is_empty() && !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(owner)
 }
 
 /// Whether `module` is a dotted Python identifier (ASCII).
@@ -334,6 +368,18 @@ impl Model {
                     &key,
                     format!("`{}` is not a valid instance name", name.get_ref()),
                     "use lowercase letters, digits, `_` and `-`, starting with a letter or digit",
+                );
+                continue;
+            }
+            if let Some(owner) = generation_link_of(name.get_ref()) {
+                b.error(
+                    name,
+                    &key,
+                    format!(
+                        "`{}` is how the profile of instance `{owner}` names a generation link",
+                        name.get_ref()
+                    ),
+                    "an instance name may not end in `-<number>-link`; rename the instance",
                 );
                 continue;
             }
@@ -484,6 +530,17 @@ impl Builder<'_> {
         let state_dir = single(field!(state_dir));
         let env = self.env(project, instance, defaults, inst);
         let env_files = self.list(field!(env_file), &scope, Base::ConfigDir);
+        if let Some((v, key)) = field!(env_file).filter(|_| env_files.len() > MAX_ENV_FILES) {
+            self.error(
+                v,
+                &key,
+                format!(
+                    "{} env files; an instance may have at most {MAX_ENV_FILES}",
+                    env_files.len()
+                ),
+                "the shim opens each on its own descriptor, 3 to 9; merge some of them",
+            );
+        }
         let user = field!(user).and_then(|(v, key)| self.account(v, &scope(key)));
         let group = field!(group).and_then(|(v, key)| self.account(v, &scope(key)));
         if let (Some((v, key)), None) = (field!(group), field!(user)) {
@@ -528,6 +585,16 @@ impl Builder<'_> {
     /// A user or group name as `useradd` accepts it.
     fn account(&mut self, v: &Str, scope: &Scope<'_>) -> Option<String> {
         let value = self.expand(v, scope)?;
+        if value.ends_with('$') {
+            self.error(
+                v,
+                &scope.key,
+                format!("`{value}` ends in `$`, the mark of a Samba machine account"),
+                "run the instance as a service account (`useradd --system NAME`); names ending \
+                 in `$` are refused so that the shim and the unit cannot read them differently",
+            );
+            return None;
+        }
         if is_account(&value) {
             Some(value)
         } else {
@@ -611,12 +678,35 @@ impl Builder<'_> {
                 );
                 continue;
             }
+            if name.starts_with("DJSHIM_") || name.starts_with("djshim_") {
+                self.error(
+                    k,
+                    &key,
+                    format!("`{name}` would steer the shim itself"),
+                    "names starting with `DJSHIM_` or `djshim_` are djshim's; pick another name",
+                );
+                continue;
+            }
             let scope = Scope {
                 project,
                 instance: Some(instance),
                 key,
             };
             if let Some(value) = self.expand(v, &scope) {
+                if value.len() > MAX_ENV_VALUE {
+                    self.error(
+                        v,
+                        &scope.key,
+                        format!(
+                            "the value of `{name}` is {} bytes; the most a variable may hold is {MAX_ENV_VALUE}",
+                            value.len()
+                        ),
+                        "the kernel refuses to start a command with a variable over 128 KiB \
+                         and systemd a unit line over 1 MiB; keep large data in a file the \
+                         application reads, and its path here",
+                    );
+                    continue;
+                }
                 env.insert(name.to_owned(), value);
             }
         }

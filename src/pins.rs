@@ -12,7 +12,7 @@ use crate::cli::{HistoryArgs, PinArgs, RollbackArgs};
 use crate::commands::say;
 use crate::error::Error;
 use crate::model::{Instance, Model};
-use crate::profile::{Generation, Profile};
+use crate::profile::{Current, Generation, Profile};
 
 /// The instance named, which must run its profile.
 fn profiled<'m>(model: &'m Model, name: &str) -> Result<(&'m Instance, Profile), Error> {
@@ -67,7 +67,7 @@ pub fn pin(model: &Model, args: &PinArgs, out: &mut dyn Write) -> Result<ExitCod
                 ),
             )?;
         } else {
-            let number = generations.last().map_or(1, |g| g.number + 1);
+            let number = profile.next_number(&generations)?;
             profile.create(number, &package)?;
             profile.switch(number)?;
             match current {
@@ -88,11 +88,11 @@ pub fn pin(model: &Model, args: &PinArgs, out: &mut dyn Write) -> Result<ExitCod
     if let Some(keep) = args.keep {
         let _lock = profile.lock()?;
         let generations = profile.generations()?;
-        let current = profile.current()?;
+        let running = profile.running(&generations)?;
         let cut = generations.len().saturating_sub(keep as usize);
         for g in generations[..cut]
             .iter()
-            .filter(|g| Some(g.number) != current)
+            .filter(|g| !running.contains(&g.number))
         {
             profile.delete(g)?;
             say(
@@ -115,57 +115,94 @@ pub fn rollback(
     let (instance, profile) = profiled(model, &args.instance)?;
     let _lock = profile.lock()?;
     let generations = profile.generations()?;
-    let Some(current) = current(&profile, &generations)? else {
+    let current = match profile.current(&generations)? {
+        Current::Generation(n) => generations.iter().find(|g| g.number == n),
+        Current::Elsewhere(target) if args.to.is_none() => {
+            let known: Vec<String> = generations.iter().map(|g| g.number.to_string()).collect();
+            return Err(Error::Problem(format!(
+                "the profile {} points at {target}, which is none of its generations ({}), \
+                 so there is no generation before it\n  = help: switch to one with \
+                 `djshim rollback {} --to N`",
+                profile.link(),
+                known.join(", "),
+                instance.name
+            )));
+        }
+        Current::None | Current::Elsewhere(_) => None,
+    };
+    if generations.is_empty() {
         return Err(Error::Problem(format!(
             "instance `{0}` has no generation yet\n  = help: pin one with `djshim pin {0} PATH`",
             instance.name
         )));
-    };
-    let target = match args.to {
-        Some(n) => generations.iter().find(|g| g.number == n).ok_or_else(|| {
+    }
+    let target = if let Some(n) = args.to {
+        generations.iter().find(|g| g.number == n).ok_or_else(|| {
             let known: Vec<String> = generations.iter().map(|g| g.number.to_string()).collect();
             Error::Problem(format!(
                 "instance `{}` has no generation {n}; it has {}",
                 instance.name,
                 known.join(", ")
             ))
-        })?,
-        None => generations.iter().rev().find(|g| g.number < current.number).ok_or_else(|| {
-            Error::Problem(format!(
-                "generation {} of instance `{}` is its oldest; there is nothing to roll back to",
-                current.number, instance.name
-            ))
-        })?,
+        })?
+    } else {
+        let Some(current) = current else {
+            return Err(Error::Problem(format!(
+                "the profile {} is missing, so there is no generation before it\n  = help: \
+                 switch to one with `djshim rollback {} --to N`",
+                profile.link(),
+                instance.name
+            )));
+        };
+        generations
+            .iter()
+            .rev()
+            .find(|g| g.number < current.number)
+            .ok_or_else(|| {
+                Error::Problem(format!(
+                    "generation {} of instance `{}` is its oldest; there is nothing to roll back to",
+                    current.number, instance.name
+                ))
+            })?
     };
-    if target.number == current.number {
+    if current.is_some_and(|c| c.number == target.number) {
         say(
             out,
             format_args!(
                 "{}: generation {} is already current",
-                instance.name, current.number
+                instance.name, target.number
             ),
         )?;
         return Ok(ExitCode::SUCCESS);
     }
     verify(instance, &target.target, out, "rolling back to")?;
     profile.switch(target.number)?;
-    say(
-        out,
-        format_args!(
-            "{}: generation {} -> {}: {} -> {}",
-            instance.name, current.number, target.number, current.target, target.target
-        ),
-    )?;
+    match current {
+        Some(current) => say(
+            out,
+            format_args!(
+                "{}: generation {} -> {}: {} -> {}",
+                instance.name, current.number, target.number, current.target, target.target
+            ),
+        )?,
+        None => say(
+            out,
+            format_args!(
+                "{}: generation {}: {}",
+                instance.name, target.number, target.target
+            ),
+        )?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn history(model: &Model, args: &HistoryArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let (_, profile) = profiled(model, &args.instance)?;
     let generations = profile.generations()?;
-    let current = profile.current()?;
+    let current = profile.current(&generations)?;
     let width = generations.last().map_or(1, |g| g.number.to_string().len());
     for g in &generations {
-        let mark = if Some(g.number) == current {
+        let mark = if current == Current::Generation(g.number) {
             "   (current)"
         } else {
             ""
@@ -180,6 +217,15 @@ pub fn history(model: &Model, args: &HistoryArgs, out: &mut dyn Write) -> Result
             ),
         )?;
     }
+    if let Current::Elsewhere(target) = current {
+        say(
+            out,
+            format_args!(
+                "the profile {} points at {target}, which is none of these",
+                profile.link()
+            ),
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -188,8 +234,10 @@ fn current<'g>(
     profile: &Profile,
     generations: &'g [Generation],
 ) -> Result<Option<&'g Generation>, Error> {
-    let number = profile.current()?;
-    Ok(generations.iter().find(|g| Some(g.number) == number))
+    Ok(match profile.current(generations)? {
+        Current::Generation(n) => generations.iter().find(|g| g.number == n),
+        _ => None,
+    })
 }
 
 /// An absolute path to an existing directory, links resolved: a `result`

@@ -23,6 +23,7 @@ use std::time::SystemTime;
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::Error;
+use crate::gcroot as gc_root;
 
 /// One generation: its number, its link, where the link points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +42,24 @@ pub struct Profile {
     pub dir: Utf8PathBuf,
     /// `<project>-<instance>`.
     pub name: String,
+}
+
+/// Where a profile link points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Current {
+    /// No profile link yet.
+    None,
+    /// One of its generations.
+    Generation(u32),
+    /// Somewhere else (edited by hand): the link's target as written.
+    Elsewhere(Utf8PathBuf),
+}
+
+/// The device and inode of `path` itself (not followed): two paths to one
+/// generation link compare equal.
+fn same_file(path: &Utf8Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    path.symlink_metadata().ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// An exclusive lock on a profiles directory, held while it lives.
@@ -75,6 +94,20 @@ impl Profile {
         Ok(Lock { _handle: handle })
     }
 
+    /// The generation number a file name in the directory stands for:
+    /// `<name>-<N>-link`, N in plain decimal digits (no sign, no leading
+    /// zero), so that each number has exactly one link.
+    fn number_of(&self, file_name: &str) -> Option<u32> {
+        let digits = file_name
+            .strip_prefix(self.name.as_str())?
+            .strip_prefix('-')?
+            .strip_suffix("-link")?;
+        let plain = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !(digits.starts_with('0') && digits.len() > 1);
+        plain.then(|| digits.parse().ok()).flatten()
+    }
+
     /// Every generation, oldest first; empty when the directory is missing.
     pub fn generations(&self) -> Result<Vec<Generation>, Error> {
         let entries = match self.dir.read_dir_utf8() {
@@ -82,16 +115,10 @@ impl Profile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(Error::io("read directory", &self.dir, e)),
         };
-        let prefix = format!("{}-", self.name);
         let mut generations = Vec::new();
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("read directory", &self.dir, e))?;
-            let Some(number) = entry
-                .file_name()
-                .strip_prefix(&prefix)
-                .and_then(|rest| rest.strip_suffix("-link"))
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+            let Some(number) = self.number_of(entry.file_name()) else {
                 continue;
             };
             let link = entry.path().to_owned();
@@ -111,18 +138,57 @@ impl Profile {
         Ok(generations)
     }
 
-    /// The number of the generation the profile link points to, if any.
-    pub fn current(&self) -> Result<Option<u32>, Error> {
+    /// What the profile link points at, judged from the generation links
+    /// themselves: a link written by hand (absolute, or through another
+    /// path to the same generation link) still names its generation.
+    pub fn current(&self, generations: &[Generation]) -> Result<Current, Error> {
         let link = self.link();
-        match link.read_link_utf8() {
-            Ok(target) => Ok(target
-                .as_str()
-                .strip_prefix(&format!("{}-", self.name))
-                .and_then(|rest| rest.strip_suffix("-link"))
-                .and_then(|n| n.parse().ok())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io("read link", &link, e)),
+        let target = match link.read_link_utf8() {
+            Ok(target) => target,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Current::None),
+            Err(e) => return Err(Error::io("read link", &link, e)),
+        };
+        let first_hop = same_file(&self.dir.join(&target));
+        let found = generations
+            .iter()
+            .rev()
+            .find(|g| first_hop.is_some() && same_file(&g.link) == first_hop);
+        Ok(match found {
+            Some(g) => Current::Generation(g.number),
+            None => Current::Elsewhere(target),
+        })
+    }
+
+    /// The next generation's number.
+    pub fn next_number(&self, generations: &[Generation]) -> Result<u32, Error> {
+        match generations.last() {
+            None => Ok(1),
+            Some(g) => g.number.checked_add(1).ok_or_else(|| {
+                Error::Problem(format!(
+                    "{} is generation {}, the last number there is; rename the generation \
+                     links of {} to smaller numbers (or prune them with `--keep`)",
+                    g.link, g.number, self.name
+                ))
+            }),
         }
+    }
+
+    /// The generations that run now: the current one, and any whose
+    /// package is where the profile leads (a link edited by hand may point
+    /// at a package directly). `--keep` never deletes these.
+    pub fn running(&self, generations: &[Generation]) -> Result<Vec<u32>, Error> {
+        let mut running = Vec::new();
+        if let Current::Generation(n) = self.current(generations)? {
+            running.push(n);
+        }
+        if let Ok(package) = self.link().canonicalize_utf8() {
+            for g in generations {
+                if g.link.canonicalize_utf8().is_ok_and(|p| p == package) {
+                    running.push(g.number);
+                }
+            }
+        }
+        Ok(running)
     }
 
     /// Makes generation `number` point at `target` and protects `target`
@@ -172,60 +238,4 @@ impl Profile {
 fn read_link(link: &Utf8Path) -> Result<Utf8PathBuf, Error> {
     link.read_link_utf8()
         .map_err(|e| Error::io("read link", link, e))
-}
-
-/// Indirect garbage-collector roots, the way `nix-store --add-root --indirect`
-/// makes them: a symlink in `$NIX_STATE_DIR/gcroots/auto` pointing at the
-/// generation link. Nix's collector treats a symlink there that points to a
-/// symlink into the store as a root, and deletes the entry itself once the
-/// generation link is gone; we delete it at once when pruning.
-pub mod gc_root {
-    use super::{Error, Utf8Path, Utf8PathBuf, fs, io};
-
-    /// Nix's store directory (`$NIX_STORE_DIR`, else `/nix/store`).
-    pub fn store_dir() -> Utf8PathBuf {
-        std::env::var("NIX_STORE_DIR").map_or_else(|_| "/nix/store".into(), Utf8PathBuf::from)
-    }
-
-    /// Where Nix looks for indirect roots.
-    pub fn auto_dir() -> Utf8PathBuf {
-        let state = std::env::var("NIX_STATE_DIR")
-            .map_or_else(|_| "/nix/var/nix".into(), Utf8PathBuf::from);
-        state.join("gcroots/auto")
-    }
-
-    /// The root's name: the link's absolute path, `%`-escaped into one file name.
-    pub fn name(link: &Utf8Path) -> String {
-        let escaped = link.as_str().replace('%', "%25").replace('/', "%2F");
-        format!("djshim{escaped}")
-    }
-
-    /// Protects `target` through `link`, if `target` is a store path.
-    pub fn register(link: &Utf8Path, target: &Utf8Path) -> Result<(), Error> {
-        if !target.starts_with(store_dir()) {
-            return Ok(());
-        }
-        let auto = auto_dir();
-        let gcroots = auto.parent().unwrap_or(&auto);
-        if !gcroots.is_dir() {
-            return Err(Error::Problem(format!(
-                "{target} is a Nix store path, but {gcroots} is missing, so the garbage \
-                 collector cannot be told to keep it; is Nix installed?"
-            )));
-        }
-        fs::create_dir_all(&auto).map_err(|e| Error::io("create directory", &auto, e))?;
-        let root = auto.join(name(link));
-        let _ = fs::remove_file(&root);
-        std::os::unix::fs::symlink(link, &root).map_err(|e| Error::io("create GC root", &root, e))
-    }
-
-    /// Removes the root of `link`, if there is one.
-    pub fn release(link: &Utf8Path) -> Result<(), Error> {
-        let root = auto_dir().join(name(link));
-        match fs::remove_file(&root) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io("remove GC root", &root, e)),
-        }
-    }
 }

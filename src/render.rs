@@ -254,11 +254,9 @@ struct EnvFile {
     path: Value,
 }
 
-/// The first descriptor of an env file; sh numbers them up to 9.
+/// The first descriptor of an env file; sh numbers them up to 9, which
+/// is where `model::MAX_ENV_FILES` comes from.
 const FIRST_ENV_FD: u32 = 3;
-
-/// The most env files an instance can have: one descriptor each, 3 to 9.
-pub const MAX_ENV_FILES: usize = 7;
 
 fn stat_args(instance: &Instance) -> String {
     let mut words = Vec::new();

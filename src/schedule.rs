@@ -120,8 +120,10 @@ impl Field {
             if let Some(i) = names.iter().position(|n| s.eq_ignore_ascii_case(n)) {
                 return Ok(u8::try_from(i).unwrap_or(0) + u8::from(names.len() == 12));
             }
+            // Digits only, as cron reads them: Rust would also take `+5`.
+            let digits = !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
             match s.parse::<u8>() {
-                Ok(v) if (lo..=hi).contains(&v) => Ok(v),
+                Ok(v) if digits && (lo..=hi).contains(&v) => Ok(v),
                 _ => Err(format!(
                     "`{s}` is not valid in the {name} field ({lo}-{hi}{})",
                     if names.is_empty() { "" } else { " or a name" }
@@ -132,7 +134,7 @@ impl Field {
         for part in text.split(',') {
             let (range, step) = match part.split_once('/') {
                 Some((range, step)) => match step.parse::<u8>() {
-                    Ok(s) if s > 0 => (range, s),
+                    Ok(s) if s > 0 && step.bytes().all(|b| b.is_ascii_digit()) => (range, s),
                     _ => return Err(format!("`{step}` is not a step in the {name} field")),
                 },
                 None => (part, 1),
@@ -240,5 +242,8 @@ mod tests {
                 .contains("backwards")
         );
         assert!(Schedule::parse("*/0 * * * *").is_err());
+        assert!(Schedule::parse("+5 3 * * *").is_err());
+        assert!(Schedule::parse("*/+5 * * * *").is_err());
+        assert!(Schedule::parse("05 3 * * *").is_ok());
     }
 }

@@ -1,8 +1,10 @@
 //! Artifacts → files: the only stage that writes.
 //!
-//! A directory djshim writes into is kept like a set: the manifest names the
-//! files djshim owns there; `sync` writes what changed, removes what the
-//! config no longer wants, and never touches a file it does not own unless
+//! A directory djshim writes into is kept like a set: each project's
+//! manifest (`.djshim-<project>.manifest`) names the files that project
+//! owns there, so several projects can share `/usr/local/bin`; `sync`
+//! writes what changed, removes what the config no longer wants, never
+//! touches a file of another project, and never a file nobody wrote unless
 //! forced. Each file is written to a temporary file in the same directory,
 //! synced and renamed into place, so a reader (or a `kill -9`) sees the old
 //! file or the new one, never a torn one. An exclusive lock on the directory
@@ -18,11 +20,18 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::error::Error;
 use crate::render::Artifact;
 
-/// The file in each output directory that lists what djshim owns there.
-pub const MANIFEST: &str = ".djshim-manifest";
+/// The manifest of djshim 0.1, one per directory whatever the project:
+/// still read, so that an upgrade takes over the files it lists, and
+/// emptied as the projects claim them.
+pub const LEGACY_MANIFEST: &str = ".djshim-manifest";
+
+/// The file in an output directory that lists what `project` owns there.
+pub fn manifest_name(project: &str) -> String {
+    format!(".djshim-{project}.manifest")
+}
 /// Temporary files start with this; leftovers of a killed run are removed.
 const TEMP_PREFIX: &str = ".djshim-tmp-";
-const MANIFEST_HEADER: &str = "# Files in this directory that djshim wrote and may replace or remove.\n\
+const MANIFEST_HEADER: &str = "# Files in this directory that djshim wrote for this project and may replace or remove.\n\
                                # Written by djshim; do not edit.\n";
 
 /// What `sync` does, or would do, to one file.
@@ -63,11 +72,13 @@ struct Step<'a> {
     new: Option<&'a Artifact>,
 }
 
-/// Brings `dir` in line with the config: writes `artifacts`, keeps the other
-/// owned files whose names are in `wanted`, removes owned files that are not.
-/// Returns each file's change, in name order.
+/// Brings `dir` in line with the config of `project`: writes `artifacts`,
+/// keeps the project's other files whose names are in `wanted`, removes
+/// the project's files that are not. Returns each file's change, in name
+/// order.
 pub fn sync(
     dir: &Utf8Path,
+    project: &str,
     artifacts: &[Artifact],
     wanted: &BTreeSet<String>,
     options: Options,
@@ -86,34 +97,80 @@ pub fn sync(
     if !options.dry_run {
         remove_leftovers(dir)?;
     }
-    let owned = read_manifest(dir)?;
-    let steps = plan(dir, artifacts, wanted, &owned, options.force)?;
+    let owners = Owners::read(dir, project)?;
+    let steps = plan(dir, artifacts, wanted, &owners, options.force)?;
 
     if options.dry_run {
         for step in &steps {
             print_diff(dir, step, diff_out).map_err(|e| Error::io("write the diff of", dir, e))?;
         }
     } else {
-        apply(dir, &steps, &owned, wanted)?;
+        apply(dir, project, &steps, &owners, wanted)?;
     }
     Ok(steps.into_iter().map(|s| (s.name, s.change)).collect())
+}
+
+/// Who owns what in one directory, as its manifests say.
+#[derive(Debug, Default)]
+struct Owners {
+    /// This project's files.
+    own: BTreeSet<String>,
+    /// Files of the 0.1 manifest, which this project may take over.
+    legacy: BTreeSet<String>,
+    /// Files of other projects, with the project's name.
+    others: std::collections::BTreeMap<String, String>,
+}
+
+impl Owners {
+    fn read(dir: &Utf8Path, project: &str) -> Result<Owners, Error> {
+        let mut owners = Owners {
+            own: read_manifest(&dir.join(manifest_name(project)))?,
+            legacy: read_manifest(&dir.join(LEGACY_MANIFEST))?,
+            ..Owners::default()
+        };
+        let entries = match dir.read_dir_utf8() {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(owners),
+            Err(e) => return Err(Error::io("read directory", dir, e)),
+        };
+        for entry in entries.flatten() {
+            let Some(other) = entry
+                .file_name()
+                .strip_prefix(".djshim-")
+                .and_then(|n| n.strip_suffix(".manifest"))
+                .filter(|other| *other != project)
+            else {
+                continue;
+            };
+            for name in read_manifest(entry.path())? {
+                owners.others.insert(name, other.to_owned());
+            }
+        }
+        Ok(owners)
+    }
 }
 
 fn plan<'a>(
     dir: &Utf8Path,
     artifacts: &'a [Artifact],
     wanted: &BTreeSet<String>,
-    owned: &BTreeSet<String>,
+    owners: &Owners,
     force: bool,
 ) -> Result<Vec<Step<'a>>, Error> {
     let mut steps = Vec::new();
     let mut foreign = Vec::new();
+    let mut theirs = Vec::new();
     for artifact in artifacts {
         let path = dir.join(&artifact.name);
+        if let Some(other) = owners.others.get(&artifact.name) {
+            theirs.push((path, other.clone()));
+            continue;
+        }
         let old = read_if_exists(&path)?;
+        let ours = owners.own.contains(&artifact.name) || owners.legacy.contains(&artifact.name);
         let change = match &old {
             None => Change::Create,
-            Some(_) if !owned.contains(&artifact.name) && !force => {
+            Some(_) if !ours && !force => {
                 foreign.push(path);
                 continue;
             }
@@ -129,10 +186,13 @@ fn plan<'a>(
             new: Some(artifact),
         });
     }
+    if !theirs.is_empty() {
+        return Err(Error::OtherProject { paths: theirs });
+    }
     if !foreign.is_empty() {
         return Err(Error::Foreign { paths: foreign });
     }
-    for name in owned.difference(wanted) {
+    for name in owners.own.difference(wanted) {
         if let Some(old) = read_if_exists(&dir.join(name))? {
             steps.push(Step {
                 name: name.clone(),
@@ -148,10 +208,13 @@ fn plan<'a>(
 
 fn apply(
     dir: &Utf8Path,
+    project: &str,
     steps: &[Step<'_>],
-    owned: &BTreeSet<String>,
+    owners: &Owners,
     wanted: &BTreeSet<String>,
 ) -> Result<(), Error> {
+    let manifest = manifest_name(project);
+    let owned = &owners.own;
     let written: BTreeSet<String> = steps
         .iter()
         .filter(|s| s.new.is_some())
@@ -160,7 +223,17 @@ fn apply(
     // First claim every file about to be written, so that a run killed half
     // way still owns (and will replace or prune) whatever it left behind.
     let claimed: BTreeSet<String> = owned.union(&written).cloned().collect();
-    write_manifest(dir, owned, &claimed)?;
+    write_manifest(dir, &manifest, owned, &claimed)?;
+    // What this project now owns leaves the 0.1 manifest.
+    let legacy: BTreeSet<String> = owners.legacy.difference(&claimed).cloned().collect();
+    if legacy != owners.legacy {
+        if legacy.is_empty() {
+            let path = dir.join(LEGACY_MANIFEST);
+            fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+        } else {
+            write_manifest(dir, LEGACY_MANIFEST, &owners.legacy, &legacy)?;
+        }
+    }
     let changed = steps
         .iter()
         .filter(|s| matches!(s.change, Change::Create | Change::Update));
@@ -170,7 +243,7 @@ fn apply(
         fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
     }
     let kept: BTreeSet<String> = claimed.intersection(wanted).cloned().collect();
-    write_manifest(dir, &claimed, &kept)?;
+    write_manifest(dir, &manifest, &claimed, &kept)?;
     sync_dir(dir)
 }
 
@@ -201,11 +274,39 @@ pub fn write_all<'a>(
     if staged.is_empty() {
         return Ok(());
     }
+    // Every file to be replaced gets a hard link beside it first: a rename
+    // that fails half way is undone by putting those back. A file that
+    // cannot be linked (immutable, say) fails here, before any rename.
+    let mut backups = Vec::new();
+    for (_, path) in &staged {
+        let backup = match fs::symlink_metadata(path) {
+            Ok(_) => {
+                let backup = tempfile::Builder::new()
+                    .prefix(TEMP_PREFIX)
+                    .make_in(dir, |tmp| fs::hard_link(path, tmp))
+                    .map_err(|e| Error::io("prepare to replace", path, e))?;
+                Some(backup.into_temp_path())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("stat", path, e)),
+        };
+        backups.push(backup);
+    }
     let handle = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
     rustix::fs::syncfs(&handle).map_err(|e| Error::io("sync", dir, e.into()))?;
-    for (tmp, path) in staged {
-        tmp.persist(&path)
-            .map_err(|e| Error::io("rename into place", &path, e.error))?;
+    let mut done: Vec<(Utf8PathBuf, Option<tempfile::TempPath>)> = Vec::new();
+    for ((tmp, path), backup) in staged.into_iter().zip(backups) {
+        if let Err(e) = tmp.persist(&path) {
+            // Back to the old files, newest change first.
+            for (path, backup) in done.into_iter().rev() {
+                let _ = match backup {
+                    Some(backup) => backup.persist(&path).map_err(|e| e.error),
+                    None => fs::remove_file(&path),
+                };
+            }
+            return Err(Error::io("rename into place", &path, e.error));
+        }
+        done.push((path, backup));
     }
     Ok(())
 }
@@ -257,14 +358,13 @@ fn remove_leftovers(dir: &Utf8Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// The names the manifest of `dir` lists; empty when there is none.
-pub fn read_manifest(dir: &Utf8Path) -> Result<BTreeSet<String>, Error> {
-    let path = dir.join(MANIFEST);
-    let Some(bytes) = read_if_exists(&path)? else {
+/// The names a manifest lists; empty when there is none.
+pub fn read_manifest(path: &Utf8Path) -> Result<BTreeSet<String>, Error> {
+    let Some(bytes) = read_if_exists(path)? else {
         return Ok(BTreeSet::new());
     };
     let text = String::from_utf8(bytes).map_err(|_| Error::Manifest {
-        path: path.clone(),
+        path: path.to_owned(),
         line: 1,
         problem: "is not UTF-8".into(),
     })?;
@@ -277,7 +377,7 @@ pub fn read_manifest(dir: &Utf8Path) -> Result<BTreeSet<String>, Error> {
         // djshim replace or delete anything outside its directory.
         if line.contains('/') || line.starts_with('.') {
             return Err(Error::Manifest {
-                path,
+                path: path.to_owned(),
                 line: i + 1,
                 problem: format!(
                     "`{}` is not a file name djshim writes",
@@ -292,10 +392,11 @@ pub fn read_manifest(dir: &Utf8Path) -> Result<BTreeSet<String>, Error> {
 
 fn write_manifest(
     dir: &Utf8Path,
+    manifest: &str,
     old: &BTreeSet<String>,
     new: &BTreeSet<String>,
 ) -> Result<(), Error> {
-    if old == new && dir.join(MANIFEST).exists() {
+    if old == new && dir.join(manifest).exists() {
         return Ok(());
     }
     let mut text = String::from(MANIFEST_HEADER);
@@ -303,7 +404,7 @@ fn write_manifest(
         text.push_str(name);
         text.push('\n');
     }
-    write_atomic(dir, MANIFEST, text.as_bytes(), 0o644)?;
+    write_atomic(dir, manifest, text.as_bytes(), 0o644)?;
     sync_dir(dir)
 }
 

@@ -32,22 +32,35 @@ fn init_writes_a_valid_starter_and_never_overwrites() {
     w.djshim_cmd(&["init", "--project", "Bad Name"])
         .assert()
         .code(2);
-    // Without --project, the directory's name when it is a valid one...
-    fs::create_dir_all(w.path("shop-2")).unwrap();
-    let mut cmd = w.djshim_cmd(&["init"]);
-    cmd.current_dir(w.path("shop-2")).assert().code(0);
-    assert!(
-        w.read("shop-2/djshim.toml")
-            .contains("project = \"shop-2\"")
+    // Without --project: the Django project beside the config (here the
+    // config lives in `site/etc`, manage.py in `site`)...
+    w.write(
+        "site/manage.py",
+        "import os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'bakery.settings.prod')\n",
     );
-    // ...else a placeholder name.
-    fs::create_dir_all(w.path("Not A Name")).unwrap();
+    fs::create_dir_all(w.path("site/etc")).unwrap();
     w.djshim_cmd(&["init"])
-        .current_dir(w.path("Not A Name"))
+        .current_dir(w.path("site/etc"))
         .assert()
-        .code(0);
+        .code(0)
+        .stdout("wrote djshim.toml for project `bakery`; edit it, then run `djshim check`\n");
     assert!(
-        w.read("Not A Name/djshim.toml")
+        w.read("site/etc/djshim.toml")
+            .contains("project = \"bakery\"")
+    );
+    // ...else a placeholder name, and how to choose one.
+    fs::create_dir_all(w.path("empty/etc")).unwrap();
+    w.djshim_cmd(&["init"])
+        .current_dir(w.path("empty/etc"))
+        .assert()
+        .code(0)
+        .stdout(
+            "wrote djshim.toml for project `mywebsite`, a placeholder: no manage.py was found \
+             here, beside or below; set `project` in it (or start again with `djshim init \
+             --project NAME`), then run `djshim check`\n",
+        );
+    assert!(
+        w.read("empty/etc/djshim.toml")
             .contains("project = \"mywebsite\"")
     );
 }

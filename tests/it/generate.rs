@@ -64,7 +64,7 @@ fn the_same_config_gives_byte_identical_files() {
             .mode();
         assert_eq!(mode & 0o7777, 0o755, "{name}");
     }
-    let manifest = a.read("bin/.djshim-manifest");
+    let manifest = a.read("bin/.djshim-site.manifest");
     assert!(
         manifest.ends_with("site-i00000\nsite-i00001\nsite-i00002\n"),
         "{manifest}"
@@ -101,9 +101,14 @@ fn a_removed_instance_loses_its_shim_and_others_are_kept() {
     let files: Vec<String> = snapshot(&w.path("bin")).into_keys().collect();
     assert_eq!(
         files,
-        [".djshim-manifest", "README", "site-i00000", "site-i00001"]
+        [
+            ".djshim-site.manifest",
+            "README",
+            "site-i00000",
+            "site-i00001"
+        ]
     );
-    assert!(!w.read("bin/.djshim-manifest").contains("site-i00002"));
+    assert!(!w.read("bin/.djshim-site.manifest").contains("site-i00002"));
 }
 
 #[test]
@@ -128,7 +133,7 @@ fn a_foreign_file_is_refused_then_taken_over_with_force() {
     );
     assert_status(&w.djshim(&["generate", "--force"]), 0);
     assert!(w.read("bin/site-i00001").contains("exec "));
-    assert!(w.read("bin/.djshim-manifest").contains("site-i00001"));
+    assert!(w.read("bin/.djshim-site.manifest").contains("site-i00001"));
 }
 
 #[test]
@@ -165,7 +170,7 @@ fn out_and_instance_selection() {
     w.write("djshim.toml", &config(3, "x"));
     assert_status(&w.djshim(&["generate", "--out", "elsewhere", "i00001"]), 0);
     let files: Vec<String> = snapshot(&w.path("elsewhere")).into_keys().collect();
-    assert_eq!(files, [".djshim-manifest", "site-i00001"]);
+    assert_eq!(files, [".djshim-site.manifest", "site-i00001"]);
     // Generating one instance keeps (does not prune) the others.
     assert_status(&w.djshim(&["generate", "--out", "elsewhere"]), 0);
     assert_status(&w.djshim(&["generate", "--out", "elsewhere", "i00000"]), 0);
@@ -183,7 +188,7 @@ fn an_edited_manifest_cannot_point_outside_its_directory() {
     let w = World::new();
     w.write("djshim.toml", &config(1, "x"));
     w.write("victim", "keep me");
-    w.write("bin/.djshim-manifest", "../victim\n");
+    w.write("bin/.djshim-site.manifest", "../victim\n");
     let output = w.djshim(&["generate"]);
     assert_status(&output, 1);
     assert!(
@@ -230,7 +235,7 @@ fn kill_9_never_leaves_a_torn_file() {
         let status = child.wait().unwrap();
         killed += usize::from(status.code().is_none());
         for (name, bytes) in snapshot(&w.path("bin")) {
-            if name.starts_with(".djshim-tmp-") || name == ".djshim-manifest" {
+            if name.starts_with(".djshim-tmp-") || name.ends_with(".manifest") {
                 continue;
             }
             let whole = complete.get(&name).is_some_and(|v| v.contains(&bytes));
@@ -288,4 +293,134 @@ fn concurrent_runs_do_not_interleave() {
             "{a} of {N} shims from one run, the rest from the other"
         );
     }
+}
+
+/// Two projects in one directory (the README's `/usr/local/bin`): each
+/// keeps its own manifest, prunes only its own files, and a file name both
+/// would make is refused rather than taken.
+#[test]
+fn projects_sharing_a_directory_never_touch_each_others_files() {
+    let w = World::new();
+    let project = |name: &str, instances: &[&str]| {
+        let mut text = format!(
+            "project = \"{name}\"\nbin_dir = \"shared\"\n[defaults]\npython = \"/venv/bin/python3\"\n\
+             settings = \"shop.settings\"\npackage = \"/srv/{name}\"\n"
+        );
+        for i in instances {
+            let _ = writeln!(text, "[instances.{i}]");
+        }
+        text
+    };
+    w.write("a.toml", &project("shop-a", &["prod", "staging"]));
+    w.write("b.toml", &project("shop-b", &["prod"]));
+    assert_status(&w.djshim(&["-c", "a.toml", "generate"]), 0);
+    let output = w.djshim(&["-c", "b.toml", "generate"]);
+    assert_status(&output, 0);
+    assert_eq!(
+        text(&output).0,
+        format!("created {}\n", w.path("shared/shop-b-prod"))
+    );
+    let files: Vec<String> = snapshot(&w.path("shared")).into_keys().collect();
+    assert_eq!(
+        files,
+        [
+            ".djshim-shop-a.manifest",
+            ".djshim-shop-b.manifest",
+            "shop-a-prod",
+            "shop-a-staging",
+            "shop-b-prod"
+        ]
+    );
+    // A's instance leaves its config: only A's shim goes.
+    w.write("a.toml", &project("shop-a", &["prod"]));
+    let output = w.djshim(&["-c", "a.toml", "generate"]);
+    assert_eq!(
+        text(&output).0,
+        format!("removed {}\n", w.path("shared/shop-a-staging"))
+    );
+    assert!(w.path("shared/shop-b-prod").is_file());
+    // Project `shop`'s instance `b-prod` would make B's `shop-b-prod`:
+    // refused, --force or not.
+    w.write("d.toml", &project("shop", &["b-prod"]));
+    let before = snapshot(&w.path("shared"));
+    for args in [
+        &["-c", "d.toml", "generate"][..],
+        &["-c", "d.toml", "generate", "--force"],
+    ] {
+        let output = w.djshim(args);
+        assert_status(&output, 1);
+        assert_eq!(
+            text(&output).1,
+            format!(
+                "djshim: error: refusing to touch files of another project:\n  {} (project \
+                 `shop-b`)\n  = help: two projects make the same file name here; rename an \
+                 instance or a project, or write one of them elsewhere (`--out`)\n",
+                w.path("shared/shop-b-prod")
+            )
+        );
+    }
+    assert_eq!(snapshot(&w.path("shared")), before);
+}
+
+/// The manifest of djshim 0.1 (`.djshim-manifest`, one per directory) is
+/// taken over file by file and goes once empty.
+#[test]
+fn the_old_manifest_is_taken_over() {
+    let w = World::new();
+    w.write("djshim.toml", &config(2, "x"));
+    w.write("bin/site-i00000", "old\n");
+    w.write("bin/site-i00001", "old\n");
+    w.write(
+        "bin/.djshim-manifest",
+        "# old\nsite-i00000\nsite-i00001\nother-prod\n",
+    );
+    assert_status(&w.djshim(&["generate"]), 0);
+    assert_eq!(
+        w.read("bin/.djshim-manifest").lines().last(),
+        Some("other-prod")
+    );
+    assert!(w.read("bin/.djshim-site.manifest").contains("site-i00001"));
+    w.write("bin/.djshim-manifest", "site-i00000\n");
+    assert_status(&w.djshim(&["generate"]), 0);
+    assert!(!w.path("bin/.djshim-manifest").exists());
+}
+
+/// A rename that fails half way (an immutable shim: `chattr +i`) leaves
+/// every shim as it was.
+#[test]
+fn a_failed_rename_leaves_every_shim_as_it_was() {
+    let w = World::new();
+    w.write("djshim.toml", &config(3, "old"));
+    assert_status(&w.djshim(&["generate"]), 0);
+    let before = snapshot(&w.path("bin"));
+    let chattr = |flag: &str| {
+        let status = Command::new(crate::support::require("chattr", "e2fsprogs"))
+            .arg(flag)
+            .arg(w.path("bin/site-i00001"))
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "chattr {flag} (needs a file system with attributes)"
+        );
+    };
+    chattr("+i");
+    w.write("djshim.toml", &config(3, "new"));
+    let output = w.djshim(&["generate"]);
+    chattr("-i");
+    assert_status(&output, 1);
+    assert!(
+        text(&output).1.contains(&format!(
+            "{}: Operation not permitted",
+            w.path("bin/site-i00001")
+        )),
+        "{}",
+        text(&output).1
+    );
+    let after: BTreeMap<String, Vec<u8>> = snapshot(&w.path("bin"))
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with(".djshim-tmp-"))
+        .collect();
+    assert_eq!(after, before, "some shims changed");
+    assert_status(&w.djshim(&["generate"]), 0);
 }

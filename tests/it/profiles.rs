@@ -421,3 +421,166 @@ fn generate_builds_a_nix_derivation_that_references_its_packages() {
     fs::remove_file(world.path("result")).unwrap();
     assert!(collect(&out));
 }
+
+/// Points the profile link somewhere by hand, the way an operator might.
+fn relink(profile: &Utf8Path, target: &str) {
+    fs::remove_file(profile).unwrap();
+    std::os::unix::fs::symlink(target, profile).unwrap();
+}
+
+#[test]
+fn a_profile_edited_by_hand_never_loses_what_runs() {
+    let (world, shim) = world();
+    let a = package(&world, "a");
+    let b = package(&world, "b");
+    djshim_ok(&world, &["pin", "main", a.as_str()]);
+    djshim_ok(&world, &["pin", "main", b.as_str()]);
+    let profile = world.path("profiles/probe-main");
+    let first = world.path("profiles/probe-main-1-link");
+
+    // Back to generation 1 by an absolute path: 1 is what runs, so
+    // `--keep 1` keeps it.
+    relink(&profile, first.as_str());
+    assert_eq!(djshim_ok(&world, &["pin", "main", "--keep", "1"]), "");
+    assert_eq!(run(&shim).unwrap().1, format!("{a}/manage.py"));
+    let history = djshim_ok(&world, &["history", "main"]);
+    assert!(
+        history
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(&format!("{a}   (current)")),
+        "{history}"
+    );
+    // Straight at generation 1's package: still what runs.
+    relink(&profile, a.as_str());
+    assert_eq!(djshim_ok(&world, &["pin", "main", "--keep", "1"]), "");
+    assert!(first.symlink_metadata().is_ok());
+    assert_eq!(run(&shim).unwrap().1, format!("{a}/manage.py"));
+
+    // At garbage: rollback says where the profile points; --to still works.
+    relink(&profile, "/nonexistent/garbage");
+    let output = world.djshim(&["rollback", "main"]);
+    assert_status(&output, 1);
+    assert_eq!(
+        text(&output).1,
+        format!(
+            "djshim: error: the profile {profile} points at /nonexistent/garbage, which is none \
+             of its generations (1, 2), so there is no generation before it\n  = help: switch \
+             to one with `djshim rollback main --to N`\n"
+        )
+    );
+    let history = djshim_ok(&world, &["history", "main"]);
+    assert_eq!(
+        history.lines().last().unwrap(),
+        format!("the profile {profile} points at /nonexistent/garbage, which is none of these")
+    );
+    assert_eq!(
+        djshim_ok(&world, &["rollback", "main", "--to", "2"]),
+        format!("main: generation 2: {b}\n")
+    );
+    assert_eq!(run(&shim).unwrap().1, format!("{b}/manage.py"));
+}
+
+#[test]
+fn generation_numbers_are_read_strictly_and_never_wrap() {
+    let (world, _shim) = world();
+    let a = package(&world, "a");
+    let b = package(&world, "b");
+    djshim_ok(&world, &["pin", "main", a.as_str()]);
+    for name in [
+        "probe-main-+7-link",
+        "probe-main-07-link",
+        "probe-main--link",
+    ] {
+        std::os::unix::fs::symlink(&b, world.path("profiles").join(name)).unwrap();
+    }
+    assert_eq!(djshim_ok(&world, &["history", "main"]).lines().count(), 1);
+    let last = world.path("profiles/probe-main-4294967295-link");
+    std::os::unix::fs::symlink(&b, &last).unwrap();
+    let output = world.djshim(&["pin", "main", b.as_str()]);
+    assert_status(&output, 1);
+    assert_eq!(
+        text(&output).1,
+        format!(
+            "djshim: error: {last} is generation 4294967295, the last number there is; rename \
+             the generation links of probe-main to smaller numbers (or prune them with `--keep`)\n"
+        )
+    );
+    assert!(
+        world
+            .path("profiles/probe-main-0-link")
+            .symlink_metadata()
+            .is_err()
+    );
+    assert_eq!(
+        fs::read_link(world.path("profiles/probe-main")).unwrap(),
+        Utf8Path::new("probe-main-1-link")
+    );
+}
+
+/// A long `profiles_dir`: the GC root's name (the escaped path of the
+/// generation link) would pass the 255-byte limit; it is shortened with a
+/// hash, and the pin of a store path works and protects it.
+#[test]
+fn a_long_profiles_dir_still_roots_its_store_paths() {
+    let _nix = nix_lock();
+    let world = World::new();
+    let long = "p".repeat(200);
+    world.write(
+        "djshim.toml",
+        &format!(
+            "project = \"probe\"\nprofiles_dir = \"{long}\"\n[instances.main]\n\
+             python = \".venv/bin/python\"\nsettings = \"probe.settings\"\n"
+        ),
+    );
+    let a = store_package(&world, "mywebsite-long", world.path("").as_str());
+    djshim_ok(&world, &["pin", "main", a.as_str()]);
+    assert!(
+        !dead().contains(&a.to_string()),
+        "--gc would delete a pinned path"
+    );
+    assert!(!collect(&a));
+    // Unroot: a second generation outside the store, then prune the first.
+    djshim_ok(
+        &world,
+        &["pin", "main", world.path("src/mywebsite-long").as_str()],
+    );
+    djshim_ok(&world, &["pin", "main", "--keep", "1"]);
+    assert!(collect(&a), "the pruned path is still kept alive");
+}
+
+/// What generated files name, Nix must not collect: a fixed `package` in
+/// the store is a root while a shim (or unit) names it, and no longer once
+/// nothing does.
+#[test]
+fn store_paths_named_by_generated_files_are_roots() {
+    let _nix = nix_lock();
+    let world = World::new();
+    let a = store_package(&world, "mywebsite-fixed", world.path("").as_str());
+    let config = |package: &Utf8Path| {
+        format!(
+            "project = \"fixed\"\n[instances.main]\npackage = \"{package}\"\n\
+             python = \"{}/bin/python3\"\nsettings = \"probe.settings\"\n",
+            venv()
+        )
+    };
+    world.write("djshim.toml", &config(&a));
+    djshim_ok(&world, &["generate"]);
+    assert!(
+        !dead().contains(&a.to_string()),
+        "--gc would delete what a shim runs"
+    );
+    assert!(!collect(&a));
+    assert_eq!(
+        run(&world.path("bin/fixed-main")).unwrap().1,
+        format!("{a}/manage.py")
+    );
+    // A dry run changes nothing; a real one that no longer names it lets go.
+    world.write("djshim.toml", &config(&world.path("src/mywebsite-fixed")));
+    djshim_ok(&world, &["generate", "--dry-run"]);
+    assert!(!collect(&a));
+    djshim_ok(&world, &["generate"]);
+    assert!(!world.path("bin/.djshim-fixed.gcroots").exists());
+    assert!(collect(&a), "a path nothing names is still kept alive");
+}

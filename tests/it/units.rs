@@ -183,7 +183,7 @@ fn every_unit_passes_systemd_analyze_verify() {
     assert_eq!(text(&world.djshim(&["systemd"])).0, "");
     assert!(
         world
-            .read("units/.djshim-manifest")
+            .read("units/.djshim-mywebsite.manifest")
             .contains("mywebsite-prod.service")
     );
 }
@@ -208,6 +208,28 @@ fn unit_files_match_their_golden_files() {
     let output = world.djshim(&["-c", config.as_str(), "cron", "--bin", "/usr/local/bin"]);
     assert_status(&output, 0);
     golden("golden/units/crontab", &text(&output).0);
+    // What ends up in root's crontab is validated like a config path: a
+    // line break would be a second line, run as root.
+    for (flag, value, example) in [
+        (
+            "--bin",
+            "/usr/local/bin\n* * * * * root touch /pwned",
+            "/usr/local/bin",
+        ),
+        ("--bin", "bin", "/usr/local/bin"),
+        ("--lock-dir", "/run/lock\rx", "/run/lock"),
+    ] {
+        let output = world.djshim(&["-c", config.as_str(), "cron", flag, value]);
+        assert_status(&output, 2);
+        assert_eq!(
+            text(&output).1,
+            format!(
+                "djshim: error: `{flag} {}` must be an absolute path without control characters\n  \
+                 = help: e.g. `{flag} {example}`\n",
+                value.replace(['\n', '\r'], "\u{fffd}")
+            )
+        );
+    }
 }
 
 /// Next five elapses of a timer with these `OnCalendar=` lines, per
