@@ -20,6 +20,8 @@
 # (`djshim check` reports it). Nothing is ever evaluated.
 # This text may hold no single quote: the shim keeps it in one.
 
+unset -f "[" test printf read cd command true
+
 djshim_push() {
   djshim_key=${djshim_key%"${djshim_key##*[! 	]}"}
   case ${djshim_key} in

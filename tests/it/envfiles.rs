@@ -606,3 +606,42 @@ fn the_account_check_comes_first() {
         )
     );
 }
+
+/// bash imports functions from the environment, even as `sh` (NixOS's
+/// /bin/sh): a caller's `printf`, `[` or `read` must not replace the
+/// shell's own inside the shim or its env-file reader.
+#[test]
+fn functions_exported_by_the_caller_cannot_replace_the_shims_commands() {
+    let secrets = root_dir();
+    let env = put(
+        tempdir_path(&secrets),
+        "site.env",
+        b"FROM_FILE=\"yes\"\n",
+        0o600,
+        "root",
+    );
+    let world = World::new();
+    world.write("pkg/manage.py", crate::accounts::PROBE);
+    world.write(
+        "djshim.toml",
+        &format!(
+            "project = \"t\"\n[instances.app]\npackage = \"{}\"\npython = \"/usr/bin/python3\"\n\
+             settings = \"t.settings\"\nenv_file = [{}]\n",
+            world.path("pkg"),
+            toml_str(env.as_str())
+        ),
+    );
+    assert_status(&world.djshim(&["generate"]), 0);
+    let mut cmd = Command::new(require("bash", "bash"));
+    cmd.arg("--posix")
+        .arg(world.path("bin/t-app"))
+        .env_clear()
+        .env("PATH", CRON_PATH)
+        .stdin(Stdio::null());
+    for name in ["[", "test", "printf", "read", "cd", "command", "true"] {
+        cmd.env(format!("BASH_FUNC_{name}%%"), "() { echo EVIL; exit 99; }");
+    }
+    let output = cmd.output().unwrap();
+    assert_status(&output, 0);
+    assert_eq!(report(&output).env["FROM_FILE"], "yes");
+}
