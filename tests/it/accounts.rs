@@ -522,3 +522,32 @@ fn a_guarded_command_asks_on_the_terminal() {
     assert_status(&output, 0);
     assert_eq!(questions(&shim), "0");
 }
+
+/// `check` asks the system's own `getent` and `id` (the shim's fixed
+/// directories), never whatever the caller's PATH finds first.
+#[test]
+fn check_does_not_take_its_tools_from_path() {
+    let world = World::new();
+    world.write(
+        "djshim.toml",
+        "project = \"t\"\n[instances.app]\npackage = \"/nonexistent\"\npython = \"/usr/bin/python3\"\n\
+         settings = \"t.settings\"\nuser = \"djshimt-nobody-here\"\n",
+    );
+    let liar = world.write(
+        "fakebin/getent",
+        "#!/bin/sh\necho 'djshimt-nobody-here:x:4242:4242::/:/bin/sh'\n",
+    );
+    fs::set_permissions(&liar, fs::Permissions::from_mode(0o755)).unwrap();
+    let output = world
+        .djshim_cmd(&["check"])
+        .env("PATH", format!("{}:{CRON_PATH}", world.path("fakebin")))
+        .output()
+        .unwrap();
+    assert_status(&output, 1);
+    assert!(
+        text(&output).0.lines().any(|l| l
+            == "app: `user`: the account `djshimt-nobody-here` does not exist; create it, e.g. `useradd --system djshimt-nobody-here`"),
+        "{}",
+        text(&output).0
+    );
+}

@@ -424,3 +424,48 @@ fn a_failed_rename_leaves_every_shim_as_it_was() {
     assert_eq!(after, before, "some shims changed");
     assert_status(&w.djshim(&["generate"]), 0);
 }
+
+/// The same for units: `systemd` of one project leaves another's alone.
+#[test]
+fn projects_sharing_a_units_directory_keep_their_own_units() {
+    let w = World::new();
+    let project = |name: &str, jobs: &[&str]| {
+        let mut text = format!(
+            "project = \"{name}\"\nunits_dir = \"units\"\n[instances.prod]\npython = \"/venv/bin/python3\"\n\
+             settings = \"shop.settings\"\npackage = \"/srv/{name}\"\nuser = \"{name}\"\n"
+        );
+        for job in jobs {
+            let _ = write!(
+                text,
+                "[instances.prod.jobs.{job}]\ncommand = [\"{job}\"]\nschedule = \"@daily\"\n"
+            );
+        }
+        text
+    };
+    w.write("a.toml", &project("shopa", &["clearsessions", "digest"]));
+    w.write("b.toml", &project("shopb", &["clearsessions"]));
+    assert_status(&w.djshim(&["-c", "a.toml", "systemd"]), 0);
+    assert_status(&w.djshim(&["-c", "b.toml", "systemd"]), 0);
+    w.write("a.toml", &project("shopa", &["clearsessions"]));
+    let output = w.djshim(&["-c", "a.toml", "systemd"]);
+    assert_status(&output, 0);
+    let stdout = text(&output).0;
+    let removed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(removed.len(), 2, "the job's service and timer: {removed:?}");
+    assert!(
+        removed
+            .iter()
+            .all(|l| l.starts_with("removed ") && l.contains("shopa-prod-digest")),
+        "{removed:?}"
+    );
+    let files: Vec<String> = snapshot(&w.path("units")).into_keys().collect();
+    assert!(
+        files.contains(&"shopb-prod-clearsessions.timer".to_owned()),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&"shopa-prod-clearsessions.timer".to_owned()),
+        "{files:?}"
+    );
+    assert!(!files.iter().any(|f| f.contains("digest")), "{files:?}");
+}
