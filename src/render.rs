@@ -29,8 +29,9 @@ const SHIM: (&str, &str) = ("shim.sh.j2", include_str!("../wrappers/shim.sh.j2")
 
 /// Every template, compiled in. The name's last extension before `.j2`
 /// picks the escaper.
-const TEMPLATES: [(&str, &str); 7] = [
+const TEMPLATES: [(&str, &str); 8] = [
     SHIM,
+    ("launcher.sh.j2", include_str!("../wrappers/launcher.sh.j2")),
     (
         "server.service.j2",
         include_str!("../wrappers/server.service.j2"),
@@ -196,6 +197,46 @@ impl Renderer {
         })
     }
 
+    /// The `sh -c` text that starts a unit of an instance running its
+    /// profile (wrappers/launcher.sh.j2): the profile followed once, then
+    /// the interpreter (and `manage.py` for a job) with every path from
+    /// that generation, the unit's own arguments after it. `server`: the
+    /// directory of manage.py goes first on `PYTHONPATH`, as for manage.py.
+    pub fn launcher(
+        &self,
+        instance: &Instance,
+        server: bool,
+        manage: bool,
+        service_path: &[Utf8PathBuf],
+    ) -> Result<String, Error> {
+        let words = Words { instance };
+        let mut pythonpath = Vec::new();
+        if server {
+            pythonpath.push(
+                instance
+                    .manage
+                    .parent()
+                    .unwrap_or(&instance.package)
+                    .to_owned(),
+            );
+        }
+        pythonpath.extend(instance.pythonpath.iter().cloned());
+        let mut path = vec![instance.python_bin().to_owned()];
+        path.extend(instance.path.iter().cloned());
+        path.extend(service_path.iter().cloned());
+        let ctx = LauncherContext {
+            profile: instance.package.as_str(),
+            pythonpath: (!pythonpath.is_empty()).then(|| words.list(&pythonpath)),
+            venv: words.path(instance.venv_root()),
+            venv_cfg: words.path(&instance.venv_root().join("pyvenv.cfg")),
+            path: words.list(&path),
+            python: words.path(&instance.python),
+            manage: manage.then(|| words.path(&instance.manage)),
+        };
+        let text = self.render("launcher.sh.j2", &ctx)?;
+        Ok(text.lines().collect::<Vec<_>>().join("; "))
+    }
+
     /// Every shim of the model, in instance order.
     pub fn shims(&self, model: &Model, instances: &[&Instance]) -> Result<Vec<Artifact>, Error> {
         instances.iter().map(|i| self.shim(model, i)).collect()
@@ -245,6 +286,17 @@ struct ShimContext<'a> {
     cr: Value,
     /// The `case` pattern of the subcommands to confirm, `a | b`; empty when none.
     confirm: Value,
+}
+
+#[derive(Serialize)]
+struct LauncherContext<'a> {
+    profile: &'a str,
+    pythonpath: Option<Value>,
+    venv: Value,
+    venv_cfg: Value,
+    path: Value,
+    python: Value,
+    manage: Option<Value>,
 }
 
 /// An env file as the shim opens it: on its own descriptor.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeSet;
 
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use minijinja::Value;
 use serde::Serialize;
 
@@ -30,15 +30,14 @@ struct Base<'a> {
     env_files: Vec<&'a str>,
     state_dir: Option<&'a str>,
     writable: Vec<&'a str>,
-    python: &'a str,
-    manage: &'a str,
+    /// `ExecStart=`'s words, each escaped when printed.
+    exec: Vec<String>,
 }
 
 #[derive(Serialize)]
 struct ServerContext<'a> {
     #[serde(flatten)]
     base: Base<'a>,
-    command: &'a [String],
     after: &'a [String],
     runtime_dir: Option<&'a str>,
     service: Vec<Setting>,
@@ -57,7 +56,6 @@ struct JobContext<'a> {
     #[serde(flatten)]
     base: Base<'a>,
     job: &'a str,
-    command: &'a [String],
     schedule: &'a str,
     calendar: Vec<String>,
 }
@@ -67,11 +65,25 @@ struct JobContext<'a> {
 /// manage.py's directory first on `PYTHONPATH`: manage.py has it as the
 /// script's directory, and `-m gunicorn mywebsite.wsgi` must import the
 /// same package.
+///
+/// An instance that runs its profile leaves `PYTHONPATH`, `PATH` and
+/// `VIRTUAL_ENV` to its launcher ([`Renderer::launcher`]), which sets them
+/// from the generation it starts.
 pub fn environment(instance: &Instance, server: bool) -> Vec<(String, String)> {
     let mut vars = vec![(
         "DJANGO_SETTINGS_MODULE".to_owned(),
         instance.settings.clone(),
     )];
+    if instance.profile {
+        vars.push(("PYTHONNOUSERSITE".into(), "1".into()));
+        vars.extend(
+            instance
+                .variables()
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_string())),
+        );
+        return vars;
+    }
     let mut pythonpath = Vec::new();
     if server {
         pythonpath.push(
@@ -118,11 +130,43 @@ fn unit_safe<'p>(instance: &Instance, path: &'p Utf8Path) -> Result<&'p str, Err
     Ok(path.as_str())
 }
 
+/// What `ExecStart=` runs: the interpreter (with manage.py for a job) and
+/// `args`; for an instance that runs its profile, `sh -c` with the
+/// launcher first, so that the unit follows the profile once, when it
+/// starts.
+fn exec_line(
+    renderer: &Renderer,
+    instance: &Instance,
+    unit: &str,
+    server: bool,
+    args: &[String],
+) -> Result<Vec<String>, Error> {
+    let mut words = Vec::new();
+    if instance.profile {
+        let service_path: Vec<Utf8PathBuf> =
+            SERVICE_PATH.split(':').map(Utf8PathBuf::from).collect();
+        words.extend([
+            "/bin/sh".to_owned(),
+            "-c".to_owned(),
+            renderer.launcher(instance, server, !server, &service_path)?,
+            unit.to_owned(),
+        ]);
+    } else {
+        words.push(unit_safe(instance, &instance.python)?.to_owned());
+        if !server {
+            words.push(unit_safe(instance, &instance.manage)?.to_owned());
+        }
+    }
+    words.extend(args.iter().cloned());
+    Ok(words)
+}
+
 fn base<'a>(
     model: &'a Model,
     instance: &'a Instance,
     unit: &'a str,
     server: bool,
+    exec: Vec<String>,
 ) -> Result<Base<'a>, Error> {
     let safe = |p: &'a Utf8Path| unit_safe(instance, p);
     let writable = [
@@ -154,8 +198,7 @@ fn base<'a>(
             .collect::<Result<_, _>>()?,
         state_dir: instance.state_dir.as_deref().map(safe).transpose()?,
         writable,
-        python: safe(&instance.python)?,
-        manage: safe(&instance.manage)?,
+        exec,
     })
 }
 
@@ -170,9 +213,9 @@ pub fn units(renderer: &Renderer, model: &Model) -> Result<Vec<Artifact>, Error>
     };
     for instance in model.instances.values() {
         if let Some(server) = &instance.server {
+            let exec = exec_line(renderer, instance, &instance.command, true, &server.command)?;
             let ctx = ServerContext {
-                base: base(model, instance, &instance.command, true)?,
-                command: &server.command,
+                base: base(model, instance, &instance.command, true, exec)?,
                 after: &server.after,
                 runtime_dir: server.runtime_dir.as_deref(),
                 service: server
@@ -188,7 +231,7 @@ pub fn units(renderer: &Renderer, model: &Model) -> Result<Vec<Artifact>, Error>
             out.push(file(format!("{}.service", instance.command), text));
         }
         for job in instance.jobs.values() {
-            let ctx = job_context(model, instance, job)?;
+            let ctx = job_context(renderer, model, instance, job)?;
             out.push(file(
                 format!("{}.service", job.unit),
                 renderer.render("job.service.j2", &ctx)?,
@@ -204,14 +247,15 @@ pub fn units(renderer: &Renderer, model: &Model) -> Result<Vec<Artifact>, Error>
 }
 
 fn job_context<'a>(
+    renderer: &Renderer,
     model: &'a Model,
     instance: &'a Instance,
     job: &'a Job,
 ) -> Result<JobContext<'a>, Error> {
+    let exec = exec_line(renderer, instance, &job.unit, false, &job.command)?;
     Ok(JobContext {
-        base: base(model, instance, &job.unit, false)?,
+        base: base(model, instance, &job.unit, false, exec)?,
         job: &job.name,
-        command: &job.command,
         schedule: &job.schedule.cron,
         calendar: job.schedule.calendar(),
     })

@@ -11,6 +11,8 @@ mod escape;
 mod generate;
 mod profiles;
 mod runtime;
+mod servers;
 mod shells;
 mod support;
+mod systemd;
 mod units;

@@ -5,9 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use camino::Utf8PathBuf;
@@ -15,107 +13,7 @@ use djshim::schedule::Schedule;
 
 use crate::accounts::accounts;
 use crate::support::{World, assert_status, from_cron, golden, require, root, text, venv};
-
-/// A unit file as systemd reads it: settings by section and key, in order.
-#[derive(Debug, Default)]
-struct Unit {
-    settings: Vec<(String, String, String)>,
-}
-
-impl Unit {
-    fn parse(text: &str) -> Unit {
-        let mut unit = Unit::default();
-        let mut section = String::new();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-                continue;
-            }
-            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                name.clone_into(&mut section);
-                continue;
-            }
-            let (key, value) = line.split_once('=').expect("key=value");
-            unit.settings.push((
-                section.clone(),
-                key.trim().to_owned(),
-                value.trim().to_owned(),
-            ));
-        }
-        unit
-    }
-
-    fn all(&self, key: &str) -> Vec<&str> {
-        self.settings
-            .iter()
-            .filter(|(_, k, _)| k == key)
-            .map(|(_, _, v)| v.as_str())
-            .collect()
-    }
-
-    fn one(&self, key: &str) -> &str {
-        let values = self.all(key);
-        assert_eq!(values.len(), 1, "{key}: {values:?}");
-        values[0]
-    }
-
-    /// `Environment=` lines as systemd reads them: words unquoted and
-    /// C-unescaped, `%%` made `%`, `$` left alone.
-    fn environment(&self) -> BTreeMap<String, String> {
-        self.all("Environment")
-            .into_iter()
-            .flat_map(|v| words(v, false))
-            .map(|w| {
-                let (k, v) = w.split_once('=').unwrap();
-                (k.to_owned(), v.to_owned())
-            })
-            .collect()
-    }
-
-    /// `ExecStart=` as systemd reads it: as above, and `$$` made `$`.
-    fn exec(&self) -> Vec<String> {
-        words(self.one("ExecStart"), true)
-    }
-}
-
-/// systemd's word splitting (`extract_first_word` with unquoting and
-/// C-unescaping), then its specifier and `$` unescaping.
-fn words(value: &str, exec: bool) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut chars = value.chars().peekable();
-    loop {
-        while chars.peek().is_some_and(|c| c.is_whitespace()) {
-            chars.next();
-        }
-        if chars.peek().is_none() {
-            return out;
-        }
-        let (mut word, mut quote) = (String::new(), None);
-        while let Some(c) = chars.next() {
-            match (c, quote) {
-                ('\\', _) => match chars.next().unwrap() {
-                    'n' => word.push('\n'),
-                    't' => word.push('\t'),
-                    'r' => word.push('\r'),
-                    'x' => {
-                        let hex: String = [chars.next().unwrap(), chars.next().unwrap()]
-                            .iter()
-                            .collect();
-                        word.push(char::from(u8::from_str_radix(&hex, 16).unwrap()));
-                    }
-                    other => word.push(other),
-                },
-                ('"' | '\'', None) => quote = Some(c),
-                (c, Some(q)) if c == q => quote = None,
-                (c, None) if c.is_whitespace() => break,
-                (c, _) => word.push(c),
-            }
-        }
-        let word = word.replace("%%", "\u{0}");
-        let word = if exec { word.replace("$$", "$") } else { word };
-        out.push(word.replace('\u{0}', "%"));
-    }
-}
+use crate::systemd::{Unit, env_file, free_port, serve, stop};
 
 /// A world with the example project and a config with a server and a job
 /// for instance `prod`. It runs as root (`user = "root"`, said explicitly):
@@ -343,54 +241,6 @@ fn timers_fire_when_cron_would() {
     );
 }
 
-/// A free loopback port.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    stream
-        .write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    Some(response)
-}
-
-/// Reads an env file the way systemd's `EnvironmentFile=` does, for the
-/// simple lines written here.
-fn env_file(path: &str) -> Vec<(String, String)> {
-    fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        .map(|l| {
-            let (k, v) = l.split_once('=').unwrap();
-            (k.to_owned(), v.trim_matches('\'').to_owned())
-        })
-        .collect()
-}
-
-/// What a finished child wrote to its piped stderr.
-fn stderr_of(child: &mut std::process::Child) -> String {
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    stderr
-}
-
 /// The server unit's `ExecStart=`, run with the unit's environment, env file
 /// and working directory, serves the instance on a loopback port. (User=
 /// is applied by systemd, which is not PID 1 here; the process runs as root.)
@@ -408,34 +258,17 @@ fn the_server_unit_really_serves_the_instance() {
     assert_status(&migrate, 0);
     assert_status(&world.djshim(&["systemd"]), 0);
     let unit = Unit::parse(&world.read("units/mywebsite-prod.service"));
-    let argv = unit.exec();
-    let mut env = unit.environment();
-    for file in unit.all("EnvironmentFile") {
-        env.extend(env_file(file));
-    }
-    assert_eq!(env["DJANGO_SECRET_KEY"], "from the env file");
-    let mut server = Command::new(&argv[0])
-        .args(&argv[1..])
-        .env_clear()
-        .envs(&env)
-        .current_dir(unit.one("WorkingDirectory"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let response = loop {
-        if let Some(r) = http_get(port) {
-            break r;
-        }
-        if Instant::now() > deadline || server.try_wait().unwrap().is_some() {
-            let _ = server.kill();
-            panic!("gunicorn did not come up:\n{}", stderr_of(&mut server));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let _ = Command::new("kill").arg(server.id().to_string()).status();
-    let status = server.wait().unwrap();
+    let secret = unit
+        .command()
+        .get_envs()
+        .find(|(k, _)| *k == "DJANGO_SECRET_KEY")
+        .and_then(|(_, v)| v.map(std::borrow::ToOwned::to_owned));
+    assert_eq!(
+        secret.as_deref(),
+        Some(std::ffi::OsStr::new("from the env file"))
+    );
+    let (response, server) = serve(&unit, port);
+    stop(server);
     assert!(
         response.starts_with("HTTP/1.0 200 OK") || response.starts_with("HTTP/1.1 200 OK"),
         "{response}"
@@ -443,11 +276,6 @@ fn the_server_unit_really_serves_the_instance() {
     assert!(
         response.ends_with("instance=prod questions=0\n"),
         "{response}"
-    );
-    let stderr = stderr_of(&mut server);
-    assert!(
-        status.code() == Some(0) || status.code().is_none(),
-        "{status:?}\n{stderr}"
     );
 }
 
