@@ -38,7 +38,7 @@ complete -c djshim -n "__fish_djshim_needs_command" -f -a "history" -d 'List the
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "systemd" -d 'Write systemd units: the application server and the timers of jobs'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "cron" -d 'Print /etc/cron.d lines for the jobs, each calling its shim under `flock -n`'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c djshim -n "__fish_djshim_using_subcommand init" -l project -d 'The project name [default: the current directory\'s name, if it is a valid name]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand init" -l project -d 'The project name [default: the settings package that a manage.py here, beside or one level below names; else a placeholder]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand init" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand init" -s h -l help -d 'Print help'
 complete -c djshim -n "__fish_djshim_using_subcommand check" -s c -l config -d 'The config file [default: ./djshim.toml]' -r

@@ -78,7 +78,9 @@ pub enum Command {
     /// .service and .timer per job, into the config's units directory (or
     /// --out DIR): the same interpreter, package, account, environment and env
     /// files as the instance's shim. Written like `generate` writes shims:
-    /// deterministic, atomic, owned through a manifest.
+    /// deterministic, atomic, owned through a manifest. A unit of an instance
+    /// that runs its profile follows the profile once, when it starts: a pin
+    /// takes effect at the next restart, never under a running server.
     Systemd(SystemdArgs),
     /// Print /etc/cron.d lines for the jobs, each calling its shim under `flock -n`
     Cron(CronArgs),
@@ -86,7 +88,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// The project name [default: the current directory's name, if it is a valid name]
+    /// The project name [default: the settings package that a manage.py here,
+    /// beside or one level below names; else a placeholder]
     #[arg(long, value_name = "NAME")]
     pub project: Option<String>,
 }
