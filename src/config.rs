@@ -100,6 +100,7 @@ pub struct RawInstance {
     pub group: Option<Str>,
     pub confirm: Option<StrList>,
     pub server: Option<Spanned<RawServer>>,
+    pub services: Option<Spanned<BTreeMap<Str, RawService>>>,
     pub jobs: Option<Spanned<BTreeMap<Str, RawJob>>>,
 }
 
@@ -111,6 +112,18 @@ pub struct RawServer {
     pub runtime_dir: Option<Str>,
     pub after: Option<StrList>,
     pub service: Option<Spanned<BTreeMap<Str, Str>>>,
+    pub socket: Option<Str>,
+}
+
+/// `[instances.NAME.services.SVC]`: a long-running process of the instance.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    /// manage.py's arguments (`["sendalerts"]`)…
+    pub manage: Option<StrList>,
+    /// …or the interpreter's (`["-m", "celery", …]`).
+    pub command: Option<StrList>,
+    pub after: Option<StrList>,
 }
 
 /// `[instances.NAME.jobs.JOB]`: a scheduled manage.py command.

@@ -100,6 +100,8 @@ pub struct Instance {
     pub confirm: Vec<String>,
     /// The application server run by systemd, if any.
     pub server: Option<Server>,
+    /// Further long-running processes, by name.
+    pub services: BTreeMap<String, Service>,
     /// Scheduled manage.py commands, by name.
     pub jobs: BTreeMap<String, Job>,
 }
@@ -115,6 +117,48 @@ pub struct Server {
     pub after: Vec<String>,
     /// Further `[Service]` settings, in name order.
     pub service: BTreeMap<String, String>,
+    /// A socket systemd listens on and hands to the server.
+    pub socket: Option<Socket>,
+}
+
+/// Where the server's listening socket is, when systemd holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Socket {
+    /// `127.0.0.1:8001`, `[::1]:8001`, or a port alone.
+    Tcp(String),
+    /// A unix socket's path.
+    Unix(Utf8PathBuf),
+}
+
+impl Socket {
+    /// The value of `ListenStream=`.
+    pub fn listen(&self) -> &str {
+        match self {
+            Socket::Tcp(address) => address,
+            Socket::Unix(path) => path.as_str(),
+        }
+    }
+}
+
+/// A long-running process of the instance besides its server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub name: String,
+    /// `<project>-<instance>-<service>`: the unit's name.
+    pub unit: String,
+    /// manage.py's arguments, or the interpreter's.
+    pub run: Run,
+    /// Units to start first and order after.
+    pub after: Vec<String>,
+}
+
+/// What a service runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Run {
+    /// `manage.py ARGS`.
+    Manage(Vec<String>),
+    /// `python ARGS`.
+    Python(Vec<String>),
 }
 
 /// A scheduled manage.py command.
@@ -389,13 +433,16 @@ impl Model {
             if let Some(i) = b.instance(&project, name, &raw.defaults, inst, profiles) {
                 // Shims and units share names: `<project>-<instance>` and
                 // `<project>-<instance>-<job>` must not meet.
-                for unit in std::iter::once(&i.command).chain(i.jobs.values().map(|j| &j.unit)) {
+                let units = std::iter::once(&i.command)
+                    .chain(i.services.values().map(|s| &s.unit))
+                    .chain(i.jobs.values().map(|j| &j.unit));
+                for unit in units {
                     if let Some(other) = names.insert(unit.clone(), i.name.clone()) {
                         b.error(
                             name,
                             &key,
                             format!("instances `{other}` and `{}` both make `{unit}`", i.name),
-                            "rename an instance or a job",
+                            "rename an instance, a service or a job",
                         );
                     }
                 }
@@ -529,18 +576,7 @@ impl Builder<'_> {
         let media_root = single(field!(media_root));
         let state_dir = single(field!(state_dir));
         let env = self.env(project, instance, defaults, inst);
-        let env_files = self.list(field!(env_file), &scope, Base::ConfigDir);
-        if let Some((v, key)) = field!(env_file).filter(|_| env_files.len() > MAX_ENV_FILES) {
-            self.error(
-                v,
-                &key,
-                format!(
-                    "{} env files; an instance may have at most {MAX_ENV_FILES}",
-                    env_files.len()
-                ),
-                "the shim opens each on its own descriptor, 3 to 9; merge some of them",
-            );
-        }
+        let env_files = self.env_files(field!(env_file), &scope);
         let user = field!(user).and_then(|(v, key)| self.account(v, &scope(key)));
         let group = field!(group).and_then(|(v, key)| self.account(v, &scope(key)));
         if let (Some((v, key)), None) = (field!(group), field!(user)) {
@@ -552,7 +588,7 @@ impl Builder<'_> {
             );
         }
         let confirm = self.names(field!(confirm), &scope);
-        let (server, jobs) = self.services(project, name, defaults, inst, user.is_some());
+        let (server, services, jobs) = self.services(project, name, defaults, inst, user.is_some());
 
         if self.errors.len() > before {
             return None;
@@ -578,8 +614,31 @@ impl Builder<'_> {
             group,
             confirm,
             server,
+            services,
             jobs,
         })
+    }
+
+    /// `env_file`: at most [`MAX_ENV_FILES`], relative to the config.
+    fn env_files<'s>(
+        &mut self,
+        field: Option<(&StrList, String)>,
+        scope: &dyn Fn(String) -> Scope<'s>,
+    ) -> Vec<Utf8PathBuf> {
+        let at = field.as_ref().map(|(v, key)| (*v, key.clone()));
+        let files = self.list(field, scope, Base::ConfigDir);
+        if let Some((v, key)) = at.filter(|_| files.len() > MAX_ENV_FILES) {
+            self.error(
+                v,
+                &key,
+                format!(
+                    "{} env files; an instance may have at most {MAX_ENV_FILES}",
+                    files.len()
+                ),
+                "the shim opens each on its own descriptor, 3 to 9; merge some of them",
+            );
+        }
+        files
     }
 
     /// A user or group name as `useradd` accepts it.

@@ -29,7 +29,7 @@ const SHIM: (&str, &str) = ("shim.sh.j2", include_str!("../wrappers/shim.sh.j2")
 
 /// Every template, compiled in. The name's last extension before `.j2`
 /// picks the escaper.
-const TEMPLATES: [(&str, &str); 8] = [
+const TEMPLATES: [(&str, &str); 12] = [
     SHIM,
     ("launcher.sh.j2", include_str!("../wrappers/launcher.sh.j2")),
     (
@@ -37,6 +37,22 @@ const TEMPLATES: [(&str, &str); 8] = [
         include_str!("../wrappers/server.service.j2"),
     ),
     ("job.service.j2", include_str!("../wrappers/job.service.j2")),
+    (
+        "worker.service.j2",
+        include_str!("../wrappers/worker.service.j2"),
+    ),
+    (
+        "server.socket.j2",
+        include_str!("../wrappers/server.socket.j2"),
+    ),
+    (
+        "instance.target.j2",
+        include_str!("../wrappers/instance.target.j2"),
+    ),
+    (
+        "tmpfiles.conf.j2",
+        include_str!("../wrappers/tmpfiles.conf.j2"),
+    ),
     ("job.timer.j2", include_str!("../wrappers/job.timer.j2")),
     (
         "service.systemd.j2",
@@ -85,7 +101,7 @@ impl Renderer {
             let language = name.strip_suffix(".j2").and_then(|n| n.rsplit('.').next());
             AutoEscape::Custom(Cow::Borrowed(match language {
                 Some("sh") => "sh",
-                Some("service" | "timer" | "systemd") => "systemd",
+                Some("service" | "timer" | "socket" | "target" | "systemd") => "systemd",
                 Some("systemd-env") => "systemd-env",
                 Some("cron") => "cron",
                 // A template of unknown type may not print any value.

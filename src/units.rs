@@ -1,7 +1,9 @@
-//! `djshim systemd` and `djshim cron`: the instance's application server
-//! and scheduled jobs, from the same model as its shim, so that the service
-//! runs the same interpreter, package, account, environment and env files
-//! as `mywebsite-prod` typed in a shell.
+//! `djshim systemd` and `djshim cron`: every process of an instance (its
+//! application server, its services, its scheduled jobs) from the same
+//! model as its shim, so that each runs the same interpreter, package,
+//! account, environment and env files as `mywebsite-prod` typed in a shell;
+//! one target per instance that they are part of; the socket systemd holds
+//! for the server; the directories they need.
 
 use std::collections::BTreeSet;
 
@@ -29,9 +31,15 @@ struct Base<'a> {
     environment: Vec<String>,
     env_files: Vec<&'a str>,
     state_dir: Option<&'a str>,
+    /// Directories the units may write outside `/var/lib`.
     writable: Vec<&'a str>,
+    /// Those under `/var/lib`, relative to it: `StateDirectory=`, which
+    /// systemd creates and gives to the account when a unit starts.
+    state_directories: Vec<&'a str>,
     /// `ExecStart=`'s words, each escaped when printed.
     exec: Vec<String>,
+    /// `<project>-<instance>`: the target every unit is part of.
+    target: &'a str,
 }
 
 #[derive(Serialize)]
@@ -41,6 +49,42 @@ struct ServerContext<'a> {
     after: &'a [String],
     runtime_dir: Option<&'a str>,
     service: Vec<Setting>,
+    /// `ListenStream=` of the socket unit, when systemd holds the socket.
+    socket: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct WorkerContext<'a> {
+    #[serde(flatten)]
+    base: Base<'a>,
+    service: &'a str,
+    after: &'a [String],
+}
+
+#[derive(Serialize)]
+struct TargetContext<'a> {
+    project: &'a str,
+    instance: &'a str,
+    unit: &'a str,
+    /// The units the target pulls in.
+    wants: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct SocketContext<'a> {
+    project: &'a str,
+    instance: &'a str,
+    unit: &'a str,
+    listen: &'a str,
+}
+
+#[derive(Serialize)]
+struct TmpfilesContext<'a> {
+    project: &'a str,
+    instance: &'a str,
+    user: &'a str,
+    group: &'a str,
+    directories: Vec<&'a str>,
 }
 
 /// An extra `[Service]` line, written as the config gives it: its name is
@@ -169,15 +213,13 @@ fn base<'a>(
     exec: Vec<String>,
 ) -> Result<Base<'a>, Error> {
     let safe = |p: &'a Utf8Path| unit_safe(instance, p);
-    let writable = [
-        &instance.state_dir,
-        &instance.static_root,
-        &instance.media_root,
-    ]
-    .into_iter()
-    .flatten()
-    .map(|p| safe(p))
-    .collect::<Result<Vec<_>, _>>()?;
+    let (mut writable, mut state_directories) = (Vec::new(), Vec::new());
+    for dir in writable_dirs(instance) {
+        match state_directory(dir) {
+            Some(relative) => state_directories.push(relative),
+            None => writable.push(safe(dir)?),
+        }
+    }
     Ok(Base {
         project: &model.project,
         instance: &instance.name,
@@ -198,52 +240,184 @@ fn base<'a>(
             .collect::<Result<_, _>>()?,
         state_dir: instance.state_dir.as_deref().map(safe).transpose()?,
         writable,
+        state_directories,
         exec,
+        target: &instance.command,
     })
 }
 
-/// Every unit of the model: `<project>-<instance>.service` for a server,
-/// a `.service` and a `.timer` per job.
+/// The directories an instance writes: state, static and media.
+fn writable_dirs(instance: &Instance) -> impl Iterator<Item = &Utf8Path> {
+    [
+        &instance.state_dir,
+        &instance.static_root,
+        &instance.media_root,
+    ]
+    .into_iter()
+    .flatten()
+    .map(Utf8PathBuf::as_path)
+}
+
+/// `dir` relative to `/var/lib`, where `StateDirectory=` can make it.
+fn state_directory(dir: &Utf8Path) -> Option<&str> {
+    dir.strip_prefix("/var/lib")
+        .ok()
+        .map(Utf8Path::as_str)
+        .filter(|rest| !rest.is_empty())
+}
+
+/// Every unit of the model: per instance, `<project>-<instance>.target`
+/// and, as configured, the server's `.service` (and `.socket`), one
+/// `.service` per service, a `.service` and a `.timer` per job; and
+/// `<project>-<instance>.tmpfiles.conf` for directories outside
+/// `/var/lib`.
 pub fn units(renderer: &Renderer, model: &Model) -> Result<Vec<Artifact>, Error> {
     let mut out = Vec::new();
-    let file = |name: String, text: String| Artifact {
-        name,
-        mode: 0o644,
-        bytes: text.into_bytes(),
-    };
     for instance in model.instances.values() {
-        if let Some(server) = &instance.server {
-            let exec = exec_line(renderer, instance, &instance.command, true, &server.command)?;
-            let ctx = ServerContext {
-                base: base(model, instance, &instance.command, true, exec)?,
-                after: &server.after,
-                runtime_dir: server.runtime_dir.as_deref(),
-                service: server
-                    .service
-                    .iter()
-                    .map(|(k, v)| Setting {
-                        name: Value::from_safe_string(k.clone()),
-                        value: Value::from_safe_string(v.clone()),
-                    })
-                    .collect(),
-            };
-            let text = renderer.render("server.service.j2", &ctx)?;
-            out.push(file(format!("{}.service", instance.command), text));
-        }
-        for job in instance.jobs.values() {
-            let ctx = job_context(renderer, model, instance, job)?;
-            out.push(file(
-                format!("{}.service", job.unit),
-                renderer.render("job.service.j2", &ctx)?,
-            ));
-            out.push(file(
-                format!("{}.timer", job.unit),
-                renderer.render("job.timer.j2", &ctx)?,
-            ));
+        if instance.server.is_some() || !instance.services.is_empty() || !instance.jobs.is_empty() {
+            Units {
+                renderer,
+                model,
+                instance,
+                out: &mut out,
+            }
+            .all()?;
         }
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// The units of one instance, added to `out`.
+struct Units<'a, 'o> {
+    renderer: &'a Renderer,
+    model: &'a Model,
+    instance: &'a Instance,
+    out: &'o mut Vec<Artifact>,
+}
+
+impl Units<'_, '_> {
+    fn add(&mut self, name: String, template: &str, ctx: &impl Serialize) -> Result<String, Error> {
+        let text = self.renderer.render(template, ctx)?;
+        self.out.push(Artifact {
+            name: name.clone(),
+            mode: 0o644,
+            bytes: text.into_bytes(),
+        });
+        Ok(name)
+    }
+
+    fn all(mut self) -> Result<(), Error> {
+        let (model, instance) = (self.model, self.instance);
+        let mut wants = Vec::new();
+        if let Some(server) = &instance.server {
+            if let Some(socket) = &server.socket {
+                let ctx = SocketContext {
+                    project: &model.project,
+                    instance: &instance.name,
+                    unit: &instance.command,
+                    listen: socket.listen(),
+                };
+                let name = format!("{}.socket", instance.command);
+                wants.push(self.add(name, "server.socket.j2", &ctx)?);
+            }
+            wants.push(self.server(server)?);
+        }
+        for service in instance.services.values() {
+            wants.push(self.worker(service)?);
+        }
+        for job in instance.jobs.values() {
+            let ctx = job_context(self.renderer, model, instance, job)?;
+            self.add(format!("{}.service", job.unit), "job.service.j2", &ctx)?;
+            wants.push(self.add(format!("{}.timer", job.unit), "job.timer.j2", &ctx)?);
+        }
+        let ctx = TargetContext {
+            project: &model.project,
+            instance: &instance.name,
+            unit: &instance.command,
+            wants,
+        };
+        self.add(
+            format!("{}.target", instance.command),
+            "instance.target.j2",
+            &ctx,
+        )?;
+        self.tmpfiles()
+    }
+
+    fn server(&mut self, server: &crate::model::Server) -> Result<String, Error> {
+        let instance = self.instance;
+        let exec = exec_line(
+            self.renderer,
+            instance,
+            &instance.command,
+            true,
+            &server.command,
+        )?;
+        let ctx = ServerContext {
+            base: base(self.model, instance, &instance.command, true, exec)?,
+            after: &server.after,
+            runtime_dir: server.runtime_dir.as_deref(),
+            service: server
+                .service
+                .iter()
+                .map(|(k, v)| Setting {
+                    name: Value::from_safe_string(k.clone()),
+                    value: Value::from_safe_string(v.clone()),
+                })
+                .collect(),
+            socket: server.socket.as_ref().map(crate::model::Socket::listen),
+        };
+        self.add(
+            format!("{}.service", instance.command),
+            "server.service.j2",
+            &ctx,
+        )
+    }
+
+    /// A service: manage.py's arguments, or the interpreter's (which, like
+    /// the server's, get manage.py's directory first on `PYTHONPATH`).
+    fn worker(&mut self, service: &crate::model::Service) -> Result<String, Error> {
+        let (args, python) = match &service.run {
+            crate::model::Run::Manage(args) => (args, false),
+            crate::model::Run::Python(args) => (args, true),
+        };
+        let exec = exec_line(self.renderer, self.instance, &service.unit, python, args)?;
+        let ctx = WorkerContext {
+            base: base(self.model, self.instance, &service.unit, python, exec)?,
+            service: &service.name,
+            after: &service.after,
+        };
+        self.add(
+            format!("{}.service", service.unit),
+            "worker.service.j2",
+            &ctx,
+        )
+    }
+
+    /// The directories outside `/var/lib`, for systemd-tmpfiles.
+    fn tmpfiles(&mut self) -> Result<(), Error> {
+        let instance = self.instance;
+        let outside: Vec<&str> = writable_dirs(instance)
+            .filter(|d| state_directory(d).is_none())
+            .map(|d| unit_safe(instance, d))
+            .collect::<Result<_, _>>()?;
+        if !outside.is_empty() {
+            let ctx = TmpfilesContext {
+                project: &self.model.project,
+                instance: &instance.name,
+                user: instance.user.as_deref().unwrap_or("root"),
+                group: instance.group.as_deref().unwrap_or("-"),
+                directories: outside,
+            };
+            self.add(
+                format!("{}.tmpfiles.conf", instance.command),
+                "tmpfiles.conf.j2",
+                &ctx,
+            )?;
+        }
+        Ok(())
+    }
 }
 
 fn job_context<'a>(

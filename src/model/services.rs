@@ -1,17 +1,19 @@
-//! The `server` and `jobs` keys: what `djshim systemd` and `djshim cron`
-//! are made from. Part of the model's [`Builder`].
+//! The `server`, `services` and `jobs` keys: what `djshim systemd` and
+//! `djshim cron` are made from. Part of the model's [`Builder`].
 
 use std::collections::BTreeMap;
 
 use toml::Spanned;
 
-use super::{Builder, Job, RESERVED_UNIT, Scope, Server, is_name, merge};
-use crate::config::{RawInstance, Str, StrList};
+use camino::Utf8PathBuf;
+
+use super::{Builder, Job, RESERVED_UNIT, Run, Scope, Server, Service, Socket, is_name, merge};
+use crate::config::{RawInstance, RawService, Str, StrList};
 use crate::schedule::Schedule;
 
 impl Builder<'_> {
-    /// `server` and `jobs`, which need an account: without `user` they would
-    /// run as root.
+    /// `server`, `services` and `jobs`, which need an account: without
+    /// `user` they would run as root.
     pub(super) fn services(
         &mut self,
         project: &str,
@@ -19,15 +21,22 @@ impl Builder<'_> {
         defaults: &RawInstance,
         inst: &RawInstance,
         has_user: bool,
-    ) -> (Option<Server>, BTreeMap<String, Job>) {
+    ) -> (
+        Option<Server>,
+        BTreeMap<String, Service>,
+        BTreeMap<String, Job>,
+    ) {
         let instance = name.get_ref();
         let server = self.server(project, instance, defaults, inst);
+        let services = self.workers(project, instance, defaults, inst);
         let jobs = self.jobs(project, instance, defaults, inst);
-        if !has_user && (server.is_some() || !jobs.is_empty()) {
+        if !has_user && (server.is_some() || !services.is_empty() || !jobs.is_empty()) {
             let what = if server.is_some() {
                 "a `server`"
-            } else {
+            } else if services.is_empty() {
                 "`jobs`"
+            } else {
+                "`services`"
             };
             self.error(
                 name,
@@ -36,7 +45,114 @@ impl Builder<'_> {
                 "set `user` to the account the instance runs as",
             );
         }
-        (server, jobs)
+        (server, services, jobs)
+    }
+
+    /// `services` of the defaults and of the instance, merged by name.
+    fn workers(
+        &mut self,
+        project: &str,
+        instance: &str,
+        defaults: &RawInstance,
+        inst: &RawInstance,
+    ) -> BTreeMap<String, Service> {
+        let jobs = merge(instance, "jobs", defaults.jobs.as_ref(), inst.jobs.as_ref());
+        let mut services = BTreeMap::new();
+        for (name, (at, raw, key)) in merge(
+            instance,
+            "services",
+            defaults.services.as_ref(),
+            inst.services.as_ref(),
+        ) {
+            if !is_name(name) {
+                self.error(
+                    at,
+                    &key,
+                    format!("`{name}` is not a valid service name"),
+                    "use lowercase letters, digits, `_` and `-`, starting with a letter or digit",
+                );
+                continue;
+            }
+            if jobs.contains_key(name) {
+                self.error(
+                    at,
+                    &key,
+                    format!("`{name}` is both a service and a job of instance `{instance}`"),
+                    "their units would have one name; rename one of them",
+                );
+                continue;
+            }
+            if let Some(service) = self.worker(project, instance, name, at, raw, &key) {
+                services.insert(name.to_owned(), service);
+            }
+        }
+        services
+    }
+
+    fn worker(
+        &mut self,
+        project: &str,
+        instance: &str,
+        name: &str,
+        at: &Str,
+        raw: &RawService,
+        key: &str,
+    ) -> Option<Service> {
+        let scope = |k: &str| Scope {
+            project,
+            instance: Some(instance),
+            key: format!("{key}.{k}"),
+        };
+        let run = match (&raw.manage, &raw.command) {
+            (Some(args), None) => Run::Manage(self.words(args, &scope("manage"), false)?),
+            (None, Some(args)) => Run::Python(self.words(args, &scope("command"), false)?),
+            (both, _) => {
+                let what = if both.is_some() { "both" } else { "neither" };
+                self.error(
+                    at,
+                    key,
+                    format!("service `{name}` has {what} `manage` and `command`"),
+                    "give `manage = [\"sendalerts\"]` (manage.py's arguments) or \
+                     `command = [\"-m\", \"celery\", …]` (the interpreter's), not both",
+                );
+                return None;
+            }
+        };
+        let after = self.after(raw.after.as_ref(), &scope("after"));
+        Some(Service {
+            name: name.to_owned(),
+            unit: format!("{project}-{instance}-{name}"),
+            run,
+            after,
+        })
+    }
+
+    /// `server.socket`: `ListenStream=` of the socket systemd holds for the
+    /// server: `HOST:PORT` (an IP address, IPv6 in brackets), a port alone,
+    /// or the absolute path of a unix socket.
+    fn socket(&mut self, v: &Str, scope: &Scope<'_>) -> Option<Socket> {
+        let value = self.expand(v, scope)?;
+        if value.starts_with('/') {
+            let plain = value
+                .chars()
+                .all(|c| !c.is_whitespace() && !c.is_control() && !"\"'\\%$".contains(c));
+            if plain && !value.ends_with('/') {
+                return Some(Socket::Unix(Utf8PathBuf::from(value)));
+            }
+        } else if value.parse::<std::net::SocketAddr>().is_ok()
+            || value.parse::<u16>().is_ok_and(|p| p > 0)
+                && value.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Some(Socket::Tcp(value));
+        }
+        self.error(
+            v,
+            &scope.key,
+            format!("`{value}` is not a socket address"),
+            "write `127.0.0.1:8001`, `[::1]:8001`, a port, or the path of a unix socket \
+             (`/run/mywebsite-prod/http.sock`)",
+        );
+        None
     }
 
     /// `server`: the instance's or, failing that, `[defaults]`'s.
@@ -64,6 +180,10 @@ impl Builder<'_> {
             .as_ref()
             .and_then(|v| self.runtime_dir(v, &scope("runtime_dir")));
         let after = self.after(raw.after.as_ref(), &scope("after"));
+        let socket = raw
+            .socket
+            .as_ref()
+            .and_then(|v| self.socket(v, &scope("socket")));
         let mut service = BTreeMap::new();
         for (k, v) in raw.service.iter().flat_map(Spanned::get_ref) {
             let key = format!("{prefix}.service.{}", k.get_ref());
@@ -113,6 +233,7 @@ impl Builder<'_> {
             runtime_dir,
             after,
             service,
+            socket,
         })
     }
 

@@ -16,3 +16,4 @@ mod shells;
 mod support;
 mod systemd;
 mod units;
+mod workers;

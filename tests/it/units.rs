@@ -349,25 +349,45 @@ fn hostile_values_survive_into_units_exactly() {
     let world = world(&format!("[{toml_list}]"), "");
     world.write(
         "djshim.toml",
-        &world
+        &(world
             .read("djshim.toml")
-            .replacen("env = { ", &format!("env = {{ {env}, "), 1),
+            .replacen("env = { ", &format!("env = {{ {env}, "), 1)
+            + &format!(
+                "[instances.prod.services.m]\nmanage = [{toml_list}]\n\
+                 [instances.prod.services.p]\ncommand = [{toml_list}]\n"
+            )),
     );
     assert_status(&world.djshim(&["systemd"]), 0);
-    let unit = Unit::parse(&world.read("units/mywebsite-prod.service"));
-    let argv = unit.exec();
-    assert_eq!(argv[0], format!("{}/bin/python3", venv()));
-    assert_eq!(&argv[1..], hostile);
-    let env = unit.environment();
-    for (i, s) in hostile.iter().enumerate() {
-        assert_eq!(env[&format!("V{i}")], *s);
+    let python = format!("{}/bin/python3", venv());
+    let manage = world.path("pkg/manage.py").to_string();
+    for (unit, program) in [
+        ("mywebsite-prod.service", vec![python.as_str()]),
+        ("mywebsite-prod-p.service", vec![python.as_str()]),
+        (
+            "mywebsite-prod-m.service",
+            vec![python.as_str(), manage.as_str()],
+        ),
+    ] {
+        let unit = Unit::parse(&world.read(&format!("units/{unit}")));
+        let argv = unit.exec();
+        assert_eq!(argv[..program.len()], program);
+        assert_eq!(&argv[program.len()..], hostile);
+        let env = unit.environment();
+        for (i, s) in hostile.iter().enumerate() {
+            assert_eq!(env[&format!("V{i}")], *s);
+        }
     }
     let output = Command::new(require("systemd-analyze", "systemd"))
-        .args([
-            "verify",
-            "--man=no",
-            world.path("units/mywebsite-prod.service").as_str(),
-        ])
+        .args(["verify", "--man=no"])
+        .args(
+            [
+                "mywebsite-prod.service",
+                "mywebsite-prod-m.service",
+                "mywebsite-prod-p.service",
+                "mywebsite-prod.target",
+            ]
+            .map(|u| world.path("units").join(u)),
+        )
         .output()
         .unwrap();
     assert!(
