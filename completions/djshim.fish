@@ -35,7 +35,7 @@ complete -c djshim -n "__fish_djshim_needs_command" -f -a "show" -d 'Print the s
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "pin" -d 'Switch an instance\'s profile to a package, as a new generation'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "rollback" -d 'Switch an instance\'s profile back to the previous generation, or to --to N'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "history" -d 'List the generations of an instance\'s profile, the current one marked'
-complete -c djshim -n "__fish_djshim_needs_command" -f -a "systemd" -d 'Write systemd units: the application server and the timers of jobs'
+complete -c djshim -n "__fish_djshim_needs_command" -f -a "systemd" -d 'Write systemd units: the server, services, jobs and target of each instance'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "cron" -d 'Print /etc/cron.d lines for the jobs, each calling its shim under `flock -n`'
 complete -c djshim -n "__fish_djshim_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c djshim -n "__fish_djshim_using_subcommand init" -l project -d 'The project name [default: the settings package that a manage.py here, beside or one level below names; else a placeholder]' -r
@@ -77,6 +77,6 @@ complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_
 complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "pin" -d 'Switch an instance\'s profile to a package, as a new generation'
 complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "rollback" -d 'Switch an instance\'s profile back to the previous generation, or to --to N'
 complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "history" -d 'List the generations of an instance\'s profile, the current one marked'
-complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "systemd" -d 'Write systemd units: the application server and the timers of jobs'
+complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "systemd" -d 'Write systemd units: the server, services, jobs and target of each instance'
 complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "cron" -d 'Print /etc/cron.d lines for the jobs, each calling its shim under `flock -n`'
 complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history systemd cron help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -72,12 +72,16 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// List the generations of an instance's profile, the current one marked
     History(HistoryArgs),
-    /// Write systemd units: the application server and the timers of jobs
+    /// Write systemd units: the server, services, jobs and target of each instance
     ///
-    /// One <project>-<instance>.service per instance with a `server`, and a
-    /// .service and .timer per job, into the config's units directory (or
-    /// --out DIR): the same interpreter, package, account, environment and env
-    /// files as the instance's shim. Written like `generate` writes shims:
+    /// Per instance with a `server`, `services` or `jobs`, into the config's
+    /// units directory (or --out DIR): <project>-<instance>.service for the
+    /// server (and .socket when it has a `socket`), one .service per service,
+    /// a .service and .timer per job, and <project>-<instance>.target that
+    /// they are all part of; <project>-<instance>.tmpfiles.conf for state,
+    /// static and media directories outside /var/lib. Every unit runs the same
+    /// interpreter, package, account, environment and env files as the
+    /// instance's shim. Written like `generate` writes shims:
     /// deterministic, atomic, owned through a manifest. A unit of an instance
     /// that runs its profile follows the profile once, when it starts: a pin
     /// takes effect at the next restart, never under a running server.

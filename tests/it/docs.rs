@@ -69,7 +69,10 @@ fn the_config_man_page_names_every_key() {
 fn collect(table: &DeTable<'_>, parent: &str, keys: &mut Vec<String>) {
     for (key, value) in table {
         let key = key.get_ref().to_string();
-        let user_named = matches!(parent, "instances" | "env" | "jobs" | "service");
+        let user_named = matches!(
+            parent,
+            "instances" | "env" | "jobs" | "services" | "service"
+        );
         if !user_named && !keys.contains(&key) {
             keys.push(key.clone());
         }
@@ -90,4 +93,21 @@ fn ci_runs_the_readme_test_command() {
         .find(|l| l.starts_with("cargo fmt --check"))
         .expect("the README gives a test command");
     assert_eq!(ci.lines().last().map(str::trim), Some(command));
+}
+
+/// The README's worked example of an instance with workers is the fixture
+/// the unit tests render (tests/fixtures/workers.toml, without its header).
+#[test]
+fn the_readme_workers_example_is_the_tested_fixture() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let fixture = std::fs::read_to_string(root().join("tests/fixtures/workers.toml")).unwrap();
+    let body: String = fixture
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    assert!(
+        readme.contains(&format!("```toml\n{body}```")),
+        "README's example differs from tests/fixtures/workers.toml"
+    );
 }
