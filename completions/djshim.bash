@@ -16,6 +16,9 @@ _djshim() {
             ",$1")
                 cmd="djshim"
                 ;;
+            djshim,build)
+                cmd="djshim__subcmd__build"
+                ;;
             djshim,check)
                 cmd="djshim__subcmd__check"
                 ;;
@@ -48,6 +51,9 @@ _djshim() {
                 ;;
             djshim,systemd)
                 cmd="djshim__subcmd__systemd"
+                ;;
+            djshim__subcmd__help,build)
+                cmd="djshim__subcmd__help__subcmd__build"
                 ;;
             djshim__subcmd__help,check)
                 cmd="djshim__subcmd__help__subcmd__check"
@@ -89,12 +95,38 @@ _djshim() {
 
     case "${cmd}" in
         djshim)
-            opts="-c -h -V --config --help --version init check generate list show pin rollback history systemd cron help"
+            opts="-c -h -V --config --help --version init check generate list show pin rollback history systemd cron build help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__build)
+            opts="-c -h --ref --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ref)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -193,8 +225,22 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help)
-            opts="init check generate list show pin rollback history systemd cron help"
+            opts="init check generate list show pin rollback history systemd cron build help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__help__subcmd__build)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

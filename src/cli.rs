@@ -88,6 +88,27 @@ pub enum Command {
     Systemd(SystemdArgs),
     /// Print /etc/cron.d lines for the jobs, each calling its shim under `flock -n`
     Cron(CronArgs),
+    /// Build a package from a commit of the repository, never from a working tree
+    ///
+    /// REF (else `[build]`'s `ref`, else the repository's HEAD) is resolved by
+    /// git to a full commit id; the commit's tracked files are exported with
+    /// `git archive` (no uncommitted change, no untracked file, no submodule).
+    /// With `nix`, the export is added to the store as PROJECT-src-ID and
+    /// the Nix file in it is built with nix-build (out-link
+    /// RELEASES_DIR/PROJECT-ID): the same commit is never built twice.
+    /// With `command`, the command runs in the export, which becomes the
+    /// read-only release RELEASES_DIR/PROJECT-ID; a failed build leaves
+    /// nothing behind. The package's path is the last line of stdout, so
+    /// `djshim pin staging "$(djshim build)"` composes; the build's own
+    /// output goes to stderr.
+    Build(BuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The branch, tag or commit to build [default: `[build]`'s ref, else HEAD]
+    #[arg(long = "ref", value_name = "REF")]
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, Args)]

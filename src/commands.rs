@@ -39,6 +39,10 @@ pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::History(args) => pins::history(&load(config)?, args, out),
         Command::Systemd(args) => systemd(&load(config)?, args, out),
         Command::Cron(args) => cron(&load(config)?, args, out),
+        Command::Build(args) => {
+            crate::release::build(&load(config)?, args.reference.as_deref(), out)
+                .map(|_| ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -249,7 +253,7 @@ fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
             Ok(_) => "stale",
             Err(_) => "missing",
         };
-        let package = if instance.profile {
+        let mut package = if instance.profile {
             match std::fs::canonicalize(&instance.package) {
                 Ok(target) => format!("{} -> {}", instance.package, target.display()),
                 Err(_) => format!("{} (not pinned)", instance.package),
@@ -257,6 +261,9 @@ fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
         } else {
             instance.package.to_string()
         };
+        if let Some(commit) = crate::release::commit_of(model, &instance.package) {
+            let _ = write!(package, " (commit {commit})");
+        }
         rows.push([
             instance.name.clone(),
             shim.to_string(),

@@ -78,6 +78,19 @@ pub struct RawConfig {
     pub defaults: RawInstance,
     #[serde(default)]
     pub instances: BTreeMap<Str, RawInstance>,
+    pub build: Option<Spanned<RawBuild>>,
+}
+
+/// `[build]`: how `djshim build` makes a package from a commit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuild {
+    pub repo: Option<Str>,
+    #[serde(rename = "ref")]
+    pub reference: Option<Str>,
+    pub nix: Option<Str>,
+    pub command: Option<StrList>,
+    pub releases_dir: Option<Str>,
 }
 
 /// The keys of one instance, or of `[defaults]`; every one optional here.

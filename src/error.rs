@@ -54,6 +54,15 @@ pub enum Error {
     },
     /// A template failed to render: a bug in djshim, not in the config.
     Template(minijinja::Error),
+    /// A step of a build or deploy failed.
+    Step { step: String, source: Box<Error> },
+    /// A program djshim ran failed: the command line, how it ended, the
+    /// last lines it wrote to stderr.
+    Command {
+        command: String,
+        how: String,
+        stderr: Vec<String>,
+    },
 }
 
 impl Error {
@@ -121,6 +130,18 @@ impl fmt::Display for Error {
                     f,
                     "\n  = help: move them away, or pass `--force` to take them over"
                 )
+            }
+            Error::Step { step, source } => write!(f, "{step}: {source}"),
+            Error::Command {
+                command,
+                how,
+                stderr,
+            } => {
+                write!(f, "`{command}` failed: {how}")?;
+                for line in stderr {
+                    write!(f, "\n  | {line}")?;
+                }
+                Ok(())
             }
             Error::OtherProject { paths } => {
                 write!(f, "refusing to touch files of another project:")?;

@@ -14,6 +14,9 @@ use crate::config::{RawConfig, RawInstance, Source, Str, StrList, dotted};
 use crate::error::{Diagnostic, Error};
 use crate::schedule::Schedule;
 
+pub use build::{Build, BuildWith, DEFAULT_RELEASES_DIR, Repo};
+
+mod build;
 mod placeholders;
 mod services;
 mod values;
@@ -60,6 +63,8 @@ pub struct Model {
     pub units_dir: Utf8PathBuf,
     /// The instances by name, in name order.
     pub instances: BTreeMap<String, Instance>,
+    /// `[build]`, if the config has one.
+    pub build: Option<Build>,
 }
 
 /// One instance with defaults merged, placeholders expanded, paths absolute.
@@ -401,6 +406,7 @@ impl Model {
             DEFAULT_PROFILES_DIR,
         );
         let units_dir = dir(&mut b, &raw.units_dir, "units_dir", "units");
+        let build = raw.build.as_ref().and_then(|r| b.build(&project, r));
 
         let mut instances = BTreeMap::new();
         let mut names: BTreeMap<String, String> = BTreeMap::new();
@@ -457,6 +463,7 @@ impl Model {
             bin_dir: bin_dir.expect("no errors"),
             profiles_dir: profiles_dir.expect("no errors"),
             units_dir: units_dir.expect("no errors"),
+            build,
             instances,
         })
     }

@@ -207,10 +207,13 @@ pub fn history(model: &Model, args: &HistoryArgs, out: &mut dyn Write) -> Result
         } else {
             ""
         };
+        let commit = crate::release::commit_of(model, &g.target)
+            .map(|c| format!(" (commit {c})"))
+            .unwrap_or_default();
         say(
             out,
             format_args!(
-                "{:>width$}   {}   {}{mark}",
+                "{:>width$}   {}   {}{commit}{mark}",
                 g.number,
                 utc(g.made),
                 g.target

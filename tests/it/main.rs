@@ -3,6 +3,7 @@
 //! a real Django in a real venv.
 
 mod accounts;
+mod builds;
 mod commands;
 mod docs;
 mod envfiles;

@@ -293,7 +293,7 @@ fn switches_under_a_running_loop_never_fail_a_run() {
 }
 
 /// Serialises the tests that add to and collect from the one Nix store.
-fn nix_lock() -> File {
+pub(crate) fn nix_lock() -> File {
     let lock = File::create(Utf8Path::new(env!("CARGO_TARGET_TMPDIR")).join("nix.lock")).unwrap();
     lock.lock().unwrap();
     lock
@@ -310,7 +310,7 @@ fn store_package(world: &World, name: &str, tag: &str) -> Utf8PathBuf {
 
 /// What a whole `nix-store --gc` would delete now (`--print-dead`: the
 /// collector's full root search, nothing deleted).
-fn dead() -> Vec<String> {
+pub(crate) fn dead() -> Vec<String> {
     let output = nix("nix-store")
         .args(["--gc", "--print-dead"])
         .output()
@@ -322,7 +322,7 @@ fn dead() -> Vec<String> {
 /// `nix-store --delete` runs the collector on the named path only: it
 /// refuses a path that a root keeps alive. (A real `--gc` would also sweep
 /// unrelated garbage of whoever runs the tests.)
-fn collect(path: &Utf8Path) -> bool {
+pub(crate) fn collect(path: &Utf8Path) -> bool {
     nix("nix-store")
         .arg("--delete")
         .arg(path)

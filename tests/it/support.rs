@@ -37,15 +37,14 @@ pub fn require(tool: &str, package: &str) -> PathBuf {
 /// developer's own Nix settings cannot change what the tests see either.
 pub fn nix(tool: &str) -> Command {
     let mut cmd = Command::new(require(tool, "nix-bin"));
-    cmd.env(
-        "NIX_CONFIG",
-        // Builds run as root without build users (nix-bin creates no
-        // `nixbld` group), outside a sandbox (none without one), and never
-        // ask a binary cache (the machines reach no cache).
-        "build-users-group =\nsandbox = false\nsubstituters =\n",
-    );
+    cmd.env("NIX_CONFIG", NIX_CONFIG);
     cmd
 }
+
+/// Builds run as root without build users (nix-bin creates no `nixbld`
+/// group), outside a sandbox (none without one), and never ask a binary
+/// cache (the machines reach no cache).
+pub const NIX_CONFIG: &str = "build-users-group =\nsandbox = false\nsubstituters =\n";
 
 /// The venv with django and gunicorn (tests/requirements.txt), made by
 /// tests/make-venv on first use under target/tmp and shared by every test,

@@ -1,0 +1,244 @@
+//! Every child process djshim starts goes through [`Process`]: program,
+//! arguments, environment and working directory are data (never a string
+//! for `sh -c` to split), and a failure quotes the whole command line, how it
+//! ended, and the end of what it wrote to stderr.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use camino::Utf8PathBuf;
+
+use crate::error::Error;
+use crate::render::sh_quote;
+
+/// A command to run.
+#[derive(Debug, Clone)]
+pub struct Process {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, Option<OsString>)>,
+    cwd: Option<Utf8PathBuf>,
+    timeout: Option<Duration>,
+}
+
+impl Process {
+    pub fn new(program: impl AsRef<OsStr>) -> Process {
+        Process {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            timeout: None,
+        }
+    }
+
+    #[must_use]
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Process {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Process
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    #[must_use]
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Process {
+        self.env
+            .push((key.as_ref().to_owned(), Some(value.as_ref().to_owned())));
+        self
+    }
+
+    #[must_use]
+    pub fn cwd(mut self, dir: impl Into<Utf8PathBuf>) -> Process {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Process {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args);
+        for (key, value) in &self.env {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        cmd
+    }
+
+    /// Runs it, its output captured; stdout on success.
+    pub fn output(&self) -> Result<Vec<u8>, Error> {
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.failed(format!("could not start: {e}"), ""))?;
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let out = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stdout.read_to_end(&mut bytes);
+            bytes
+        });
+        let err = std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = stderr.read_to_end(&mut bytes);
+            bytes
+        });
+        let status = self.wait(&mut child)?;
+        let (out, err) = (
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+        );
+        match status {
+            Some(status) if status.success() => Ok(out),
+            Some(status) => Err(self.failed(format!("{status}"), &String::from_utf8_lossy(&err))),
+            None => Err(self.failed(
+                format!(
+                    "timed out after {} s",
+                    self.timeout.unwrap_or_default().as_secs()
+                ),
+                &String::from_utf8_lossy(&err),
+            )),
+        }
+    }
+
+    /// Runs it with its output going to djshim's stderr (a build's log must
+    /// not mix into the path printed on stdout).
+    pub fn run(&self) -> Result<(), Error> {
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(std::io::stderr())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| self.failed(format!("could not start: {e}"), ""))?;
+        match self.wait(&mut child)? {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(self.failed(format!("{status}"), "")),
+            None => Err(self.failed(
+                format!(
+                    "timed out after {} s",
+                    self.timeout.unwrap_or_default().as_secs()
+                ),
+                "",
+            )),
+        }
+    }
+
+    /// Runs `self | into`: this one's stdout feeds `into`'s stdin; both
+    /// must succeed (`git archive … | tar -x …`).
+    pub fn pipe(&self, into: &Process) -> Result<(), Error> {
+        let mut first = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.failed(format!("could not start: {e}"), ""))?;
+        let pipe = first.stdout.take().expect("piped");
+        let second = into
+            .command()
+            .stdin(Stdio::from(pipe))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output();
+        let first_out = first.wait_with_output();
+        let first_out = first_out.map_err(|e| self.failed(format!("could not wait: {e}"), ""))?;
+        if !first_out.status.success() {
+            return Err(self.failed(
+                format!("{}", first_out.status),
+                &String::from_utf8_lossy(&first_out.stderr),
+            ));
+        }
+        let second = second.map_err(|e| into.failed(format!("could not start: {e}"), ""))?;
+        if !second.status.success() {
+            return Err(into.failed(
+                format!("{}", second.status),
+                &String::from_utf8_lossy(&second.stderr),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits for the child, killing it at the timeout (`None` then).
+    fn wait(
+        &self,
+        child: &mut std::process::Child,
+    ) -> Result<Option<std::process::ExitStatus>, Error> {
+        let Some(timeout) = self.timeout else {
+            return child
+                .wait()
+                .map(Some)
+                .map_err(|e| self.failed(format!("could not wait: {e}"), ""));
+        };
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| self.failed(format!("could not wait: {e}"), ""))?
+            {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn failed(&self, how: String, stderr: &str) -> Error {
+        let tail: Vec<&str> = stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .rev()
+            .take(5)
+            .collect();
+        Error::Command {
+            command: self.to_string(),
+            how,
+            stderr: tail.into_iter().rev().map(crate::error::clean).collect(),
+        }
+    }
+}
+
+/// The command line as a user would type it: each word sh-quoted.
+impl fmt::Display for Process {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(dir) = &self.cwd {
+            write!(f, "(cd {} && ", sh_quote(dir.as_str()))?;
+        }
+        write!(f, "{}", sh_quote(&self.program.to_string_lossy()))?;
+        for arg in &self.args {
+            write!(f, " {}", sh_quote(&arg.to_string_lossy()))?;
+        }
+        if self.cwd.is_some() {
+            write!(f, ")")?;
+        }
+        Ok(())
+    }
+}
