@@ -25,6 +25,9 @@ _djshim() {
             djshim,cron)
                 cmd="djshim__subcmd__cron"
                 ;;
+            djshim,deploy)
+                cmd="djshim__subcmd__deploy"
+                ;;
             djshim,generate)
                 cmd="djshim__subcmd__generate"
                 ;;
@@ -61,6 +64,9 @@ _djshim() {
             djshim__subcmd__help,cron)
                 cmd="djshim__subcmd__help__subcmd__cron"
                 ;;
+            djshim__subcmd__help,deploy)
+                cmd="djshim__subcmd__help__subcmd__deploy"
+                ;;
             djshim__subcmd__help,generate)
                 cmd="djshim__subcmd__help__subcmd__generate"
                 ;;
@@ -95,7 +101,7 @@ _djshim() {
 
     case "${cmd}" in
         djshim)
-            opts="-c -h -V --config --help --version init check generate list show pin rollback history systemd cron build help"
+            opts="-c -h -V --config --help --version init check generate list show pin rollback history systemd cron build deploy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -194,6 +200,40 @@ _djshim() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        djshim__subcmd__deploy)
+            opts="-c -h --ref --path --from --allow-irreversible --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ref)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --path)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         djshim__subcmd__generate)
             opts="-o -n -c -h --out --dry-run --force --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -225,7 +265,7 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help)
-            opts="init check generate list show pin rollback history systemd cron build help"
+            opts="init check generate list show pin rollback history systemd cron build deploy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -267,6 +307,20 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help__subcmd__cron)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__help__subcmd__deploy)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

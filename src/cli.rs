@@ -102,6 +102,45 @@ pub enum Command {
     /// `djshim pin staging "$(djshim build)"` composes; the build's own
     /// output goes to stderr.
     Build(BuildArgs),
+    /// Move an instance to a new package: check, switch, migrate, restart, probe; undo on failure
+    ///
+    /// The candidate is a fresh build of --ref (default: `[build]`'s ref), a
+    /// package --path, or exactly the package instance --from runs now. It is
+    /// checked as the instance's account (settings load, manage.py check,
+    /// the static and media roots as configured, the server's and services'
+    /// modules and the jobs' commands exist); the database's migration state
+    /// is recorded and the candidate's new migrations said reversible or not
+    /// (irreversible ones stop the deploy unless --allow-irreversible). Then
+    /// the profile switches to a new generation, the deploy `steps` run
+    /// through the shim, `restart` runs and `health` is probed. If any of
+    /// these fails, the database is migrated back with the candidate's code,
+    /// the profile switched back, the steps and the restart run again, and
+    /// the exit status is 1.
+    Deploy(DeployArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("candidate").multiple(false))]
+pub struct DeployArgs {
+    /// The instance to deploy (one without `package` in the config)
+    #[arg(value_name = "INSTANCE")]
+    pub instance: String,
+
+    /// Build this branch, tag or commit and deploy it [default: `[build]`'s ref]
+    #[arg(long = "ref", value_name = "REF", group = "candidate")]
+    pub reference: Option<String>,
+
+    /// Deploy this package (a store path, a release directory)
+    #[arg(long, value_name = "PATH", group = "candidate")]
+    pub path: Option<Utf8PathBuf>,
+
+    /// Deploy exactly the package that instance OTHER runs now (promote)
+    #[arg(long, value_name = "OTHER", group = "candidate")]
+    pub from: Option<String>,
+
+    /// Switch even to a candidate whose new migrations cannot be reversed
+    #[arg(long)]
+    pub allow_irreversible: bool,
 }
 
 #[derive(Debug, Args)]

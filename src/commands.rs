@@ -39,6 +39,20 @@ pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::History(args) => pins::history(&load(config)?, args, out),
         Command::Systemd(args) => systemd(&load(config)?, args, out),
         Command::Cron(args) => cron(&load(config)?, args, out),
+        Command::Deploy(args) => {
+            let candidate = match (&args.path, &args.from) {
+                (Some(path), _) => crate::deploy::Candidate::Path(path),
+                (None, Some(other)) => crate::deploy::Candidate::From(other),
+                (None, None) => crate::deploy::Candidate::Build(args.reference.as_deref()),
+            };
+            crate::deploy::deploy(
+                &load(config)?,
+                &args.instance,
+                candidate,
+                args.allow_irreversible,
+                out,
+            )
+        }
         Command::Build(args) => {
             crate::release::build(&load(config)?, args.reference.as_deref(), out)
                 .map(|_| ExitCode::SUCCESS)

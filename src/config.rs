@@ -115,6 +115,26 @@ pub struct RawInstance {
     pub server: Option<Spanned<RawServer>>,
     pub services: Option<Spanned<BTreeMap<Str, RawService>>>,
     pub jobs: Option<Spanned<BTreeMap<Str, RawJob>>>,
+    pub deploy: Option<RawDeploy>,
+}
+
+/// `[defaults.deploy]`, `[instances.NAME.deploy]`: how `djshim deploy`
+/// moves the instance; each key inherited on its own.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeploy {
+    pub steps: Option<Spanned<Vec<StrList>>>,
+    pub restart: Option<StrList>,
+    pub health: Option<Spanned<RawHealth>>,
+    pub health_timeout: Option<Spanned<i64>>,
+}
+
+/// A URL that must answer 2xx, or a command that must succeed.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawHealth {
+    Url(String),
+    Command(Vec<Str>),
 }
 
 /// `[instances.NAME.server]`: the application server under systemd.

@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod deploy;
 pub mod envfile;
 pub mod error;
 pub mod gcroot;

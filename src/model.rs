@@ -15,8 +15,10 @@ use crate::error::{Diagnostic, Error};
 use crate::schedule::Schedule;
 
 pub use build::{Build, BuildWith, DEFAULT_RELEASES_DIR, Repo};
+pub use deploy::{Deploy, Health};
 
 mod build;
+mod deploy;
 mod placeholders;
 mod services;
 mod values;
@@ -107,6 +109,8 @@ pub struct Instance {
     pub server: Option<Server>,
     /// Further long-running processes, by name.
     pub services: BTreeMap<String, Service>,
+    /// How `djshim deploy` moves the instance.
+    pub deploy: Deploy,
     /// Scheduled manage.py commands, by name.
     pub jobs: BTreeMap<String, Job>,
 }
@@ -596,6 +600,12 @@ impl Builder<'_> {
         }
         let confirm = self.names(field!(confirm), &scope);
         let (server, services, jobs) = self.services(project, name, defaults, inst, user.is_some());
+        let deploy = self.deploy(
+            project,
+            instance,
+            defaults.deploy.as_ref(),
+            inst.deploy.as_ref(),
+        );
 
         if self.errors.len() > before {
             return None;
@@ -622,6 +632,7 @@ impl Builder<'_> {
             confirm,
             server,
             services,
+            deploy,
             jobs,
         })
     }

@@ -15,7 +15,7 @@ use crate::model::{Instance, Model};
 use crate::profile::{Current, Generation, Profile};
 
 /// The instance named, which must run its profile.
-fn profiled<'m>(model: &'m Model, name: &str) -> Result<(&'m Instance, Profile), Error> {
+pub(crate) fn profiled<'m>(model: &'m Model, name: &str) -> Result<(&'m Instance, Profile), Error> {
     let instance = model.select(&[name.to_owned()])?[0];
     if !instance.profile {
         return Err(Error::Usage(format!(
@@ -233,7 +233,7 @@ pub fn history(model: &Model, args: &HistoryArgs, out: &mut dyn Write) -> Result
 }
 
 /// The generation the profile points to, among `generations`.
-fn current<'g>(
+pub(crate) fn current<'g>(
     profile: &Profile,
     generations: &'g [Generation],
 ) -> Result<Option<&'g Generation>, Error> {
@@ -245,7 +245,7 @@ fn current<'g>(
 
 /// An absolute path to an existing directory, links resolved: a `result`
 /// link of nix-build pins the store path it points to, not the link.
-fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf, Error> {
+pub(crate) fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf, Error> {
     if !path.is_absolute() {
         return Err(Error::Usage(format!(
             "`{path}` is not an absolute path\n  = help: give the package's full path, e.g. \

@@ -5,6 +5,7 @@
 mod accounts;
 mod builds;
 mod commands;
+mod deploys;
 mod docs;
 mod envfiles;
 mod errors;

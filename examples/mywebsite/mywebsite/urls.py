@@ -4,4 +4,5 @@ from polls import views
 
 urlpatterns = [
     path("", views.instance, name="instance"),
+    path("health", views.health, name="health"),
 ]

@@ -10,3 +10,10 @@ def instance(request):
         f"instance={settings.INSTANCE} questions={Question.objects.count()}\n",
         content_type="text/plain",
     )
+
+
+def health(request):
+    """200 when the code and its database agree: every column of the
+    models is read, so a missing migration answers 500."""
+    list(Question.objects.all()[:1])
+    return HttpResponse("ok\n", content_type="text/plain")

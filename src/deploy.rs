@@ -1,0 +1,446 @@
+//! `djshim deploy`: move an instance to a new package without ever leaving
+//! it broken. A list of named steps, each printed as it starts and ends:
+//! check the candidate deeply as the instance's account, record the
+//! database's migrations, switch the profile, run the deploy steps
+//! (migrate, collectstatic) through the instance's shim, restart, probe
+//! health. A failure after the switch undoes it in reverse: the database
+//! migrated back with the candidate's code (it alone knows how), the
+//! profile switched back, the steps run again with the old code, a restart.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Deserialize;
+
+use crate::commands::say;
+use crate::error::Error;
+use crate::model::{Health, Instance, Model, Run};
+use crate::pins::{current, profiled, resolve};
+use crate::process::Process;
+use crate::profile::Profile;
+use crate::render::Renderer;
+use crate::steps::step;
+
+/// Where the candidate package comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Candidate<'a> {
+    /// A fresh build of a ref (`None`: `[build]`'s ref).
+    Build(Option<&'a str>),
+    /// A package already on the machine.
+    Path(&'a Utf8Path),
+    /// Exactly the package another instance runs now.
+    From(&'a str),
+}
+
+/// The database's state before the switch, as the candidate's code sees it.
+#[derive(Debug, Deserialize)]
+struct Migrations {
+    /// Per app with new migrations: its newest applied one (`None`: zero).
+    targets: BTreeMap<String, Option<String>>,
+    /// The candidate's unapplied migrations: app, name, reversible.
+    new: Vec<(String, String, bool)>,
+}
+
+/// Deploys `candidate` to `name`.
+pub fn deploy(
+    model: &Model,
+    name: &str,
+    candidate: Candidate<'_>,
+    allow_irreversible: bool,
+    out: &mut dyn Write,
+) -> Result<ExitCode, Error> {
+    let (instance, profile) = profiled(model, name)?;
+    let package = step("deploy: candidate", || match candidate {
+        Candidate::Build(reference) => {
+            crate::release::build(model, reference, &mut std::io::sink()).map(|b| b.package)
+        }
+        Candidate::Path(path) => resolve(path),
+        Candidate::From(other) => {
+            let other = model.select(&[other.to_owned()])?[0];
+            other
+                .package
+                .canonicalize_utf8()
+                .map_err(|e| Error::io("resolve the package of", &other.package, e))
+        }
+    })?;
+    eprintln!("djshim: candidate for {name}: {package}");
+    let _lock = profile.lock()?;
+    let generations = profile.generations()?;
+    let old = current(&profile, &generations)?.cloned();
+    if old.as_ref().is_some_and(|g| g.target == package) {
+        say(
+            out,
+            format_args!("{name}: already runs {package}; nothing to do"),
+        )?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let candidate_instance = instance.rebased(&package);
+    let shims = Shims::new(model, instance, &candidate_instance)?;
+    step("deploy: check", || {
+        deep_check(&candidate_instance, &shims.candidate)
+    })?;
+    let migrations = step("deploy: record migrations", || {
+        probe::<Migrations>(&shims.candidate, MIGRATIONS)
+    })?;
+    report_migrations(&migrations);
+    let irreversible: Vec<String> = migrations
+        .new
+        .iter()
+        .filter(|(_, _, reversible)| !reversible)
+        .map(|(app, migration, _)| format!("{app}.{migration}"))
+        .collect();
+    if !irreversible.is_empty() && !allow_irreversible {
+        return Err(Error::Problem(format!(
+            "not switching {name} to {package}: these migrations cannot be reversed, so a \
+             failed deploy could not take the database back: {}\n  = help: give them a reverse \
+             (RunPython's reverse_code, RunSQL's reverse_sql), or pass --allow-irreversible",
+            irreversible.join(", ")
+        )));
+    }
+    let number = profile.next_number(&generations)?;
+    step("deploy: switch", || {
+        profile.create(number, &package)?;
+        profile.switch(number)
+    })?;
+    match after_switch(instance, &shims.instance) {
+        Ok(()) => {
+            say(
+                out,
+                format_args!(
+                    "{name}: generation {number}: {package}{}",
+                    old.map(|g| format!(" (was generation {}: {})", g.number, g.target))
+                        .unwrap_or_default()
+                ),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) => {
+            eprintln!("djshim: deploy of {package} failed; rolling {name} back");
+            let undone = undo(instance, &profile, &shims, &migrations, old.as_ref());
+            let back = match (&undone, &old) {
+                (Ok(()), Some(g)) => {
+                    format!("{name} is back on generation {}: {}", g.number, g.target)
+                }
+                (Ok(()), None) => {
+                    format!("{name} had no generation before; its database is back where it was")
+                }
+                (Err(e), _) => format!("rolling back failed too: {e}"),
+            };
+            Err(Error::Problem(format!("{failure}\n  = {back}")))
+        }
+    }
+}
+
+/// The steps after the switch: the deploy steps through the shim, the
+/// restart, the health probe.
+fn after_switch(instance: &Instance, shim: &Utf8Path) -> Result<(), Error> {
+    let deploy = &instance.deploy;
+    run_steps(instance, shim)?;
+    step(
+        &format!("deploy: restart: {}", deploy.restart.join(" ")),
+        || {
+            Process::new(&deploy.restart[0])
+                .args(&deploy.restart[1..])
+                .timeout(Duration::from_secs(300))
+                .run()
+        },
+    )?;
+    if let Some(health) = &deploy.health {
+        step("deploy: health", || healthy(health, deploy.health_timeout))?;
+    }
+    Ok(())
+}
+
+fn run_steps(instance: &Instance, shim: &Utf8Path) -> Result<(), Error> {
+    for args in &instance.deploy.steps {
+        step(&format!("deploy: manage.py {}", args.join(" ")), || {
+            Process::new(shim)
+                .args(args)
+                .env("DJSHIM_CONFIRM", &instance.name)
+                .run()
+        })?;
+    }
+    Ok(())
+}
+
+/// Back to where the deploy started: the database migrated back with the
+/// candidate's code (the profile still points at it), the profile switched
+/// back, the steps and the restart with the old code.
+fn undo(
+    instance: &Instance,
+    profile: &Profile,
+    shims: &Shims,
+    migrations: &Migrations,
+    old: Option<&crate::profile::Generation>,
+) -> Result<(), Error> {
+    for (app, target) in &migrations.targets {
+        let target = target.as_deref().unwrap_or("zero");
+        step(&format!("rollback: migrate {app} {target}"), || {
+            Process::new(&shims.instance)
+                .args(["migrate", app, target, "--noinput"])
+                .run()
+        })?;
+    }
+    let Some(old) = old else {
+        return Ok(());
+    };
+    step(
+        &format!("rollback: switch back to generation {}", old.number),
+        || profile.switch(old.number),
+    )?;
+    run_steps(instance, &shims.instance)?;
+    let restart = &instance.deploy.restart;
+    step(&format!("rollback: restart: {}", restart.join(" ")), || {
+        Process::new(&restart[0])
+            .args(&restart[1..])
+            .timeout(Duration::from_secs(300))
+            .run()
+    })
+}
+
+/// The instance's shim (following its profile) and a shim of the instance
+/// on the candidate package, written into a temporary directory: exactly
+/// what `generate` writes, so every step runs with the shim's environment,
+/// account and env files.
+struct Shims {
+    _dir: tempfile::TempDir,
+    instance: Utf8PathBuf,
+    candidate: Utf8PathBuf,
+}
+
+impl Shims {
+    fn new(model: &Model, instance: &Instance, candidate: &Instance) -> Result<Shims, Error> {
+        let dir = tempfile::Builder::new()
+            .prefix("djshim-deploy-")
+            .tempdir()
+            .map_err(|e| Error::io("create", Utf8Path::new("a temporary directory"), e))?;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io("chmod", Utf8Path::new("a temporary directory"), e))?;
+        let base = Utf8PathBuf::from_path_buf(dir.path().to_owned())
+            .map_err(|_| Error::Problem("the temporary directory's path is not UTF-8".into()))?;
+        let renderer = Renderer::new();
+        let write = |name: &str, instance: &Instance| -> Result<Utf8PathBuf, Error> {
+            let shim = renderer.shim(model, instance)?;
+            let path = base.join(name);
+            std::fs::write(&path, &shim.bytes).map_err(|e| Error::io("write", &path, e))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| Error::io("chmod", &path, e))?;
+            Ok(path)
+        };
+        let instance = write("instance", instance)?;
+        let candidate = write("candidate", candidate)?;
+        Ok(Shims {
+            _dir: dir,
+            instance,
+            candidate,
+        })
+    }
+}
+
+/// Runs `code` with `manage.py shell -c` through `shim` and reads the JSON
+/// it prints after `DJSHIM:`.
+fn probe<T: for<'de> Deserialize<'de>>(shim: &Utf8Path, code: &str) -> Result<T, Error> {
+    let out = Process::new(shim)
+        .args(["shell", "-c", code])
+        .timeout(Duration::from_secs(300))
+        .output()?;
+    let text = String::from_utf8_lossy(&out);
+    let line = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("DJSHIM:"))
+        .ok_or_else(|| Error::Problem(format!("{shim} shell printed no answer:\n{text}")))?;
+    serde_json::from_str(line)
+        .map_err(|e| Error::Problem(format!("{shim} shell printed a bad answer ({e}): {line}")))
+}
+
+/// What the shim, the units and the services need of the candidate: the
+/// machine checks of `djshim check`, then, as the instance's account,
+/// `django.setup()`, `manage.py check`, the static and media roots Django
+/// ends up with, the modules the server and services start, the commands
+/// the jobs and services run.
+fn deep_check(candidate: &Instance, shim: &Utf8Path) -> Result<(), Error> {
+    let mut problems: Vec<String> = crate::check::instance(candidate)
+        .into_iter()
+        .filter(|p| !p.warning)
+        .map(|p| p.to_string())
+        .collect();
+    if problems.is_empty() {
+        let expected = serde_json::json!({
+            "roots": {
+                "STATIC_ROOT": candidate.static_root.as_ref().map(|p| p.as_str()),
+                "MEDIA_ROOT": candidate.media_root.as_ref().map(|p| p.as_str()),
+            },
+            "modules": modules(candidate),
+            "commands": commands(candidate),
+        });
+        let code = DEEP_CHECK.replace(
+            "@EXPECTED@",
+            &serde_json::to_string(&expected.to_string()).unwrap_or_default(),
+        );
+        match probe::<Vec<String>>(shim, &code) {
+            Ok(found) => problems.extend(found),
+            Err(e) => problems.push(format!("the settings do not load: {e}")),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Problem(format!(
+            "the candidate cannot run as {}:\n  {}",
+            candidate.name,
+            problems.join("\n  ")
+        )))
+    }
+}
+
+/// The Python modules the server and the services start with `-m`, and
+/// the application module a server like gunicorn is given.
+fn modules(instance: &Instance) -> Vec<String> {
+    let commands =
+        instance
+            .server
+            .iter()
+            .map(|s| &s.command)
+            .chain(instance.services.values().filter_map(|s| match &s.run {
+                Run::Python(args) => Some(args),
+                Run::Manage(_) => None,
+            }));
+    let mut modules = Vec::new();
+    for args in commands {
+        if let [flag, module, rest @ ..] = args.as_slice()
+            && flag == "-m"
+        {
+            modules.push(module.clone());
+            if matches!(module.as_str(), "gunicorn" | "uvicorn" | "daphne")
+                && let Some(app) = rest.iter().find(|a| !a.starts_with('-'))
+            {
+                let app = app.split(':').next().unwrap_or(app);
+                if crate::model::is_module(app) {
+                    modules.push(app.to_owned());
+                }
+            }
+        }
+    }
+    modules
+}
+
+/// The management commands jobs and services run.
+fn commands(instance: &Instance) -> Vec<String> {
+    instance
+        .jobs
+        .values()
+        .map(|j| &j.command)
+        .chain(instance.services.values().filter_map(|s| match &s.run {
+            Run::Manage(args) => Some(args),
+            Run::Python(_) => None,
+        }))
+        .filter_map(|args| args.first().cloned())
+        .collect()
+}
+
+fn report_migrations(migrations: &Migrations) {
+    if migrations.new.is_empty() {
+        eprintln!("djshim: the candidate brings no new migration");
+    }
+    for (app, name, reversible) in &migrations.new {
+        let how = if *reversible {
+            "reversible"
+        } else {
+            "IRREVERSIBLE"
+        };
+        eprintln!("djshim: new migration {app}.{name}: {how}");
+    }
+}
+
+/// Probes `health` until it answers or `timeout` passes.
+fn healthy(health: &Health, timeout: Duration) -> Result<(), Error> {
+    let deadline = Instant::now() + timeout;
+    let mut last;
+    loop {
+        last = match health {
+            Health::Url { host, port, path } => http_status(host, *port, path),
+            Health::Command(words) => Process::new(&words[0])
+                .args(&words[1..])
+                .timeout(timeout)
+                .output()
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        if last.is_ok() || Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    last.map_err(|why| Error::Problem(format!("not healthy within {} s: {why}", timeout.as_secs())))
+}
+
+/// One GET; Ok on a 2xx answer.
+fn http_status(host: &str, port: u16, path: &str) -> Result<(), String> {
+    let mut stream =
+        TcpStream::connect((host, port)).map_err(|e| format!("http://{host}:{port}{path}: {e}"))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let status = answer.lines().next().unwrap_or_default();
+    match status.split_whitespace().nth(1) {
+        Some(code) if code.starts_with('2') && code.len() == 3 => Ok(()),
+        _ => Err(format!("http://{host}:{port}{path} answered `{status}`")),
+    }
+}
+
+/// `manage.py shell -c` code: what `deploy` asks of the candidate.
+const DEEP_CHECK: &str = r#"
+import importlib.util, json, os
+from django.conf import settings
+from django.core.management import call_command, get_commands
+expected = json.loads(@EXPECTED@)
+problems = []
+try:
+    call_command("check")
+except Exception as e:
+    problems.append("manage.py check: " + " ".join(str(e).split()))
+for key, want in expected["roots"].items():
+    have = getattr(settings, key, None)
+    have = os.path.normpath(str(have)) if have else None
+    if want is not None and have != os.path.normpath(want):
+        problems.append(f"Django's {key} is {have!r}, not {want!r} as configured")
+for module in expected["modules"]:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except Exception as e:
+        found = False
+    if not found:
+        problems.append(f"the module {module} cannot be imported")
+known = get_commands()
+for name in expected["commands"]:
+    if name not in known:
+        problems.append(f"there is no management command {name!r}")
+print("DJSHIM:" + json.dumps(problems))
+"#;
+
+/// `manage.py shell -c` code: the migration state, per app the newest
+/// applied migration of every app the candidate brings new ones to, and
+/// whether each new one can be reversed.
+const MIGRATIONS: &str = r#"
+import json
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+graph = executor.loader.graph
+applied = set(executor.loader.applied_migrations)
+plan = executor.migration_plan(graph.leaf_nodes())
+targets = {}
+for app in sorted({m.app_label for m, _ in plan}):
+    mine = [n for n in applied if n[0] == app]
+    leaves = [n for n in mine if not any(c in applied and c[0] == app for c in graph.node_map[n].children)]
+    targets[app] = sorted(leaves)[-1][1] if leaves else None
+new = [[m.app_label, m.name, all(op.reversible for op in m.operations)] for m, _ in plan]
+print("DJSHIM:" + json.dumps({"targets": targets, "new": new}))
+"#;

@@ -1,0 +1,442 @@
+//! `djshim deploy` (SPEC section 8) on `SQLite`: a real git repository whose
+//! later commits bring a migration, break the health view, break the
+//! settings or bring an irreversible migration; real builds, real
+//! migrate/collectstatic through the shim, a real gunicorn started as its
+//! unit says. systemd is not PID 1 here: the server is held by a stand-in
+//! (a listening socket held as `sd_listen_fds(3)` describes, the server
+//! restarted on request), and `restart` asks it to restart.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::support::{World, assert_status, copy_tree, from_cron, require, root, text, venv};
+use crate::systemd::{Unit, free_port};
+
+fn git(repo: &Utf8Path, args: &[&str]) -> String {
+    let output = Command::new(require("git", "git"))
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "djshim tests")
+        .env("GIT_AUTHOR_EMAIL", "tests@djshim.invalid")
+        .env("GIT_COMMITTER_NAME", "djshim tests")
+        .env("GIT_COMMITTER_EMAIL", "tests@djshim.invalid")
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+    text(&output).0.trim().to_owned()
+}
+
+/// The server's stand-in for systemd: holds the socket, starts the unit's
+/// command with it on descriptor 3, restarts it when told on a control
+/// socket (`restart` answers `ok` once the new server runs).
+const HOLDER: &str = r#"import json, os, signal, socket, sys
+listen, control, env_file, cwd, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+env = json.load(open(env_file))
+host, port = listen.rsplit(":", 1)
+held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+held.bind((host, int(port)))
+held.listen(socket.SOMAXCONN)
+ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+ctl.bind(control)
+ctl.listen(8)
+print("ready", flush=True)
+child = None
+def start():
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(cwd)
+        os.dup2(held.fileno(), 3)
+        os.set_inheritable(3, True)
+        os.closerange(4, 1024)
+        os.execve(argv[0], argv, dict(env, LISTEN_FDS="1", LISTEN_PID=str(os.getpid())))
+    return pid
+def stop(pid):
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+while True:
+    conn, _ = ctl.accept()
+    word = conn.makefile().readline().strip()
+    if word in ("restart", "stop"):
+        stop(child)
+        child = None
+    if word == "restart":
+        child = start()
+    conn.sendall(b"ok\n")
+    conn.close()
+    if word == "stop":
+        break
+"#;
+
+/// Asks the holder: `restart` or `stop`.
+const CONTROL: &str = r#"import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(sys.argv[1])
+s.sendall((sys.argv[2] + "\n").encode())
+assert s.makefile().readline().strip() == "ok"
+"#;
+
+/// A site: the example project in a git repository, an instance `prod`
+/// (and `staging`) that deploys from it, and the stand-in holding prod's
+/// server once `start_server` is called.
+struct Site {
+    world: World,
+    repo: Utf8PathBuf,
+    port: u16,
+    holder: Option<Child>,
+}
+
+impl Site {
+    fn new() -> Site {
+        let world = World::new();
+        let repo = world.path("repo");
+        copy_tree(&root().join("examples/mywebsite"), &repo);
+        git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+        git(&repo, &["add", "."]);
+        git(&repo, &["commit", "--quiet", "-m", "first"]);
+        let port = free_port();
+        fs::create_dir_all(world.path("var/prod")).unwrap();
+        fs::create_dir_all(world.path("var/staging")).unwrap();
+        let python = require("python3", "python3-minimal");
+        world.write("control.py", CONTROL);
+        world.write(
+            "djshim.toml",
+            &format!(
+                "project = \"mywebsite\"\nprofiles_dir = \"profiles\"\nunits_dir = \"units\"\n\
+                 [build]\nrepo = \"repo\"\nref = \"main\"\ncommand = [\"true\"]\nreleases_dir = \"releases\"\n\
+                 [defaults]\npython = \"{venv}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
+                 user = \"root\"\nstate_dir = \"var/{{instance}}\"\nstatic_root = \"var/{{instance}}/static\"\n\
+                 env = {{ MYWEBSITE_DB = \"{db}/{{instance}}.sqlite3\", DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\" }}\n\
+                 [defaults.deploy]\nrestart = [\"true\"]\n\
+                 [instances.staging]\n\
+                 [instances.prod]\n\
+                 [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--workers\", \"1\"]\n\
+                 socket = \"127.0.0.1:{port}\"\n\
+                 [instances.prod.deploy]\nrestart = [\"{python}\", \"{control}\", \"{sock}\", \"restart\"]\n\
+                 health = \"http://127.0.0.1:{port}/health\"\nhealth_timeout = 8\n",
+                venv = venv(),
+                db = world.path("var"),
+                python = python.display(),
+                control = world.path("control.py"),
+                sock = world.path("holder.sock"),
+            ),
+        );
+        assert_status(&world.djshim(&["generate"]), 0);
+        Site {
+            world,
+            repo,
+            port,
+            holder: None,
+        }
+    }
+
+    /// Starts the stand-in for prod's server units (no server runs until
+    /// the first `restart`).
+    fn hold_server(&mut self) {
+        assert_status(&self.world.djshim(&["systemd"]), 0);
+        let unit = Unit::parse(&self.world.read("units/mywebsite-prod.service"));
+        let command = unit.command();
+        let env: std::collections::BTreeMap<String, String> = command
+            .get_envs()
+            .filter_map(|(k, v)| Some((k.to_str()?.to_owned(), v?.to_str()?.to_owned())))
+            .collect();
+        let env_file = self
+            .world
+            .write("env.json", &serde_json::to_string(&env).unwrap());
+        let holder = self.world.write("holder.py", HOLDER);
+        let mut child = Command::new(require("python3", "python3-minimal"))
+            .arg(&holder)
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg(self.world.path("holder.sock"))
+            .arg(&env_file)
+            .arg(unit.one("WorkingDirectory"))
+            .arg(command.get_program())
+            .args(command.get_args())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        self.holder = Some(child);
+    }
+
+    /// Commits the files given (path in the repository, content).
+    fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+        for (path, content) in files {
+            let path = self.repo.join(path);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, content).unwrap();
+        }
+        git(&self.repo, &["add", "."]);
+        git(&self.repo, &["commit", "--quiet", "-m", message]);
+        git(&self.repo, &["rev-parse", "HEAD"])
+    }
+
+    fn deploy(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["deploy"];
+        all.extend(args);
+        self.world.djshim(&all)
+    }
+
+    /// What prod's /health and / answer now.
+    fn get(&self, path: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+            let mut answer = String::new();
+            let _ = std::io::Read::read_to_string(&mut stream, &mut answer);
+            if !answer.is_empty() || Instant::now() > deadline {
+                return answer;
+            }
+        }
+    }
+
+    /// The migrations applied to `instance`'s database, through its shim.
+    fn migrations(&self, instance: &str) -> String {
+        let output = from_cron(
+            self.world.path(&format!("bin/mywebsite-{instance}")),
+            &["showmigrations", "polls"],
+        );
+        assert_status(&output, 0);
+        text(&output).0
+    }
+
+    fn generation_target(&self, instance: &str) -> Utf8PathBuf {
+        Utf8PathBuf::from_path_buf(
+            fs::canonicalize(self.world.path(&format!("profiles/mywebsite-{instance}"))).unwrap(),
+        )
+        .unwrap()
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        if let Some(mut holder) = self.holder.take() {
+            let _ = Command::new("python3")
+                .arg(self.world.path("control.py"))
+                .arg(self.world.path("holder.sock"))
+                .arg("stop")
+                .status();
+            let _ = holder.kill();
+            let _ = holder.wait();
+        }
+    }
+}
+
+/// The model of commit 2: a new field and its (reversible) migration.
+const VOTES_MODEL: &str = "from django.db import models\n\n\nclass Question(models.Model):\n    \
+     text = models.CharField(max_length=200)\n    published = models.DateTimeField(auto_now_add=True)\n    \
+     votes = models.IntegerField(default=0)\n\n    def __str__(self):\n        return self.text\n";
+const VOTES_MIGRATION: &str = "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
+     dependencies = [(\"polls\", \"0001_initial\")]\n    operations = [\n        \
+     migrations.AddField(\"question\", \"votes\", models.IntegerField(default=0)),\n    ]\n";
+
+#[test]
+fn deploy_builds_migrates_and_serves_the_newest_commit() {
+    let mut site = Site::new();
+    site.hold_server();
+    let output = site.deploy(&["prod"]);
+    assert_status(&output, 0);
+    let stderr = text(&output).1;
+    for line in [
+        "djshim: deploy: check: done in ",
+        "djshim: deploy: record migrations: done in ",
+        "djshim: deploy: manage.py migrate --noinput: done in ",
+        "djshim: deploy: manage.py collectstatic --noinput --clear: done in ",
+        "djshim: deploy: health: done in ",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+
+    let second = site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+        ],
+        "votes",
+    );
+    let output = site.deploy(&["prod"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output)
+            .1
+            .contains("djshim: new migration polls.0002_question_votes: reversible"),
+        "{}",
+        text(&output).1
+    );
+    assert!(site.migrations("prod").contains("[X] 0002_question_votes"));
+    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+    let history = text(&site.world.djshim(&["history", "prod"])).0;
+    assert!(
+        history
+            .lines()
+            .last()
+            .unwrap()
+            .contains(&format!("(commit {})", &second[..12])),
+        "{history}"
+    );
+    // The commit that runs, again: nothing to do.
+    let output = site.deploy(&["prod"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output).0.ends_with("nothing to do\n"),
+        "{}",
+        text(&output).0
+    );
+    // Promote: staging gets exactly the package prod runs.
+    assert_status(&site.deploy(&["staging", "--from", "prod"]), 0);
+    assert_eq!(
+        site.generation_target("staging"),
+        site.generation_target("prod")
+    );
+    assert!(
+        site.migrations("staging")
+            .contains("[X] 0002_question_votes")
+    );
+}
+
+#[test]
+fn a_failed_health_check_takes_code_and_database_back() {
+    let mut site = Site::new();
+    site.hold_server();
+    assert_status(&site.deploy(&["prod"]), 0);
+    let first = site.generation_target("prod");
+    // Commit 2 migrates, and its health view fails.
+    let views = fs::read_to_string(site.repo.join("polls/views.py"))
+        .unwrap()
+        .replace(
+            "return HttpResponse(\"ok\\n\", content_type=\"text/plain\")",
+            "return HttpResponse(\"broken\\n\", status=500)",
+        );
+    site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+            ("polls/views.py", &views),
+        ],
+        "broken health",
+    );
+    let output = site.deploy(&["prod"]);
+    assert_status(&output, 1);
+    let stderr = text(&output).1;
+    for line in [
+        "djshim: deploy: health: failed after ",
+        "djshim: rollback: migrate polls 0001_initial: done in ",
+        "djshim: rollback: switch back to generation 1: done in ",
+        "djshim: rollback: restart: ",
+        &format!("  = prod is back on generation 1: {first}"),
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+    assert!(stderr.contains("500 Internal Server Error`"), "{stderr}");
+    assert_eq!(site.generation_target("prod"), first);
+    // The database forgot 0002, and its column is gone.
+    let output = from_cron(
+        site.world.path("bin/mywebsite-prod"),
+        &[
+            "shell",
+            "-c",
+            "from django.db import connection; from django.db.migrations.recorder import MigrationRecorder; \
+             print(sorted(MigrationRecorder.Migration.objects.filter(app='polls').values_list('name', flat=True)), \
+             [c.name for c in connection.introspection.get_table_description(connection.cursor(), 'polls_question')])",
+        ],
+    );
+    assert_status(&output, 0);
+    assert!(
+        text(&output)
+            .0
+            .ends_with("['0001_initial'] ['id', 'text', 'published']\n"),
+        "{}",
+        text(&output).0
+    );
+    assert!(
+        site.get("/health").ends_with("\r\n\r\nok\n"),
+        "the old code is not serving"
+    );
+}
+
+#[test]
+fn a_candidate_that_cannot_run_changes_nothing() {
+    let site = Site::new();
+    assert_status(&site.deploy(&["staging"]), 0);
+    let before = text(&site.world.djshim(&["history", "staging"])).0;
+    // Settings that do not import.
+    site.commit(
+        &[(
+            "mywebsite/settings/production.py",
+            "from .base import *  # noqa\nimport no_such_module\n",
+        )],
+        "broken settings",
+    );
+    let output = site.deploy(&["staging"]);
+    assert_status(&output, 1);
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("djshim: deploy: check: failed after "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("No module named 'no_such_module'"),
+        "{stderr}"
+    );
+    assert_eq!(text(&site.world.djshim(&["history", "staging"])).0, before);
+    // A STATIC_ROOT of its own, not the configured one (collectstatic
+    // would write into the package).
+    site.commit(
+        &[(
+            "mywebsite/settings/production.py",
+            "from .base import *  # noqa\nSTATIC_ROOT = BASE_DIR / 'static'\nINSTANCE = 'prod'\n",
+        )],
+        "hard-coded STATIC_ROOT",
+    );
+    let output = site.deploy(&["staging"]);
+    assert_status(&output, 1);
+    assert!(
+        text(&output).1.contains("Django's STATIC_ROOT is "),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!(text(&site.world.djshim(&["history", "staging"])).0, before);
+}
+
+#[test]
+fn irreversible_migrations_stop_the_deploy_unless_allowed() {
+    let site = Site::new();
+    assert_status(&site.deploy(&["staging"]), 0);
+    site.commit(
+        &[(
+            "polls/migrations/0002_fill.py",
+            "from django.db import migrations\n\n\ndef fill(apps, schema_editor):\n    pass\n\n\n\
+             class Migration(migrations.Migration):\n    dependencies = [(\"polls\", \"0001_initial\")]\n    \
+             operations = [migrations.RunPython(fill)]\n",
+        )],
+        "irreversible",
+    );
+    let before = text(&site.world.djshim(&["history", "staging"])).0;
+    let output = site.deploy(&["staging"]);
+    assert_status(&output, 1);
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("djshim: new migration polls.0002_fill: IRREVERSIBLE"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("these migrations cannot be reversed"),
+        "{stderr}"
+    );
+    assert_eq!(text(&site.world.djshim(&["history", "staging"])).0, before);
+    assert_status(&site.deploy(&["staging", "--allow-irreversible"]), 0);
+    assert!(site.migrations("staging").contains("[X] 0002_fill"));
+}
