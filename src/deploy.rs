@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::commands::say;
 use crate::error::Error;
@@ -38,12 +38,33 @@ pub enum Candidate<'a> {
 }
 
 /// The database's state before the switch, as the candidate's code sees it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 struct Migrations {
     /// Per app with new migrations: its newest applied one (`None`: zero).
     targets: BTreeMap<String, Option<String>>,
     /// The candidate's unapplied migrations: app, name, reversible.
     new: Vec<(String, String, bool)>,
+}
+
+/// What a deploy leaves beside a generation: the migration state before
+/// it (where `rollback` takes the database back to), and whether it ran
+/// healthy.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct Record {
+    targets: BTreeMap<String, Option<String>>,
+    pub healthy: bool,
+}
+
+impl Record {
+    pub fn of(profile: &Profile, number: u32) -> Option<Record> {
+        serde_json::from_str(&profile.read_record(number)?).ok()
+    }
+
+    fn write(&self, profile: &Profile, number: u32) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Problem(format!("cannot write a deploy record: {e}")))?;
+        profile.write_record(number, &text)
+    }
 }
 
 /// Deploys `candidate` to `name`.
@@ -107,7 +128,13 @@ pub fn deploy(
         profile.create(number, &package)?;
         profile.switch(number)
     })?;
-    match after_switch(instance, &shims.instance) {
+    let outcome = after_switch(instance, &shims.instance);
+    Record {
+        targets: migrations.targets.clone(),
+        healthy: outcome.is_ok(),
+    }
+    .write(&profile, number)?;
+    match outcome {
         Ok(()) => {
             say(
                 out,
@@ -134,6 +161,32 @@ pub fn deploy(
             Err(Error::Problem(format!("{failure}\n  = {back}")))
         }
     }
+}
+
+/// `djshim rollback` of a generation a deploy made: the same way
+/// backwards. The migrations the current generation added are reversed
+/// with its own code, then the profile goes to `to`, and the steps, the
+/// restart and the health probe run with that generation's code.
+pub fn backwards(
+    model: &Model,
+    instance: &Instance,
+    profile: &Profile,
+    record: &Record,
+    to: u32,
+) -> Result<(), Error> {
+    let shims = Shims::new(model, instance, instance)?;
+    for (app, target) in &record.targets {
+        let target = target.as_deref().unwrap_or("zero");
+        step(&format!("rollback: migrate {app} {target}"), || {
+            Process::new(&shims.instance)
+                .args(["migrate", app, target, "--noinput"])
+                .run()
+        })?;
+    }
+    step(&format!("rollback: switch to generation {to}"), || {
+        profile.switch(to)
+    })?;
+    after_switch(instance, &shims.instance)
 }
 
 /// The steps after the switch: the deploy steps through the shim, the

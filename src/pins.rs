@@ -10,6 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::check;
 use crate::cli::{HistoryArgs, PinArgs, RollbackArgs};
 use crate::commands::say;
+use crate::deploy::Record;
 use crate::error::Error;
 use crate::model::{Instance, Model};
 use crate::profile::{Current, Generation, Profile};
@@ -154,13 +155,17 @@ pub fn rollback(
                 instance.name
             )));
         };
+        // The newest older generation that runs another package and was not
+        // a failed deploy: going to the same package would change nothing.
         generations
             .iter()
             .rev()
-            .find(|g| g.number < current.number)
+            .filter(|g| g.number < current.number && g.target != current.target)
+            .find(|g| Record::of(&profile, g.number).is_none_or(|r| r.healthy))
             .ok_or_else(|| {
                 Error::Problem(format!(
-                    "generation {} of instance `{}` is its oldest; there is nothing to roll back to",
+                    "generation {} of instance `{}` has no older generation with another \
+                     package that ran healthy; there is nothing to roll back to",
                     current.number, instance.name
                 ))
             })?
@@ -176,7 +181,14 @@ pub fn rollback(
         return Ok(ExitCode::SUCCESS);
     }
     verify(instance, &target.target, out, "rolling back to")?;
-    profile.switch(target.number)?;
+    // A generation that a deploy made is left the way it came: its
+    // migrations reversed first, then the steps, restart and health probe.
+    match current.and_then(|c| Record::of(&profile, c.number)) {
+        Some(record) => {
+            crate::deploy::backwards(model, instance, &profile, &record, target.number)?;
+        }
+        None => profile.switch(target.number)?,
+    }
     match current {
         Some(current) => say(
             out,

@@ -228,10 +228,36 @@ impl Profile {
         crate::write::sync_dir(&self.dir)
     }
 
-    /// Deletes a generation (never the current one) and its GC root.
+    /// Deletes a generation (never the current one), its GC root and its
+    /// deploy record.
     pub fn delete(&self, generation: &Generation) -> Result<(), Error> {
         fs::remove_file(&generation.link).map_err(|e| Error::io("remove", &generation.link, e))?;
+        let _ = fs::remove_file(self.record_path(generation.number));
         gc_root::release(&generation.link)
+    }
+
+    /// Where `djshim deploy` notes what it knows of generation `number`:
+    /// the migration state before it, and whether it was healthy.
+    pub fn record_path(&self, number: u32) -> Utf8PathBuf {
+        self.dir
+            .join(format!(".{}-{number}.deploy.json", self.name))
+    }
+
+    /// Writes the record of generation `number` atomically.
+    pub fn write_record(&self, number: u32, text: &str) -> Result<(), Error> {
+        let path = self.record_path(number);
+        crate::write::write_atomic(
+            &self.dir,
+            path.file_name().unwrap_or_default(),
+            text.as_bytes(),
+            0o644,
+        )?;
+        crate::write::sync_dir(&self.dir)
+    }
+
+    /// The record of generation `number`, if a deploy made one.
+    pub fn read_record(&self, number: u32) -> Option<String> {
+        fs::read_to_string(self.record_path(number)).ok()
     }
 }
 

@@ -440,3 +440,36 @@ fn irreversible_migrations_stop_the_deploy_unless_allowed() {
     assert_status(&site.deploy(&["staging", "--allow-irreversible"]), 0);
     assert!(site.migrations("staging").contains("[X] 0002_fill"));
 }
+
+/// `djshim rollback` of a deployed generation takes the same way
+/// backwards: its migrations reversed with its own code, then the switch,
+/// the steps, the restart and the health probe.
+#[test]
+fn rollback_reverses_the_current_release_first() {
+    let mut site = Site::new();
+    site.hold_server();
+    assert_status(&site.deploy(&["prod"]), 0);
+    let first = site.generation_target("prod");
+    site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+        ],
+        "votes",
+    );
+    assert_status(&site.deploy(&["prod"]), 0);
+    assert!(site.migrations("prod").contains("[X] 0002_question_votes"));
+    let output = site.world.djshim(&["rollback", "prod"]);
+    assert_status(&output, 0);
+    let stderr = text(&output).1;
+    for line in [
+        "djshim: rollback: migrate polls 0001_initial: done in ",
+        "djshim: rollback: switch to generation 1: done in ",
+        "djshim: deploy: health: done in ",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+    assert_eq!(site.generation_target("prod"), first);
+    assert!(!site.migrations("prod").contains("0002"));
+    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+}

@@ -133,7 +133,7 @@ fn pin_rollback_and_history_move_the_shim_between_packages() {
     assert_status(&output, 1);
     assert_eq!(
         text(&output).1,
-        "djshim: error: generation 1 of instance `main` is its oldest; there is nothing to roll back to\n"
+        "djshim: error: generation 1 of instance `main` has no older generation with another package that ran healthy; there is nothing to roll back to\n"
     );
     let output = world.djshim(&["rollback", "main", "--to", "9"]);
     assert_status(&output, 1);
@@ -583,4 +583,23 @@ fn store_paths_named_by_generated_files_are_roots() {
     djshim_ok(&world, &["generate"]);
     assert!(!world.path("bin/.djshim-fixed.gcroots").exists());
     assert!(collect(&a), "a path nothing names is still kept alive");
+}
+
+/// Rollback goes to the newest older generation with another package:
+/// after 1 (a), 2 (b), back to 1, then 3 (b), it goes to 1, not to 2, which
+/// runs the same package as 3.
+#[test]
+fn rollback_skips_generations_of_the_same_package() {
+    let (world, shim) = world();
+    let a = package(&world, "a");
+    let b = package(&world, "b");
+    djshim_ok(&world, &["pin", "main", a.as_str()]);
+    djshim_ok(&world, &["pin", "main", b.as_str()]);
+    djshim_ok(&world, &["rollback", "main"]);
+    djshim_ok(&world, &["pin", "main", b.as_str()]);
+    assert_eq!(
+        djshim_ok(&world, &["rollback", "main"]),
+        format!("main: generation 3 -> 1: {b} -> {a}\n")
+    );
+    assert_eq!(run(&shim).unwrap().1, format!("{a}/manage.py"));
 }
