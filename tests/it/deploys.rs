@@ -1,4 +1,4 @@
-//! `djshim deploy` (SPEC section 8) on `SQLite`: a real git repository whose
+//! `djshim deploy` (SPEC section 8) on SQLite: a real git repository whose
 //! later commits bring a migration, break the health view, break the
 //! settings or bring an irreversible migration; real builds, real
 //! migrate/collectstatic through the shim, a real gunicorn started as its
@@ -94,6 +94,11 @@ struct Site {
 
 impl Site {
     fn new() -> Site {
+        Site::with(None)
+    }
+
+    /// The site on PostgreSQL (`Some`: the server's socket directory).
+    fn with(postgres: Option<&Utf8Path>) -> Site {
         let world = World::new();
         let repo = world.path("repo");
         copy_tree(&root().join("examples/mywebsite"), &repo);
@@ -112,7 +117,7 @@ impl Site {
                  [build]\nrepo = \"repo\"\nref = \"main\"\ncommand = [\"true\"]\nreleases_dir = \"releases\"\n\
                  [defaults]\npython = \"{venv}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
                  user = \"root\"\nstate_dir = \"var/{{instance}}\"\nstatic_root = \"var/{{instance}}/static\"\n\
-                 env = {{ MYWEBSITE_DB = \"{db}/{{instance}}.sqlite3\", DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\" }}\n\
+                 env = {{ MYWEBSITE_DB = \"{db}/{{instance}}.sqlite3\", DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\"{pg} }}\n\
                  [defaults.deploy]\nrestart = [\"true\"]\n\
                  [instances.staging]\n\
                  [instances.prod]\n\
@@ -125,6 +130,9 @@ impl Site {
                 python = python.display(),
                 control = world.path("control.py"),
                 sock = world.path("holder.sock"),
+                pg = postgres
+                    .map(|dir| format!(", MYWEBSITE_PG_HOST = \"{dir}\""))
+                    .unwrap_or_default(),
             ),
         );
         assert_status(&world.djshim(&["generate"]), 0);
@@ -471,5 +479,68 @@ fn rollback_reverses_the_current_release_first() {
     }
     assert_eq!(site.generation_target("prod"), first);
     assert!(!site.migrations("prod").contains("0002"));
+    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+}
+
+/// The same ways forward and back on PostgreSQL, whose DDL is
+/// transactional and whose columns really go when a migration is reversed.
+#[test]
+fn on_postgresql_deploys_and_rollbacks_take_the_database_along() {
+    let postgres = crate::postgres::Postgres::start();
+    let mut site = Site::with(Some(&postgres.socket_dir));
+    site.hold_server();
+    let columns = |site: &Site| {
+        let output = from_cron(
+            site.world.path("bin/mywebsite-prod"),
+            &[
+                "shell",
+                "-c",
+                "from django.db import connection; print(connection.vendor, [c.name for c in \
+                 connection.introspection.get_table_description(connection.cursor(), 'polls_question')])",
+            ],
+        );
+        assert_status(&output, 0);
+        text(&output)
+            .0
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_status(&site.deploy(&["prod"]), 0);
+    assert_eq!(columns(&site), "postgresql ['id', 'text', 'published']");
+    site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+        ],
+        "votes",
+    );
+    assert_status(&site.deploy(&["prod"]), 0);
+    assert_eq!(
+        columns(&site),
+        "postgresql ['id', 'text', 'published', 'votes']"
+    );
+    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+    // Back: the column goes before the old code runs.
+    assert_status(&site.world.djshim(&["rollback", "prod"]), 0);
+    assert_eq!(columns(&site), "postgresql ['id', 'text', 'published']");
+    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+    // Forward again with a broken health view: undone on its own.
+    let views = fs::read_to_string(site.repo.join("polls/views.py"))
+        .unwrap()
+        .replace(
+            "return HttpResponse(\"ok\\n\", content_type=\"text/plain\")",
+            "return HttpResponse(\"broken\\n\", status=500)",
+        );
+    site.commit(&[("polls/views.py", &views)], "broken health");
+    let output = site.deploy(&["prod"]);
+    assert_status(&output, 1);
+    assert!(
+        text(&output)
+            .1
+            .contains("djshim: rollback: migrate polls 0001_initial: done in ")
+    );
+    assert_eq!(columns(&site), "postgresql ['id', 'text', 'published']");
     assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
 }

@@ -22,14 +22,25 @@ MIDDLEWARE = [
 ROOT_URLCONF = "mywebsite.urls"
 WSGI_APPLICATION = "mywebsite.wsgi.application"
 
-# The database lives in the instance's state directory, never in the
-# (read-only) package.
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ["MYWEBSITE_DB"],
+# The database: PostgreSQL when MYWEBSITE_PG_HOST names its socket
+# directory (or host), else SQLite in the instance's state directory,
+# never in the (read-only) package.
+if os.environ.get("MYWEBSITE_PG_HOST"):
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "HOST": os.environ["MYWEBSITE_PG_HOST"],
+            "NAME": os.environ.get("MYWEBSITE_PG_NAME", "mywebsite"),
+            "USER": os.environ.get("MYWEBSITE_PG_USER", "postgres"),
+        }
     }
-}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ["MYWEBSITE_DB"],
+        }
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 USE_TZ = True
 
