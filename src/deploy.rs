@@ -76,21 +76,10 @@ pub fn deploy(
     out: &mut dyn Write,
 ) -> Result<ExitCode, Error> {
     let (instance, profile) = profiled(model, name)?;
-    let package = step("deploy: candidate", || match candidate {
-        Candidate::Build(reference) => {
-            crate::release::build(model, reference, &mut std::io::sink()).map(|b| b.package)
-        }
-        Candidate::Path(path) => resolve(path),
-        Candidate::From(other) => {
-            let other = model.select(&[other.to_owned()])?[0];
-            other
-                .package
-                .canonicalize_utf8()
-                .map_err(|e| Error::io("resolve the package of", &other.package, e))
-        }
-    })?;
+    let package = step("deploy: candidate", || candidate_package(model, candidate))?;
     eprintln!("djshim: candidate for {name}: {package}");
     let _lock = profile.lock()?;
+    recover(model, instance, &profile)?;
     let generations = profile.generations()?;
     let old = current(&profile, &generations)?.cloned();
     if old.as_ref().is_some_and(|g| g.target == package) {
@@ -109,21 +98,19 @@ pub fn deploy(
         probe::<Migrations>(&shims.candidate, MIGRATIONS)
     })?;
     report_migrations(&migrations);
-    let irreversible: Vec<String> = migrations
-        .new
-        .iter()
-        .filter(|(_, _, reversible)| !reversible)
-        .map(|(app, migration, _)| format!("{app}.{migration}"))
-        .collect();
-    if !irreversible.is_empty() && !allow_irreversible {
-        return Err(Error::Problem(format!(
-            "not switching {name} to {package}: these migrations cannot be reversed, so a \
-             failed deploy could not take the database back: {}\n  = help: give them a reverse \
-             (RunPython's reverse_code, RunSQL's reverse_sql), or pass --allow-irreversible",
-            irreversible.join(", ")
-        )));
+    if !allow_irreversible {
+        refuse_irreversible(name, &package, &migrations)?;
     }
     let number = profile.next_number(&generations)?;
+    // Written before the switch, removed when the deploy is done or undone:
+    // a deploy killed in between is undone by the next deploy or rollback.
+    let journal = Journal {
+        old: old.as_ref().map(|g| g.number),
+        new: number,
+        package: package.clone(),
+        targets: migrations.targets.clone(),
+    };
+    journal.write(&profile)?;
     step("deploy: switch", || {
         profile.create(number, &package)?;
         profile.switch(number)
@@ -136,6 +123,7 @@ pub fn deploy(
     .write(&profile, number)?;
     match outcome {
         Ok(()) => {
+            Journal::remove(&profile)?;
             say(
                 out,
                 format_args!(
@@ -148,7 +136,14 @@ pub fn deploy(
         }
         Err(failure) => {
             eprintln!("djshim: deploy of {package} failed; rolling {name} back");
-            let undone = undo(instance, &profile, &shims, &migrations, old.as_ref());
+            let undone = undo(
+                instance,
+                &profile,
+                &shims,
+                &migrations.targets,
+                old.as_ref(),
+            )
+            .and_then(|()| Journal::remove(&profile));
             let back = match (&undone, &old) {
                 (Ok(()), Some(g)) => {
                     format!("{name} is back on generation {}: {}", g.number, g.target)
@@ -187,6 +182,151 @@ pub fn backwards(
         profile.switch(to)
     })?;
     after_switch(instance, &shims.instance)
+}
+
+/// A deploy in flight: what the next deploy or rollback needs to undo it
+/// if this one is killed.
+#[derive(Debug, Deserialize, Serialize)]
+struct Journal {
+    old: Option<u32>,
+    new: u32,
+    package: Utf8PathBuf,
+    targets: BTreeMap<String, Option<String>>,
+}
+
+impl Journal {
+    fn path(profile: &Profile) -> Utf8PathBuf {
+        profile
+            .dir
+            .join(format!(".{}.deploy-journal.json", profile.name))
+    }
+
+    fn write(&self, profile: &Profile) -> Result<(), Error> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| Error::Problem(format!("cannot write the deploy journal: {e}")))?;
+        let path = Journal::path(profile);
+        crate::write::write_atomic(
+            &profile.dir,
+            path.file_name().unwrap_or_default(),
+            text.as_bytes(),
+            0o644,
+        )?;
+        crate::write::sync_dir(&profile.dir)
+    }
+
+    fn read(profile: &Profile) -> Result<Option<Journal>, Error> {
+        let path = Journal::path(profile);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                Error::Problem(format!(
+                    "{path}: not a deploy journal djshim wrote ({e}); remove it"
+                ))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read", &path, e)),
+        }
+    }
+
+    fn remove(profile: &Profile) -> Result<(), Error> {
+        let path = Journal::path(profile);
+        match std::fs::remove_file(&path) {
+            Ok(()) => crate::write::sync_dir(&profile.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &path, e)),
+        }
+    }
+}
+
+/// Whether a deploy of this profile was interrupted and not yet undone.
+pub fn interrupted(profile: &Profile) -> Result<bool, Error> {
+    Ok(Journal::read(profile)?.is_some())
+}
+
+/// Undoes a deploy that was killed: if the profile runs its new
+/// generation, the database is migrated back with that code and the
+/// profile switched back; then the steps and the restart run with the old
+/// code. True when there was one to undo. Called under the profile lock.
+pub fn recover(model: &Model, instance: &Instance, profile: &Profile) -> Result<bool, Error> {
+    let Some(journal) = Journal::read(profile)? else {
+        return Ok(false);
+    };
+    eprintln!(
+        "djshim: a deploy of {} to {} (generation {}) was interrupted; undoing it",
+        journal.package, instance.name, journal.new
+    );
+    let generations = profile.generations()?;
+    let runs_new = matches!(
+        profile.current(&generations)?,
+        crate::profile::Current::Generation(n) if n == journal.new
+    );
+    let shims = Shims::new(model, instance, instance)?;
+    let old = journal
+        .old
+        .and_then(|n| generations.iter().find(|g| g.number == n));
+    if runs_new {
+        undo(instance, profile, &shims, &journal.targets, old)?;
+    } else if old.is_some() {
+        // Killed before the switch, or while undoing after switching back:
+        // the old code's steps and restart again, which change nothing when
+        // nothing was left half done.
+        run_steps(instance, &shims.instance)?;
+        let restart = &instance.deploy.restart;
+        step(&format!("rollback: restart: {}", restart.join(" ")), || {
+            Process::new(&restart[0])
+                .args(&restart[1..])
+                .timeout(Duration::from_secs(300))
+                .run()
+        })?;
+    }
+    if generations.iter().any(|g| g.number == journal.new) {
+        Record {
+            targets: journal.targets,
+            healthy: false,
+        }
+        .write(profile, journal.new)?;
+    }
+    Journal::remove(profile)?;
+    Ok(true)
+}
+
+/// The package a candidate names.
+fn candidate_package(model: &Model, candidate: Candidate<'_>) -> Result<Utf8PathBuf, Error> {
+    match candidate {
+        Candidate::Build(reference) => {
+            crate::release::build(model, reference, &mut std::io::sink()).map(|b| b.package)
+        }
+        Candidate::Path(path) => resolve(path),
+        Candidate::From(other) => {
+            let other = model.select(&[other.to_owned()])?[0];
+            other
+                .package
+                .canonicalize_utf8()
+                .map_err(|e| Error::io("resolve the package of", &other.package, e))
+        }
+    }
+}
+
+/// Stops a deploy whose new migrations could not be taken back.
+fn refuse_irreversible(
+    name: &str,
+    package: &Utf8Path,
+    migrations: &Migrations,
+) -> Result<(), Error> {
+    let irreversible: Vec<String> = migrations
+        .new
+        .iter()
+        .filter(|(_, _, reversible)| !reversible)
+        .map(|(app, migration, _)| format!("{app}.{migration}"))
+        .collect();
+    if irreversible.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Problem(format!(
+        "not switching {name} to {package}: these migrations cannot be reversed, so a \
+         failed deploy could not take the database back: {}\n  = help: give them a reverse \
+         (RunPython's reverse_code, RunSQL's reverse_sql), or pass --allow-irreversible",
+        irreversible.join(", ")
+    )))
 }
 
 /// The steps after the switch: the deploy steps through the shim, the
@@ -228,10 +368,10 @@ fn undo(
     instance: &Instance,
     profile: &Profile,
     shims: &Shims,
-    migrations: &Migrations,
+    targets: &BTreeMap<String, Option<String>>,
     old: Option<&crate::profile::Generation>,
 ) -> Result<(), Error> {
-    for (app, target) in &migrations.targets {
+    for (app, target) in targets {
         let target = target.as_deref().unwrap_or("zero");
         step(&format!("rollback: migrate {app} {target}"), || {
             Process::new(&shims.instance)

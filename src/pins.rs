@@ -53,6 +53,14 @@ fn verify(
 
 pub fn pin(model: &Model, args: &PinArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let (instance, profile) = profiled(model, &args.instance)?;
+    if crate::deploy::interrupted(&profile)? {
+        return Err(Error::Problem(format!(
+            "a deploy of instance `{0}` was interrupted and is not undone; its database may be \
+             half migrated\n  = help: `djshim rollback {0}` undoes it, `djshim deploy {0}` undoes \
+             it and deploys again",
+            instance.name
+        )));
+    }
     if let Some(path) = &args.path {
         let package = resolve(path)?;
         verify(instance, &package, out, "pinning")?;
@@ -115,19 +123,15 @@ pub fn rollback(
 ) -> Result<ExitCode, Error> {
     let (instance, profile) = profiled(model, &args.instance)?;
     let _lock = profile.lock()?;
+    // An interrupted deploy is undone first; that is the rollback asked for.
+    if crate::deploy::recover(model, instance, &profile)? {
+        return back_on(instance, &profile, out);
+    }
     let generations = profile.generations()?;
     let current = match profile.current(&generations)? {
         Current::Generation(n) => generations.iter().find(|g| g.number == n),
         Current::Elsewhere(target) if args.to.is_none() => {
-            let known: Vec<String> = generations.iter().map(|g| g.number.to_string()).collect();
-            return Err(Error::Problem(format!(
-                "the profile {} points at {target}, which is none of its generations ({}), \
-                 so there is no generation before it\n  = help: switch to one with \
-                 `djshim rollback {} --to N`",
-                profile.link(),
-                known.join(", "),
-                instance.name
-            )));
+            return Err(elsewhere(instance, &profile, &generations, &target));
         }
         Current::None | Current::Elsewhere(_) => None,
     };
@@ -206,6 +210,40 @@ pub fn rollback(
         )?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Says which generation the profile runs after an interrupted deploy was
+/// undone.
+fn back_on(instance: &Instance, profile: &Profile, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let generations = profile.generations()?;
+    if let Some(g) = current(profile, &generations)? {
+        say(
+            out,
+            format_args!(
+                "{}: back on generation {}: {}",
+                instance.name, g.number, g.target
+            ),
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A profile link that points at no generation: no "before" to go to.
+fn elsewhere(
+    instance: &Instance,
+    profile: &Profile,
+    generations: &[Generation],
+    target: &Utf8Path,
+) -> Error {
+    let known: Vec<String> = generations.iter().map(|g| g.number.to_string()).collect();
+    Error::Problem(format!(
+        "the profile {} points at {target}, which is none of its generations ({}), \
+         so there is no generation before it\n  = help: switch to one with \
+         `djshim rollback {} --to N`",
+        profile.link(),
+        known.join(", "),
+        instance.name
+    ))
 }
 
 pub fn history(model: &Model, args: &HistoryArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {

@@ -544,3 +544,105 @@ fn on_postgresql_deploys_and_rollbacks_take_the_database_along() {
     assert_eq!(columns(&site), "postgresql ['id', 'text', 'published']");
     assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
 }
+
+/// `djshim deploy prod` started in a process group of its own and killed
+/// with SIGKILL (all of it: djshim, the shim, manage.py) when it prints
+/// `marker`.
+fn killed_deploy(site: &Site, marker: &str) {
+    use std::os::unix::process::CommandExt;
+    let mut child = site
+        .world
+        .djshim_cmd(&["deploy", "prod"])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with(marker) && line.ends_with('…') {
+            // `--`: a process group is a negative number, which kill would
+            // otherwise read as an option.
+            let status = Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        status.code().is_none(),
+        "the deploy ended before `{marker}`:\n{seen}"
+    );
+}
+
+/// `kill -9` of a deploy at any step leaves the instance on one complete
+/// generation, and the next deploy (or rollback) undoes what was left.
+#[test]
+fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
+    let mut site = Site::new();
+    site.hold_server();
+    assert_status(&site.deploy(&["prod"]), 0);
+    let first = site.generation_target("prod");
+    site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+        ],
+        "votes",
+    );
+    for (marker, switched) in [
+        ("djshim: deploy: check", false),
+        ("djshim: deploy: manage.py migrate", true),
+        ("djshim: deploy: manage.py collectstatic", true),
+        ("djshim: deploy: health", true),
+    ] {
+        killed_deploy(&site, marker);
+        // One complete generation runs, whichever it is.
+        assert_status(
+            &from_cron(site.world.path("bin/mywebsite-prod"), &["check"]),
+            0,
+        );
+        // A pin would build on a half-done deploy: refused.
+        if switched {
+            let output = site.world.djshim(&["pin", "prod", first.as_str()]);
+            assert_status(&output, 1);
+            assert!(
+                text(&output)
+                    .1
+                    .contains("was interrupted and is not undone")
+            );
+        }
+        let output = site.deploy(&["prod"]);
+        assert_status(&output, 0);
+        assert_eq!(
+            text(&output).1.contains("was interrupted; undoing it"),
+            switched,
+            "{marker}:\n{}",
+            text(&output).1
+        );
+        assert!(site.migrations("prod").contains("[X] 0002_question_votes"));
+        assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+        // Back to the first release for the next round.
+        assert_status(&site.world.djshim(&["rollback", "prod"]), 0);
+        assert_eq!(site.generation_target("prod"), first);
+    }
+    // A rollback undoes an interrupted deploy, and stops there.
+    killed_deploy(&site, "djshim: deploy: manage.py collectstatic");
+    let output = site.world.djshim(&["rollback", "prod"]);
+    assert_status(&output, 0);
+    assert!(text(&output).1.contains("was interrupted; undoing it"));
+    assert!(
+        text(&output).0.starts_with("prod: back on generation "),
+        "{}",
+        text(&output).0
+    );
+    assert_eq!(site.generation_target("prod"), first);
+    assert!(!site.migrations("prod").contains("0002"));
+    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+}
