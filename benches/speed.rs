@@ -152,6 +152,95 @@ fn account_overhead(runs: usize, env_file: bool) {
     );
 }
 
+/// What `djshim deploy` adds to a deploy beyond the programs it runs
+/// (git, the build, the Python probes, manage.py, restart, health): the
+/// wall time minus the durations of those steps, which it prints; and a
+/// deploy of the commit that already runs, which does nothing.
+fn deploy_overhead(runs: usize) {
+    let world = World::new();
+    let repo = world.path("repo");
+    support::copy_tree(&support::root().join("examples/mywebsite"), &repo);
+    let git = |args: &[&str]| {
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "bench")
+            .env("GIT_AUTHOR_EMAIL", "bench@djshim.invalid")
+            .env("GIT_COMMITTER_NAME", "bench")
+            .env("GIT_COMMITTER_EMAIL", "bench@djshim.invalid")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    git(&["init", "--quiet", "--initial-branch=main"]);
+    git(&["add", "."]);
+    git(&["commit", "--quiet", "-m", "0"]);
+    std::fs::create_dir_all(world.path("var")).unwrap();
+    world.write(
+        "djshim.toml",
+        &format!(
+            "project = \"mywebsite\"\nprofiles_dir = \"profiles\"\n\
+             [build]\nrepo = \"repo\"\nref = \"main\"\ncommand = [\"true\"]\nreleases_dir = \"releases\"\n\
+             [instances.prod]\npython = \"{}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
+             state_dir = \"var\"\nenv = {{ MYWEBSITE_DB = \"{}\" }}\n\
+             [instances.prod.deploy]\nsteps = []\nrestart = [\"true\"]\n",
+            venv(),
+            world.path("var/db.sqlite3")
+        ),
+    );
+    let children = |stderr: &str| -> f64 {
+        stderr
+            .lines()
+            .filter(|l| !l.starts_with("djshim: deploy: switch:"))
+            .filter_map(|l| {
+                let (step, rest) = l
+                    .strip_prefix("djshim: deploy: ")?
+                    .split_once(": done in ")?;
+                (!step.contains(": ")).then_some(())?;
+                rest.strip_suffix(" s")?.parse::<f64>().ok()
+            })
+            .sum::<f64>()
+            + stderr
+                .lines()
+                .filter_map(|l| {
+                    let rest = l.strip_prefix("djshim: deploy: restart: ")?;
+                    rest.rsplit_once(": done in ")?
+                        .1
+                        .strip_suffix(" s")?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .sum::<f64>()
+    };
+    let (mut own, mut noop) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        world.write("repo/CHANGES", &format!("{i}\n"));
+        git(&["add", "."]);
+        git(&["commit", "--quiet", "-m", &i.to_string()]);
+        let start = Instant::now();
+        let output = world.djshim(&["deploy", "prod"]);
+        let total = start.elapsed();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        own.push(total.saturating_sub(Duration::from_secs_f64(children(&stderr))));
+        let start = Instant::now();
+        assert!(world.djshim(&["deploy", "prod"]).status.success());
+        noop.push(start.elapsed());
+    }
+    println!(
+        "deploy, median of {runs}: djshim's own part (wall time minus the steps it runs) {:.1} ms \
+         (target < 100 ms); a deploy of the commit that runs (nothing to do) {:.1} ms (target < 1 s)",
+        ms(median(own)),
+        ms(median(noop)),
+    );
+}
+
 /// `generate` of `instances` instances into an empty directory under
 /// `base`, beside the floor of that file system: creating as many files
 /// with std alone.
@@ -204,6 +293,7 @@ fn main() {
     shim_overhead(200);
     account_overhead(200, false);
     account_overhead(200, true);
+    deploy_overhead(5);
     let tmp = std::env::temp_dir();
     let mut bases = vec![tmp.to_str().unwrap().to_owned()];
     if std::path::Path::new("/dev/shm").is_dir() {

@@ -99,6 +99,11 @@ impl Site {
 
     /// The site on PostgreSQL (`Some`: the server's socket directory).
     fn with(postgres: Option<&Utf8Path>) -> Site {
+        Site::built_with(postgres, "command = [\"true\"]")
+    }
+
+    /// The site, built with `build` (`[build]`'s `command` or `nix` line).
+    fn built_with(postgres: Option<&Utf8Path>, build: &str) -> Site {
         let world = World::new();
         let repo = world.path("repo");
         copy_tree(&root().join("examples/mywebsite"), &repo);
@@ -114,9 +119,10 @@ impl Site {
             "djshim.toml",
             &format!(
                 "project = \"mywebsite\"\nprofiles_dir = \"profiles\"\nunits_dir = \"units\"\n\
-                 [build]\nrepo = \"repo\"\nref = \"main\"\ncommand = [\"true\"]\nreleases_dir = \"releases\"\n\
+                 [build]\nrepo = \"repo\"\nref = \"main\"\n{build}\nreleases_dir = \"releases\"\n\
                  [defaults]\npython = \"{venv}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
                  user = \"root\"\nstate_dir = \"var/{{instance}}\"\nstatic_root = \"var/{{instance}}/static\"\n\
+                 static_dirs = [\"profiles/mywebsite-{{instance}}/assets\"]\n\
                  env = {{ MYWEBSITE_DB = \"{db}/{{instance}}.sqlite3\", DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\"{pg} }}\n\
                  [defaults.deploy]\nrestart = [\"true\"]\n\
                  [instances.staging]\n\
@@ -645,4 +651,51 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
     assert_eq!(site.generation_target("prod"), first);
     assert!(!site.migrations("prod").contains("0002"));
     assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+}
+
+/// The Nix way: each commit built by nix-build, deployed from the store.
+/// Files in the store carry a 1970 mtime, so without `--clear` collectstatic
+/// would keep the older release's CSS; the default steps clear.
+#[test]
+fn a_nix_built_release_is_deployed_with_its_own_static_files() {
+    let _nix = crate::profiles::nix_lock();
+    let site = Site::built_with(None, "nix = \"default.nix\"");
+    let nix_file = "derivation {\n  name = \"mywebsite\";\n  system = builtins.currentSystem;\n  \
+        builder = \"/bin/sh\";\n  args = [ \"-c\" \"/bin/cp -r ${builtins.path { path = ./.; name = \"source\"; }} $out\" ];\n}\n";
+    site.commit(
+        &[
+            ("default.nix", nix_file),
+            ("assets/css/site.css", "body { color: red; }\n"),
+        ],
+        "nix, red",
+    );
+    let deploy = || {
+        site.world
+            .djshim_cmd(&["deploy", "staging"])
+            .env("NIX_CONFIG", crate::support::NIX_CONFIG)
+            .output()
+            .unwrap()
+    };
+    assert_status(&deploy(), 0);
+    let first = site.generation_target("staging");
+    assert!(first.starts_with("/nix/store"), "{first}");
+    let css = site.world.path("var/staging/static/css/site.css");
+    assert_eq!(fs::read_to_string(&css).unwrap(), "body { color: red; }\n");
+    site.commit(
+        &[("assets/css/site.css", "body { color: blue; }\n")],
+        "blue",
+    );
+    assert_status(&deploy(), 0);
+    let second = site.generation_target("staging");
+    assert_ne!(first, second);
+    assert_eq!(fs::read_to_string(&css).unwrap(), "body { color: blue; }\n");
+    // Leave the store as it was: unroot, collect what this test built.
+    fs::remove_dir_all(site.world.path("profiles")).unwrap();
+    fs::remove_dir_all(site.world.path("releases")).unwrap();
+    for path in [first, second] {
+        let _ = crate::support::nix("nix-store")
+            .arg("--delete")
+            .arg(&path)
+            .output();
+    }
 }
