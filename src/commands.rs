@@ -163,7 +163,19 @@ fn init(path: &Utf8Path, args: &InitArgs, out: &mut dyn Write) -> Result<ExitCod
 fn check(model: &Model, args: &CheckArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let mut problems = 0;
     for instance in model.select(&args.instances)? {
-        let found = check::instance(instance);
+        let mut found = check::instance(instance);
+        if found.iter().all(|p| p.warning) {
+            found.extend(
+                crate::deploy::deep_problems(model, instance)?
+                    .into_iter()
+                    .map(|message| check::Problem {
+                        instance: instance.name.clone(),
+                        key: "settings",
+                        message,
+                        warning: false,
+                    }),
+            );
+        }
         for problem in &found {
             say(out, format_args!("{problem}"))?;
         }

@@ -464,6 +464,38 @@ fn deep_check(candidate: &Instance, shim: &Utf8Path) -> Result<(), Error> {
         .map(|p| p.to_string())
         .collect();
     if problems.is_empty() {
+        problems = probe_problems(candidate, shim);
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Problem(format!(
+            "the candidate cannot run as {}:\n  {}",
+            candidate.name,
+            problems.join("\n  ")
+        )))
+    }
+}
+
+/// What Django itself says of `instance`, asked through a shim of it
+/// (as its account, with its environment and env files): for `check` and
+/// `pin`, whose own checks cannot see a settings module that fails to
+/// import, an interpreter without Django, a server module that is missing.
+///
+/// A manage.py that never mentions Django (a test probe, a wrapper of
+/// another framework) is not asked: its `shell -c` is not Django's.
+pub fn deep_problems(model: &Model, instance: &Instance) -> Result<Vec<String>, Error> {
+    let django = std::fs::read_to_string(&instance.manage).is_ok_and(|t| t.contains("django"));
+    if !django {
+        return Ok(Vec::new());
+    }
+    let shims = Shims::new(model, instance, instance)?;
+    Ok(probe_problems(instance, &shims.instance))
+}
+
+fn probe_problems(candidate: &Instance, shim: &Utf8Path) -> Vec<String> {
+    let mut problems = Vec::new();
+    {
         let expected = serde_json::json!({
             "roots": {
                 "STATIC_ROOT": candidate.static_root.as_ref().map(|p| p.as_str()),
@@ -481,15 +513,7 @@ fn deep_check(candidate: &Instance, shim: &Utf8Path) -> Result<(), Error> {
             Err(e) => problems.push(format!("the settings do not load: {e}")),
         }
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Problem(format!(
-            "the candidate cannot run as {}:\n  {}",
-            candidate.name,
-            problems.join("\n  ")
-        )))
-    }
+    problems
 }
 
 /// The Python modules the server and the services start with `-m`, and

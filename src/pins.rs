@@ -30,13 +30,27 @@ pub(crate) fn profiled<'m>(model: &'m Model, name: &str) -> Result<(&'m Instance
 
 /// Refuses a package the instance could not run, printing why.
 fn verify(
+    model: &Model,
     instance: &Instance,
     package: &Utf8Path,
     out: &mut dyn Write,
     what: &str,
 ) -> Result<(), Error> {
-    let mut problems = check::instance(&instance.rebased(package));
+    let candidate = instance.rebased(package);
+    let mut problems = check::instance(&candidate);
     problems.retain(|p| !p.warning);
+    if problems.is_empty() {
+        problems.extend(
+            crate::deploy::deep_problems(model, &candidate)?
+                .into_iter()
+                .map(|message| check::Problem {
+                    instance: instance.name.clone(),
+                    key: "settings",
+                    message,
+                    warning: false,
+                }),
+        );
+    }
     for problem in &problems {
         say(out, format_args!("{problem}"))?;
     }
@@ -63,7 +77,7 @@ pub fn pin(model: &Model, args: &PinArgs, out: &mut dyn Write) -> Result<ExitCod
     }
     if let Some(path) = &args.path {
         let package = resolve(path)?;
-        verify(instance, &package, out, "pinning")?;
+        verify(model, instance, &package, out, "pinning")?;
         let _lock = profile.lock()?;
         let generations = profile.generations()?;
         let current = current(&profile, &generations)?;
@@ -184,7 +198,7 @@ pub fn rollback(
         )?;
         return Ok(ExitCode::SUCCESS);
     }
-    verify(instance, &target.target, out, "rolling back to")?;
+    verify(model, instance, &target.target, out, "rolling back to")?;
     // A generation that a deploy made is left the way it came: its
     // migrations reversed first, then the steps, restart and health probe.
     match current.and_then(|c| Record::of(&profile, c.number)) {

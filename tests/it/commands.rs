@@ -224,3 +224,53 @@ fn a_closed_stdout_is_not_an_error() {
     assert_eq!(String::from_utf8_lossy(&output.stderr), "");
     output.assert().code(0);
 }
+
+/// `check` asks Django itself, through the instance's shim: a settings
+/// module that fails to import, an interpreter without Django, a server
+/// module that is not there (finding the files is not enough).
+#[test]
+fn check_asks_django_itself() {
+    let w = World::new();
+    let pkg = w.release("pkg");
+    let config = |python: &str, server: &str| {
+        format!(
+            "project = \"mywebsite\"\n[instances.prod]\npackage = \"{pkg}\"\npython = \"{python}\"\n\
+             settings = \"mywebsite.settings.production\"\nuser = \"root\"\n\
+             env = {{ MYWEBSITE_DB = \"{}\" }}\n[instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"{server}\"]\n",
+            w.path("db.sqlite3")
+        )
+    };
+    let venv_python = format!("{}/bin/python3", crate::support::venv());
+    let check = |text: &str| {
+        w.write("djshim.toml", text);
+        let output = w.djshim(&["check"]);
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    assert_eq!(
+        check(&config(&venv_python, "mywebsite.wsgi")),
+        (Some(0), "prod: ok\n".to_owned())
+    );
+    let (code, stdout) = check(&config(&venv_python, "mywebsite.wsgi_gone"));
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        stdout,
+        "prod: `settings`: the module mywebsite.wsgi_gone cannot be imported\n"
+    );
+    let (code, stdout) = check(&config("/usr/bin/python3", "mywebsite.wsgi"));
+    assert_eq!(code, Some(1));
+    assert!(stdout.contains("No module named 'django'"), "{stdout}");
+    fs::write(
+        pkg.join("mywebsite/settings/production.py"),
+        "from .base import *  # noqa\nimport no_such_module\n",
+    )
+    .unwrap();
+    let (code, stdout) = check(&config(&venv_python, "mywebsite.wsgi"));
+    assert_eq!(code, Some(1));
+    assert!(
+        stdout.contains("No module named 'no_such_module'"),
+        "{stdout}"
+    );
+}
