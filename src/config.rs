@@ -134,7 +134,8 @@ pub struct RawDeploy {
 #[serde(untagged)]
 pub enum RawHealth {
     Url(String),
-    Command(Vec<Str>),
+    /// (Spans are lost inside an untagged enum: errors point at `health`.)
+    Command(Vec<String>),
 }
 
 /// `[instances.NAME.server]`: the application server under systemd.

@@ -99,9 +99,14 @@ impl Builder<'_> {
             RawHealth::Command(words) => {
                 let mut out = Vec::new();
                 for (i, w) in words.iter().enumerate() {
-                    out.push(self.expand(w, &scope(format!("{key}[{i}]")))?);
+                    let word = toml::Spanned::new(v.span(), w.clone());
+                    out.push(self.expand(&word, &scope(format!("{key}[{i}]")))?);
                 }
-                (!out.is_empty()).then_some(Health::Command(out))
+                if out.is_empty() {
+                    self.error(v, &key, "the command is empty".into(), "give at least one word");
+                    return None;
+                }
+                Some(Health::Command(out))
             }
         });
         let health_timeout = match key!(health_timeout) {

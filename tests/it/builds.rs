@@ -227,3 +227,44 @@ fn a_nix_build_adds_the_commit_and_builds_it_once() {
     let source = Utf8PathBuf::from_path_buf(source).unwrap();
     assert!(collect(&source));
 }
+
+/// Submodules are not part of `git archive`: the build says so, and their
+/// directories are empty in the package.
+#[test]
+fn submodules_are_not_exported_and_the_build_says_so() {
+    let world = World::new();
+    let (repo, _) = repository(&world);
+    config(&world, "command = [\"sh\", \"build.sh\"]");
+    let sub = world.path("sub");
+    fs::create_dir_all(&sub).unwrap();
+    fs::write(sub.join("vendored.py"), "X = 1\n").unwrap();
+    git(&sub, &["init", "--quiet", "--initial-branch=main"]);
+    git(&sub, &["add", "."]);
+    git(&sub, &["commit", "--quiet", "-m", "sub"]);
+    git(
+        &repo,
+        &[
+            "-c",
+            "protocol.file.allow=always",
+            "submodule",
+            "add",
+            "--quiet",
+            sub.as_str(),
+            "vendor",
+        ],
+    );
+    git(&repo, &["commit", "--quiet", "-m", "a submodule"]);
+    let commit = git(&repo, &["rev-parse", "HEAD"]);
+    let output = world.djshim(&["build"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output).1.contains(&format!(
+            "djshim: warning: commit {} has submodules; they are not exported",
+            &commit[..12]
+        )),
+        "{}",
+        text(&output).1
+    );
+    let release = Utf8PathBuf::from(text(&output).0.trim());
+    assert!(!release.join("vendor/vendored.py").exists());
+}

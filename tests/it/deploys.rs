@@ -699,3 +699,57 @@ fn a_nix_built_release_is_deployed_with_its_own_static_files() {
             .output();
     }
 }
+
+/// The README's deploy walkthrough, examples/deploy, runs as written.
+#[test]
+fn the_readme_walkthrough_runs_as_written() {
+    let world = World::new();
+    crate::support::venv();
+    let output = Command::new(require("sh", "dash"))
+        .arg(root().join("examples/deploy"))
+        .env("DJSHIM", env!("CARGO_BIN_EXE_djshim"))
+        .env("DEMO", world.path("demo"))
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+    let stdout = text(&output).0;
+    assert!(
+        stdout.ends_with("polls\n [X] 0001_initial\n"),
+        "prod did not end on the first release:\n{stdout}"
+    );
+    assert!(stdout.contains(" [X] 0002_question_votes\n"), "{stdout}");
+}
+
+/// One deploy of an instance at a time: a second one started meanwhile
+/// waits for the first, then finds the commit already running.
+#[test]
+fn two_deploys_at_once_do_not_interleave() {
+    let site = Site::new();
+    let spawn = || {
+        site.world
+            .djshim_cmd(&["deploy", "staging"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (first, second) = (spawn(), spawn());
+    let outputs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    for output in &outputs {
+        assert_status(output, 0);
+    }
+    let stdout: Vec<String> = outputs.iter().map(|o| text(o).0).collect();
+    assert_eq!(
+        stdout
+            .iter()
+            .filter(|s| s.ends_with("nothing to do\n"))
+            .count(),
+        1,
+        "{stdout:?}"
+    );
+    let history = text(&site.world.djshim(&["history", "staging"])).0;
+    assert_eq!(history.lines().count(), 1, "{history}");
+}
