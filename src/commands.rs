@@ -323,6 +323,4 @@ fn show(model: &Model, args: &ShowArgs, out: &mut dyn Write) -> Result<ExitCode,
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), Error> {
-    writeln!(out, "{line}").map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))
-}
+pub(crate) use crate::steps::say;

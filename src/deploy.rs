@@ -17,14 +17,12 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
-use crate::commands::say;
 use crate::error::Error;
 use crate::model::{Health, Instance, Model, Run};
-use crate::pins::{current, profiled, resolve};
 use crate::process::Process;
-use crate::profile::Profile;
+use crate::profile::{Profile, current, profiled, resolve};
 use crate::render::Renderer;
-use crate::steps::step;
+use crate::steps::{say, step};
 
 /// Where the candidate package comes from.
 #[derive(Debug, Clone, Copy)]
@@ -493,27 +491,24 @@ pub fn deep_problems(model: &Model, instance: &Instance) -> Result<Vec<String>, 
     Ok(probe_problems(instance, &shims.instance))
 }
 
+/// The deep check's answer: Django's own problems with `candidate`, or
+/// why the settings do not load at all.
 fn probe_problems(candidate: &Instance, shim: &Utf8Path) -> Vec<String> {
-    let mut problems = Vec::new();
-    {
-        let expected = serde_json::json!({
-            "roots": {
-                "STATIC_ROOT": candidate.static_root.as_ref().map(|p| p.as_str()),
-                "MEDIA_ROOT": candidate.media_root.as_ref().map(|p| p.as_str()),
-            },
-            "modules": modules(candidate),
-            "commands": commands(candidate),
-        });
-        let code = DEEP_CHECK.replace(
-            "@EXPECTED@",
-            &serde_json::to_string(&expected.to_string()).unwrap_or_default(),
-        );
-        match probe::<Vec<String>>(shim, &code) {
-            Ok(found) => problems.extend(found),
-            Err(e) => problems.push(format!("the settings do not load: {e}")),
-        }
+    let expected = serde_json::json!({
+        "roots": {
+            "STATIC_ROOT": candidate.static_root.as_ref().map(|p| p.as_str()),
+            "MEDIA_ROOT": candidate.media_root.as_ref().map(|p| p.as_str()),
+        },
+        "modules": modules(candidate),
+        "commands": commands(candidate),
+    });
+    // A JSON string literal of the JSON text is also a Python one.
+    let literal = serde_json::to_string(&expected.to_string()).unwrap_or_default();
+    let code = DEEP_CHECK.replace("@EXPECTED@", &literal);
+    match probe::<Vec<String>>(shim, &code) {
+        Ok(found) => found,
+        Err(e) => vec![format!("the settings do not load: {e}")],
     }
-    problems
 }
 
 /// The Python modules the server and the services start with `-m`, and

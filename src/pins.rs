@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 
 use crate::check;
 use crate::cli::{HistoryArgs, PinArgs, RollbackArgs};
@@ -13,20 +13,7 @@ use crate::commands::say;
 use crate::deploy::Record;
 use crate::error::Error;
 use crate::model::{Instance, Model};
-use crate::profile::{Current, Generation, Profile};
-
-/// The instance named, which must run its profile.
-pub(crate) fn profiled<'m>(model: &'m Model, name: &str) -> Result<(&'m Instance, Profile), Error> {
-    let instance = model.select(&[name.to_owned()])?[0];
-    if !instance.profile {
-        return Err(Error::Usage(format!(
-            "instance `{name}` has `package` set ({}), so it runs that path, not a profile\n  \
-             = help: remove `package` from the instance (and its `[defaults]`) to pin it",
-            instance.package
-        )));
-    }
-    Ok((instance, Profile::at(&instance.package)))
-}
+use crate::profile::{Current, Generation, Profile, current, profiled, resolve};
 
 /// Refuses a package the instance could not run, printing why.
 fn verify(
@@ -294,37 +281,6 @@ pub fn history(model: &Model, args: &HistoryArgs, out: &mut dyn Write) -> Result
         )?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The generation the profile points to, among `generations`.
-pub(crate) fn current<'g>(
-    profile: &Profile,
-    generations: &'g [Generation],
-) -> Result<Option<&'g Generation>, Error> {
-    Ok(match profile.current(generations)? {
-        Current::Generation(n) => generations.iter().find(|g| g.number == n),
-        _ => None,
-    })
-}
-
-/// An absolute path to an existing directory, links resolved: a `result`
-/// link of nix-build pins the store path it points to, not the link.
-pub(crate) fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf, Error> {
-    if !path.is_absolute() {
-        return Err(Error::Usage(format!(
-            "`{path}` is not an absolute path\n  = help: give the package's full path, e.g. \
-             `/nix/store/…-mywebsite` or `$PWD/{path}`"
-        )));
-    }
-    let real = path
-        .canonicalize_utf8()
-        .map_err(|e| Error::io("resolve", path, e))?;
-    if !real.is_dir() {
-        return Err(Error::Problem(format!(
-            "{path} is not a directory; a package is the directory holding manage.py"
-        )));
-    }
-    Ok(real)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC (civil-from-days, H. Hinnant).

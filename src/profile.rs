@@ -24,6 +24,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::Error;
 use crate::gcroot as gc_root;
+use crate::model::{Instance, Model};
 
 /// One generation: its number, its link, where the link points.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,4 +265,48 @@ impl Profile {
 fn read_link(link: &Utf8Path) -> Result<Utf8PathBuf, Error> {
     link.read_link_utf8()
         .map_err(|e| Error::io("read link", link, e))
+}
+
+/// The instance named, which must run its profile.
+pub fn profiled<'m>(model: &'m Model, name: &str) -> Result<(&'m Instance, Profile), Error> {
+    let instance = model.select(&[name.to_owned()])?[0];
+    if !instance.profile {
+        return Err(Error::Usage(format!(
+            "instance `{name}` has `package` set ({}), so it runs that path, not a profile\n  \
+             = help: remove `package` from the instance (and its `[defaults]`) to pin it",
+            instance.package
+        )));
+    }
+    Ok((instance, Profile::at(&instance.package)))
+}
+
+/// The generation the profile points to, among `generations`.
+pub fn current<'g>(
+    profile: &Profile,
+    generations: &'g [Generation],
+) -> Result<Option<&'g Generation>, Error> {
+    Ok(match profile.current(generations)? {
+        Current::Generation(n) => generations.iter().find(|g| g.number == n),
+        _ => None,
+    })
+}
+
+/// An absolute path to an existing directory, links resolved: a `result`
+/// link of nix-build pins the store path it points to, not the link.
+pub fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf, Error> {
+    if !path.is_absolute() {
+        return Err(Error::Usage(format!(
+            "`{path}` is not an absolute path\n  = help: give the package's full path, e.g. \
+             `/nix/store/…-mywebsite` or `$PWD/{path}`"
+        )));
+    }
+    let real = path
+        .canonicalize_utf8()
+        .map_err(|e| Error::io("resolve", path, e))?;
+    if !real.is_dir() {
+        return Err(Error::Problem(format!(
+            "{path} is not a directory; a package is the directory holding manage.py"
+        )));
+    }
+    Ok(real)
 }

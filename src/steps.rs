@@ -2,9 +2,18 @@
 //! starts and when it ends, with its duration, so a long build or migration
 //! shows that it is alive; a failure names its step.
 
+use std::io::Write;
 use std::time::Instant;
 
+use camino::Utf8Path;
+
 use crate::error::Error;
+
+/// One line of a command's result on stdout (where a failed write, a
+/// closed pipe say, is an error to report quietly).
+pub fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), Error> {
+    writeln!(out, "{line}").map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))
+}
 
 /// Runs `f` as the step `name`.
 pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
