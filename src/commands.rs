@@ -165,16 +165,7 @@ fn check(model: &Model, args: &CheckArgs, out: &mut dyn Write) -> Result<ExitCod
     for instance in model.select(&args.instances)? {
         let mut found = check::instance(instance);
         if found.iter().all(|p| p.warning) {
-            found.extend(
-                crate::deploy::deep_problems(model, instance)?
-                    .into_iter()
-                    .map(|message| check::Problem {
-                        instance: instance.name.clone(),
-                        key: "settings",
-                        message,
-                        warning: false,
-                    }),
-            );
+            found.extend(crate::deploy::deep_problems(model, instance)?);
         }
         for problem in &found {
             say(out, format_args!("{problem}"))?;

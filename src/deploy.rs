@@ -268,13 +268,7 @@ pub fn recover(model: &Model, instance: &Instance, profile: &Profile) -> Result<
         // the old code's steps and restart again, which change nothing when
         // nothing was left half done.
         run_steps(instance, &shims.instance)?;
-        let restart = &instance.deploy.restart;
-        step(&format!("rollback: restart: {}", restart.join(" ")), || {
-            Process::new(&restart[0])
-                .args(&restart[1..])
-                .timeout(Duration::from_secs(300))
-                .run()
-        })?;
+        restart(instance, "rollback")?;
     }
     if generations.iter().any(|g| g.number == journal.new) {
         Record {
@@ -332,19 +326,22 @@ fn refuse_irreversible(
 fn after_switch(instance: &Instance, shim: &Utf8Path) -> Result<(), Error> {
     let deploy = &instance.deploy;
     run_steps(instance, shim)?;
-    step(
-        &format!("deploy: restart: {}", deploy.restart.join(" ")),
-        || {
-            Process::new(&deploy.restart[0])
-                .args(&deploy.restart[1..])
-                .timeout(Duration::from_secs(300))
-                .run()
-        },
-    )?;
+    restart(instance, "deploy")?;
     if let Some(health) = &deploy.health {
         step("deploy: health", || healthy(health, deploy.health_timeout))?;
     }
     Ok(())
+}
+
+/// The instance's `restart` command, as a step of `phase`.
+fn restart(instance: &Instance, phase: &str) -> Result<(), Error> {
+    let command = &instance.deploy.restart;
+    step(&format!("{phase}: restart: {}", command.join(" ")), || {
+        Process::new(&command[0])
+            .args(&command[1..])
+            .timeout(Duration::from_secs(300))
+            .run()
+    })
 }
 
 fn run_steps(instance: &Instance, shim: &Utf8Path) -> Result<(), Error> {
@@ -385,13 +382,7 @@ fn undo(
         || profile.switch(old.number),
     )?;
     run_steps(instance, &shims.instance)?;
-    let restart = &instance.deploy.restart;
-    step(&format!("rollback: restart: {}", restart.join(" ")), || {
-        Process::new(&restart[0])
-            .args(&restart[1..])
-            .timeout(Duration::from_secs(300))
-            .run()
-    })
+    restart(instance, "rollback")
 }
 
 /// The instance's shim (following its profile) and a shim of the instance
@@ -482,13 +473,24 @@ fn deep_check(candidate: &Instance, shim: &Utf8Path) -> Result<(), Error> {
 ///
 /// A manage.py that never mentions Django (a test probe, a wrapper of
 /// another framework) is not asked: its `shell -c` is not Django's.
-pub fn deep_problems(model: &Model, instance: &Instance) -> Result<Vec<String>, Error> {
+pub fn deep_problems(
+    model: &Model,
+    instance: &Instance,
+) -> Result<Vec<crate::check::Problem>, Error> {
     let django = std::fs::read_to_string(&instance.manage).is_ok_and(|t| t.contains("django"));
     if !django {
         return Ok(Vec::new());
     }
     let shims = Shims::new(model, instance, instance)?;
-    Ok(probe_problems(instance, &shims.instance))
+    Ok(probe_problems(instance, &shims.instance)
+        .into_iter()
+        .map(|message| crate::check::Problem {
+            instance: instance.name.clone(),
+            key: "settings",
+            message,
+            warning: false,
+        })
+        .collect())
 }
 
 /// The deep check's answer: Django's own problems with `candidate`, or

@@ -213,6 +213,19 @@ impl Instance {
         self.python.parent().unwrap_or(Utf8Path::new("/"))
     }
 
+    /// `PYTHONPATH` of a process of the instance. A server (the
+    /// interpreter run with `-m …`) gets manage.py's directory first, as
+    /// manage.py has it as its script's directory, so that
+    /// `-m gunicorn mywebsite.wsgi` imports the package manage.py runs.
+    pub fn pythonpath_for(&self, server: bool) -> Vec<Utf8PathBuf> {
+        let mut paths = Vec::new();
+        if server {
+            paths.push(self.manage.parent().unwrap_or(&self.package).to_owned());
+        }
+        paths.extend(self.pythonpath.iter().cloned());
+        paths
+    }
+
     /// The Nix store paths that the files generated for this instance name
     /// (a fixed package, the interpreter, `pythonpath`, `path`,
     /// `static_dirs`): what the garbage collector must keep.

@@ -27,16 +27,7 @@ fn verify(
     let mut problems = check::instance(&candidate);
     problems.retain(|p| !p.warning);
     if problems.is_empty() {
-        problems.extend(
-            crate::deploy::deep_problems(model, &candidate)?
-                .into_iter()
-                .map(|message| check::Problem {
-                    instance: instance.name.clone(),
-                    key: "settings",
-                    message,
-                    warning: false,
-                }),
-        );
+        problems.extend(crate::deploy::deep_problems(model, &candidate)?);
     }
     for problem in &problems {
         say(out, format_args!("{problem}"))?;

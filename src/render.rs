@@ -226,17 +226,7 @@ impl Renderer {
         service_path: &[Utf8PathBuf],
     ) -> Result<String, Error> {
         let words = Words { instance };
-        let mut pythonpath = Vec::new();
-        if server {
-            pythonpath.push(
-                instance
-                    .manage
-                    .parent()
-                    .unwrap_or(&instance.package)
-                    .to_owned(),
-            );
-        }
-        pythonpath.extend(instance.pythonpath.iter().cloned());
+        let pythonpath = instance.pythonpath_for(server);
         let mut path = vec![instance.python_bin().to_owned()];
         path.extend(instance.path.iter().cloned());
         path.extend(service_path.iter().cloned());

@@ -128,17 +128,7 @@ pub fn environment(instance: &Instance, server: bool) -> Vec<(String, String)> {
         );
         return vars;
     }
-    let mut pythonpath = Vec::new();
-    if server {
-        pythonpath.push(
-            instance
-                .manage
-                .parent()
-                .unwrap_or(&instance.package)
-                .to_owned(),
-        );
-    }
-    pythonpath.extend(instance.pythonpath.iter().cloned());
+    let pythonpath = instance.pythonpath_for(server);
     if !pythonpath.is_empty() {
         vars.push(("PYTHONPATH".into(), join(&pythonpath)));
     }

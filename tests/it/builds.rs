@@ -4,30 +4,13 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8PathBuf;
 
 use crate::profiles::{collect, nix_lock};
 use crate::support::{
-    NIX_CONFIG, World, assert_status, copy_tree, from_cron, nix, require, root, text, venv,
+    NIX_CONFIG, World, assert_status, copy_tree, from_cron, git, nix, require, root, text, venv,
 };
-
-/// Runs git in `repo`, with an identity of its own.
-fn git(repo: &Utf8Path, args: &[&str]) -> String {
-    let output = Command::new(require("git", "git"))
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "djshim tests")
-        .env("GIT_AUTHOR_EMAIL", "tests@djshim.invalid")
-        .env("GIT_COMMITTER_NAME", "djshim tests")
-        .env("GIT_COMMITTER_EMAIL", "tests@djshim.invalid")
-        .output()
-        .unwrap();
-    assert_status(&output, 0);
-    text(&output).0.trim().to_owned()
-}
 
 /// A repository holding the example project, committed on `main`, with a
 /// build script and a Nix file; the commit id.

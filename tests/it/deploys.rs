@@ -13,23 +13,8 @@ use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::support::{World, assert_status, copy_tree, from_cron, require, root, text, venv};
+use crate::support::{World, assert_status, copy_tree, from_cron, git, require, root, text, venv};
 use crate::systemd::{Unit, free_port};
-
-fn git(repo: &Utf8Path, args: &[&str]) -> String {
-    let output = Command::new(require("git", "git"))
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .env("GIT_AUTHOR_NAME", "djshim tests")
-        .env("GIT_AUTHOR_EMAIL", "tests@djshim.invalid")
-        .env("GIT_COMMITTER_NAME", "djshim tests")
-        .env("GIT_COMMITTER_EMAIL", "tests@djshim.invalid")
-        .output()
-        .unwrap();
-    assert_status(&output, 0);
-    text(&output).0.trim().to_owned()
-}
 
 /// The server's stand-in for systemd: holds the socket, starts the unit's
 /// command with it on descriptor 3, restarts it when told on a control

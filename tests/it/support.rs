@@ -100,6 +100,22 @@ pub fn root_dir() -> tempfile::TempDir {
     dir
 }
 
+/// Runs git in `repo` with an identity of its own; its stdout, trimmed.
+pub fn git(repo: &Utf8Path, args: &[&str]) -> String {
+    let output = Command::new(require("git", "git"))
+        .arg("-C")
+        .arg(repo)
+        .args(args)
+        .env("GIT_AUTHOR_NAME", "djshim tests")
+        .env("GIT_AUTHOR_EMAIL", "tests@djshim.invalid")
+        .env("GIT_COMMITTER_NAME", "djshim tests")
+        .env("GIT_COMMITTER_EMAIL", "tests@djshim.invalid")
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+    text(&output).0.trim().to_owned()
+}
+
 /// A temporary world for one test.
 pub struct World {
     pub dir: tempfile::TempDir,
