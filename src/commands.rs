@@ -262,6 +262,7 @@ fn write_all(
 fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let renderer = Renderer::new();
     let mut rows = vec![["INSTANCE", "SHIM", "PACKAGE", "SETTINGS", "STATE"].map(String::from)];
+    let commits = crate::release::commits(model);
     for instance in model.instances.values() {
         let shim: Utf8PathBuf = model.bin_dir.join(&instance.command);
         let expected = renderer.shim(model, instance)?;
@@ -278,7 +279,7 @@ fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
         } else {
             instance.package.to_string()
         };
-        if let Some(commit) = crate::release::commit_of(model, &instance.package) {
+        if let Some(commit) = crate::release::commit_of(&commits, &instance.package) {
             let _ = write!(package, " (commit {commit})");
         }
         rows.push([

@@ -18,7 +18,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::model::{Health, Instance, Model, Run};
+use crate::model::{Health, Instance, Model};
 use crate::process::Process;
 use crate::profile::{Profile, current, profiled, resolve};
 use crate::render::Renderer;
@@ -285,7 +285,7 @@ pub fn recover(model: &Model, instance: &Instance, profile: &Profile) -> Result<
 fn candidate_package(model: &Model, candidate: Candidate<'_>) -> Result<Utf8PathBuf, Error> {
     match candidate {
         Candidate::Build(reference) => {
-            crate::release::build(model, reference, &mut std::io::sink()).map(|b| b.package)
+            crate::release::build(model, reference, &mut std::io::sink())
         }
         Candidate::Path(path) => resolve(path),
         Candidate::From(other) => {
@@ -516,15 +516,11 @@ fn probe_problems(candidate: &Instance, shim: &Utf8Path) -> Vec<String> {
 /// The Python modules the server and the services start with `-m`, and
 /// the application module a server like gunicorn is given.
 fn modules(instance: &Instance) -> Vec<String> {
-    let commands =
-        instance
-            .server
-            .iter()
-            .map(|s| &s.command)
-            .chain(instance.services.values().filter_map(|s| match &s.run {
-                Run::Python(args) => Some(args),
-                Run::Manage(_) => None,
-            }));
+    let commands = instance
+        .server
+        .iter()
+        .map(|s| &s.command)
+        .chain(instance.services.values().filter_map(|s| s.run.python()));
     let mut modules = Vec::new();
     for args in commands {
         if let [flag, module, rest @ ..] = args.as_slice()
@@ -550,10 +546,7 @@ fn commands(instance: &Instance) -> Vec<String> {
         .jobs
         .values()
         .map(|j| &j.command)
-        .chain(instance.services.values().filter_map(|s| match &s.run {
-            Run::Manage(args) => Some(args),
-            Run::Python(_) => None,
-        }))
+        .chain(instance.services.values().filter_map(|s| s.run.manage()))
         .filter_map(|args| args.first().cloned())
         .collect()
 }

@@ -170,6 +170,24 @@ pub enum Run {
     Python(Vec<String>),
 }
 
+impl Run {
+    /// manage.py's arguments, for a `manage` service.
+    pub fn manage(&self) -> Option<&Vec<String>> {
+        match self {
+            Run::Manage(args) => Some(args),
+            Run::Python(_) => None,
+        }
+    }
+
+    /// The interpreter's arguments, for a `command` service.
+    pub fn python(&self) -> Option<&Vec<String>> {
+        match self {
+            Run::Python(args) => Some(args),
+            Run::Manage(_) => None,
+        }
+    }
+}
+
 /// A scheduled manage.py command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Job {

@@ -243,13 +243,14 @@ pub fn history(model: &Model, args: &HistoryArgs, out: &mut dyn Write) -> Result
     let generations = profile.generations()?;
     let current = profile.current(&generations)?;
     let width = generations.last().map_or(1, |g| g.number.to_string().len());
+    let commits = crate::release::commits(model);
     for g in &generations {
         let mark = if current == Current::Generation(g.number) {
             "   (current)"
         } else {
             ""
         };
-        let commit = crate::release::commit_of(model, &g.target)
+        let commit = crate::release::commit_of(&commits, &g.target)
             .map(|c| format!(" (commit {c})"))
             .unwrap_or_default();
         say(

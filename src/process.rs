@@ -88,41 +88,35 @@ impl Process {
 
     /// Runs it, its output captured; stdout on success.
     pub fn output(&self) -> Result<Vec<u8>, Error> {
+        self.capture(false)
+    }
+
+    /// Runs it, stdout captured, stderr shown as it comes (nix-build's
+    /// progress, so a long build shows that it is alive); stdout on success.
+    pub fn output_showing_progress(&self) -> Result<Vec<u8>, Error> {
+        self.capture(true)
+    }
+
+    fn capture(&self, show_stderr: bool) -> Result<Vec<u8>, Error> {
         let mut child = self
             .command()
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(if show_stderr {
+                Stdio::inherit()
+            } else {
+                Stdio::piped()
+            })
             .spawn()
             .map_err(|e| self.failed(format!("could not start: {e}"), ""))?;
-        let mut stdout = child.stdout.take().expect("piped");
-        let mut stderr = child.stderr.take().expect("piped");
-        let out = std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = stdout.read_to_end(&mut bytes);
-            bytes
-        });
-        let err = std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = stderr.read_to_end(&mut bytes);
-            bytes
-        });
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
         let status = self.wait(&mut child)?;
         let (out, err) = (
             out.join().unwrap_or_default(),
             err.join().unwrap_or_default(),
         );
-        match status {
-            Some(status) if status.success() => Ok(out),
-            Some(status) => Err(self.failed(format!("{status}"), &String::from_utf8_lossy(&err))),
-            None => Err(self.failed(
-                format!(
-                    "timed out after {} s",
-                    self.timeout.unwrap_or_default().as_secs()
-                ),
-                &String::from_utf8_lossy(&err),
-            )),
-        }
+        self.ended(status, &err).map(|()| out)
     }
 
     /// Runs it with its output going to djshim's stderr (a build's log must
@@ -135,15 +129,23 @@ impl Process {
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| self.failed(format!("could not start: {e}"), ""))?;
-        match self.wait(&mut child)? {
+        let status = self.wait(&mut child)?;
+        self.ended(status, &[])
+    }
+
+    /// Ok when the child succeeded; else how it ended (`None`: the
+    /// timeout), with the end of its stderr.
+    fn ended(&self, status: Option<std::process::ExitStatus>, stderr: &[u8]) -> Result<(), Error> {
+        let stderr = String::from_utf8_lossy(stderr);
+        match status {
             Some(status) if status.success() => Ok(()),
-            Some(status) => Err(self.failed(format!("{status}"), "")),
+            Some(status) => Err(self.failed(format!("{status}"), &stderr)),
             None => Err(self.failed(
                 format!(
                     "timed out after {} s",
                     self.timeout.unwrap_or_default().as_secs()
                 ),
-                "",
+                &stderr,
             )),
         }
     }
@@ -224,6 +226,19 @@ impl Process {
             stderr: tail.into_iter().rev().map(crate::error::clean).collect(),
         }
     }
+}
+
+/// Reads a child's pipe to its end in a thread of its own (two pipes read
+/// one after the other could block the child on the other); nothing when
+/// the stream is not piped.
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        bytes
+    })
 }
 
 /// The command line as a user would type it: each word sh-quoted.

@@ -18,15 +18,6 @@ use crate::model::{Build, BuildWith, Model, Repo};
 use crate::process::Process;
 use crate::steps::step;
 
-/// What a build made.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Built {
-    /// The full commit id.
-    pub commit: String,
-    /// The package: a store path, or a release directory.
-    pub package: Utf8PathBuf,
-}
-
 /// The commit id shown with a package: the first 12 hex digits.
 pub fn short(commit: &str) -> &str {
     &commit[..commit.len().min(12)]
@@ -39,8 +30,13 @@ fn release_name(project: &str, commit: &str) -> String {
 }
 
 /// Builds `reference` (else `[build]`'s ref, else the repository's HEAD)
-/// and prints the package as the last line of `out`.
-pub fn build(model: &Model, reference: Option<&str>, out: &mut dyn Write) -> Result<Built, Error> {
+/// and prints the package, a store path or a release directory, as the
+/// last line of `out`.
+pub fn build(
+    model: &Model,
+    reference: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<Utf8PathBuf, Error> {
     let build = model.build.as_ref().ok_or_else(|| {
         Error::Usage(
             "the config has no `[build]` table\n  = help: add one with `repo` and `nix = \
@@ -62,7 +58,7 @@ pub fn build(model: &Model, reference: Option<&str>, out: &mut dyn Write) -> Res
         BuildWith::Command(command) => command_build(model, build, &repo, &commit, command)?,
     };
     writeln!(out, "{package}").map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))?;
-    Ok(Built { commit, package })
+    Ok(package)
 }
 
 /// The repository to read: the configured directory, or a mirror of the
@@ -179,7 +175,7 @@ fn nix(
             .arg(source.join(file))
             .arg("--out-link")
             .arg(&link)
-            .output()?;
+            .output_showing_progress()?;
         let text = String::from_utf8_lossy(&out);
         text.lines()
             .last()
@@ -289,20 +285,32 @@ fn lock(dir: &Utf8Path) -> Result<fs::File, Error> {
     Ok(handle)
 }
 
-/// The short commit id of the build that made `package`, found among the
-/// releases (a command build's directory, a Nix build's out-link).
-pub fn commit_of(model: &Model, package: &Utf8Path) -> Option<String> {
-    let build = model.build.as_ref()?;
-    let target = package.canonicalize_utf8().ok()?;
+/// The short commit id of every package built here, by the package's real
+/// path: the releases (a command build's directory, a Nix build's
+/// out-link) are read once, for `history` and `list`.
+pub fn commits(model: &Model) -> std::collections::BTreeMap<Utf8PathBuf, String> {
+    let Some(build) = model.build.as_ref() else {
+        return std::collections::BTreeMap::new();
+    };
     let prefix = format!("{}-", model.project);
-    build
-        .releases_dir
-        .read_dir_utf8()
-        .ok()?
+    let Ok(entries) = build.releases_dir.read_dir_utf8() else {
+        return std::collections::BTreeMap::new();
+    };
+    entries
         .flatten()
-        .find_map(|e| {
+        .filter_map(|e| {
             let short = e.file_name().strip_prefix(&prefix)?.to_owned();
             let plain = short.len() == 12 && short.bytes().all(|b| b.is_ascii_hexdigit());
-            (plain && e.path().canonicalize_utf8().ok()? == target).then_some(short)
+            plain.then_some(())?;
+            Some((e.path().canonicalize_utf8().ok()?, short))
         })
+        .collect()
+}
+
+/// The short commit id of `package` among `commits`, if it was built here.
+pub fn commit_of(
+    commits: &std::collections::BTreeMap<Utf8PathBuf, String>,
+    package: &Utf8Path,
+) -> Option<String> {
+    commits.get(&package.canonicalize_utf8().ok()?).cloned()
 }
