@@ -180,13 +180,15 @@ fn a_nix_build_adds_the_commit_and_builds_it_once() {
         stderr.contains("djshim: build: nix-build: done in "),
         "{stderr}"
     );
+    // nix-build's progress reaches the user: here it built the derivation.
+    assert!(stderr.contains("building '/nix/store/"), "{stderr}");
     assert!(package.join("manage.py").is_file() && !package.join("untracked.txt").exists());
     let link = world.path(&format!("releases/mywebsite-{}", &commit[..12]));
     assert_eq!(fs::read_link(&link).unwrap(), package.as_std_path());
     // Again: the same store path, nothing built.
     let (again, stderr) = run();
     assert_eq!(again, stdout);
-    assert!(!stderr.contains("building '"), "{stderr}");
+    assert!(!stderr.contains("building '/nix/store/"), "{stderr}");
     // The source went into the store under the commit's name.
     let source = fs::read_dir("/nix/store")
         .unwrap()

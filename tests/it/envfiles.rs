@@ -241,6 +241,12 @@ fn a_switched_command_never_shares_roots_terminal() {
         // Interactive: a new terminal for the account, as `su --pty` gives.
         let screen = on_terminal(&world, "terminal", &shim, &["shell"]);
         assert_eq!(screen.status, 3, "{}", screen.text);
+        // The push works on this kernel (into the command's own terminal),
+        // so an empty root terminal below means something.
+        assert_eq!(
+            screen.report["pushed"], "pushed",
+            "TIOCSTI is off on this kernel (sysctl dev.tty.legacy_tiocsti=0): this test needs it on"
+        );
         assert_eq!(screen.pending, 0, "keystrokes reached root's terminal");
         let r = &screen.report;
         assert_eq!(r["uid"], a.app_uid);

@@ -173,6 +173,21 @@ pub fn stderr_of(child: &mut std::process::Child) -> String {
     stderr
 }
 
+/// `systemd-analyze verify` of `units`: it must succeed and say nothing
+/// (it exits 0 on the warnings it prints, so silence is the test).
+pub fn verify(units: &[camino::Utf8PathBuf]) {
+    let output = Command::new(crate::support::require("systemd-analyze", "systemd"))
+        .args(["verify", "--man=no"])
+        .args(units)
+        .output()
+        .unwrap();
+    let (out, err) = crate::support::text(&output);
+    assert!(
+        output.status.success() && out.is_empty() && err.is_empty(),
+        "systemd-analyze verify:\n{out}{err}"
+    );
+}
+
 /// Starts the server of `unit` and waits (up to 30 s) until `port`
 /// answers; the response and the running child.
 pub fn serve(unit: &Unit, port: u16) -> (String, std::process::Child) {

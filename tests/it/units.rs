@@ -13,7 +13,7 @@ use djshim::schedule::Schedule;
 
 use crate::accounts::accounts;
 use crate::support::{World, assert_status, from_cron, golden, require, root, text, venv};
-use crate::systemd::{Unit, env_file, free_port, serve, stop};
+use crate::systemd::{Unit, env_file, free_port, serve, stop, verify};
 
 /// A world with the example project and a config with a server and a job
 /// for instance `prod`. It runs as root (`user = "root"`, said explicitly):
@@ -47,7 +47,6 @@ fn world(server: &str, extra: &str) -> World {
 
 #[test]
 fn every_unit_passes_systemd_analyze_verify() {
-    let analyze = require("systemd-analyze", "systemd");
     accounts();
     let world = world("[\"-m\", \"gunicorn\", \"mywebsite.wsgi\"]", "");
     // The real account, which systemd-analyze looks up.
@@ -67,16 +66,7 @@ fn every_unit_passes_systemd_analyze_verify() {
     .iter()
     .map(|n| world.path("units").join(n))
     .collect();
-    let output = Command::new(analyze)
-        .args(["verify", "--man=no"])
-        .args(&units)
-        .output()
-        .unwrap();
-    let (out, err) = text(&output);
-    assert!(
-        output.status.success() && out.is_empty() && err.is_empty(),
-        "systemd-analyze verify:\n{out}{err}"
-    );
+    verify(&units);
     // A second run changes nothing; the units are owned through a manifest.
     assert_eq!(text(&world.djshim(&["systemd"])).0, "");
     assert!(
@@ -377,23 +367,14 @@ fn hostile_values_survive_into_units_exactly() {
             assert_eq!(env[&format!("V{i}")], *s);
         }
     }
-    let output = Command::new(require("systemd-analyze", "systemd"))
-        .args(["verify", "--man=no"])
-        .args(
-            [
-                "mywebsite-prod.service",
-                "mywebsite-prod-m.service",
-                "mywebsite-prod-p.service",
-                "mywebsite-prod.target",
-            ]
-            .map(|u| world.path("units").join(u)),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success() && output.stderr.is_empty(),
-        "{}",
-        text(&output).1
+    verify(
+        &[
+            "mywebsite-prod.service",
+            "mywebsite-prod-m.service",
+            "mywebsite-prod-p.service",
+            "mywebsite-prod.target",
+        ]
+        .map(|u| world.path("units").join(u)),
     );
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::accounts::accounts;
 use crate::support::{World, assert_status, from_cron, golden, require, root, text, venv};
-use crate::systemd::{Unit, free_port, http_get};
+use crate::systemd::{Unit, free_port, http_get, verify};
 
 #[test]
 fn workers_units_match_their_golden_files() {
@@ -84,7 +84,6 @@ fn workers_world(port: u16) -> World {
 
 #[test]
 fn every_kind_of_unit_passes_systemd_analyze_verify() {
-    let analyze = require("systemd-analyze", "systemd");
     accounts();
     let world = workers_world(free_port());
     world.write(
@@ -108,16 +107,7 @@ fn every_kind_of_unit_passes_systemd_analyze_verify() {
         }
     }
     assert_eq!(kinds.len(), 4, "{kinds:?}");
-    let output = Command::new(analyze)
-        .args(["verify", "--man=no"])
-        .args(&units)
-        .output()
-        .unwrap();
-    let (out, err) = text(&output);
-    assert!(
-        output.status.success() && out.is_empty() && err.is_empty(),
-        "systemd-analyze verify:\n{out}{err}"
-    );
+    verify(&units);
     // Every unit of the instance is part of its target, but the socket,
     // which must stay open while the instance restarts.
     let target = Unit::parse(&world.read("units/mywebsite-prod.target"));
