@@ -238,7 +238,7 @@ fn env_file(file: &Utf8Path, uid: Option<u32>, user: Option<&str>) -> Vec<(Strin
         return found;
     }
     let reading = crate::envfile::read(&bytes);
-    for (line, what) in reading.differences {
+    for (line, what) in reading.problems() {
         found.push((format!("{file}:{line}: {what}"), false));
     }
     for (line, what) in reading.skipped {
@@ -260,13 +260,7 @@ fn writable(meta: &std::fs::Metadata, uid: u32, groups: &[u32]) -> bool {
 }
 
 /// The directories the shim looks up its programs in, never `PATH`.
-pub const TOOL_DIRS: [&str; 5] = [
-    "/run/current-system/sw/bin",
-    "/usr/bin",
-    "/bin",
-    "/usr/sbin",
-    "/sbin",
-];
+pub use crate::exec::TOOL_DIRS;
 
 /// A system program, found the way the shim finds it.
 pub fn tool(name: &str) -> Option<std::path::PathBuf> {

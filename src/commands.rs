@@ -13,7 +13,7 @@ use crate::cli::{
 use crate::config::{self, Source};
 use crate::error::Error;
 use crate::model::{Model, is_name};
-use crate::render::{Artifact, Renderer};
+use crate::render::{self, Artifact, Renderer};
 use crate::write::{self, Change};
 use crate::{check, pins, units};
 
@@ -184,13 +184,41 @@ fn check(model: &Model, args: &CheckArgs, out: &mut dyn Write) -> Result<ExitCod
 
 fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let selected = model.select(&args.instances)?;
-    let artifacts = Renderer::new().shims(model, &selected)?;
-    let wanted: BTreeSet<String> = model
+    let dir = args.write.out.as_deref().unwrap_or(&model.bin_dir);
+    let mut artifacts = Renderer::new().shims(model, &selected, dir)?;
+    let mut wanted: BTreeSet<String> = model
         .instances
         .values()
         .map(|i| i.command.clone())
         .collect();
+    if model.instances.values().any(render::needs_helper) {
+        let helper = helper(&model.project)?;
+        wanted.insert(helper.name.clone());
+        artifacts.push(helper);
+    }
     write_all(model, &model.bin_dir, &artifacts, &wanted, &args.write, out)
+}
+
+/// The shims' helper of `project`, to be written beside its shims: a copy
+/// of the `djshim-exec` installed beside this program. A copy, not a
+/// reference, so that it has the owner and the trust of the shims that
+/// exec it, and stays the version they were written for.
+pub(crate) fn helper(project: &str) -> Result<Artifact, Error> {
+    let source = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Utf8PathBuf::from_path_buf(exe.with_file_name("djshim-exec")).ok())
+        .ok_or_else(|| Error::Problem("cannot tell where djshim itself is installed".into()))?;
+    let bytes = std::fs::read(&source).map_err(|e| {
+        Error::Problem(format!(
+            "the shims' helper {source} cannot be read ({e}): it is built and installed with \
+             djshim (`cargo build`, `cargo install --path .`)"
+        ))
+    })?;
+    Ok(Artifact {
+        name: render::helper_name(project),
+        mode: 0o755,
+        bytes,
+    })
 }
 
 fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
@@ -265,7 +293,7 @@ fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let commits = crate::release::commits(model);
     for instance in model.instances.values() {
         let shim: Utf8PathBuf = model.bin_dir.join(&instance.command);
-        let expected = renderer.shim(model, instance)?;
+        let expected = renderer.shim(model, instance, &model.bin_dir)?;
         let state = match std::fs::read(&shim) {
             Ok(bytes) if bytes == expected.bytes => "up to date",
             Ok(_) => "stale",
@@ -309,7 +337,7 @@ fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
 
 fn show(model: &Model, args: &ShowArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let instance = model.select(std::slice::from_ref(&args.instance))?[0];
-    let shim = Renderer::new().shim(model, instance)?;
+    let shim = Renderer::new().shim(model, instance, &model.bin_dir)?;
     out.write_all(&shim.bytes)
         .map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))?;
     Ok(ExitCode::SUCCESS)

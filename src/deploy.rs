@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::model::{Health, Instance, Model};
 use crate::process::Process;
 use crate::profile::{Profile, current, profiled, resolve};
-use crate::render::Renderer;
+use crate::render::{Artifact, Renderer};
 use crate::steps::{say, step};
 
 /// Where the candidate package comes from.
@@ -406,13 +406,20 @@ impl Shims {
         let base = Utf8PathBuf::from_path_buf(dir.path().to_owned())
             .map_err(|_| Error::Problem("the temporary directory's path is not UTF-8".into()))?;
         let renderer = Renderer::new();
-        let write = |name: &str, instance: &Instance| -> Result<Utf8PathBuf, Error> {
-            let shim = renderer.shim(model, instance)?;
-            let path = base.join(name);
-            std::fs::write(&path, &shim.bytes).map_err(|e| Error::io("write", &path, e))?;
+        let put = |artifact: &Artifact| -> Result<Utf8PathBuf, Error> {
+            let path = base.join(&artifact.name);
+            std::fs::write(&path, &artifact.bytes).map_err(|e| Error::io("write", &path, e))?;
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
                 .map_err(|e| Error::io("chmod", &path, e))?;
             Ok(path)
+        };
+        if crate::render::needs_helper(instance) || crate::render::needs_helper(candidate) {
+            put(&crate::commands::helper(&model.project)?)?;
+        }
+        let write = |name: &str, instance: &Instance| -> Result<Utf8PathBuf, Error> {
+            let mut shim = renderer.shim(model, instance, &base)?;
+            name.clone_into(&mut shim.name);
+            put(&shim)
         };
         let instance = write("instance", instance)?;
         let candidate = write("candidate", candidate)?;

@@ -1,8 +1,8 @@
-//! Env files as systemd reads them (`EnvironmentFile=`), so that
-//! `djshim check` can say what a unit and a shim will see, and where the
-//! shim's reader (wrappers/env-reader.sh, the same state machine in sh)
-//! still reads a file differently or refuses it. Pure: bytes in, findings
-//! out.
+//! Env files as systemd reads them (`EnvironmentFile=`): the one reader
+//! of the shims' helper (`djshim-exec`, [`crate::exec`]), so that a shim
+//! sees what the instance's units see, and of `djshim check`, which says
+//! where the shim refuses a file and where an older systemd reads it
+//! otherwise. Pure: bytes in, findings out.
 //!
 //! The rules, from systemd's env-file parser: `#` or `;` first on a line
 //! starts a comment; `KEY=VALUE`, blanks around the key and before the
@@ -29,8 +29,36 @@ pub struct Reading {
     pub assignments: Vec<Assignment>,
     /// Lines systemd (and the shim) skip: no `=`, or an invalid name.
     pub skipped: Vec<(usize, String)>,
-    /// Where the shim refuses the file or reads it otherwise than systemd.
-    pub differences: Vec<(usize, String)>,
+    /// Names the shim refuses to set ([`refused`]), with their lines.
+    pub refused: Vec<(usize, String)>,
+    /// Names whose value is not UTF-8: systemd and the shim refuse the file.
+    pub not_utf8: Vec<(usize, String)>,
+    /// What else a reader of the file should know: a NUL byte, a line
+    /// that systemd before 254 reads otherwise.
+    pub notes: Vec<(usize, String)>,
+}
+
+impl Reading {
+    /// Every finding that makes the file unfit, as `(line, message)`.
+    pub fn problems(&self) -> Vec<(usize, String)> {
+        let mut found = self.notes.clone();
+        found.extend(self.refused.iter().map(|(line, key)| {
+            (
+                *line,
+                format!("`{key}` may not be set from an env file: the shim refuses it (exit 78)"),
+            )
+        }));
+        found.extend(self.not_utf8.iter().map(|(line, key)| {
+            (
+                *line,
+                format!(
+                    "the value of `{key}` is not UTF-8: systemd refuses the whole file, the shim too (exit 78)"
+                ),
+            )
+        }));
+        found.sort_by_key(|(line, _)| *line);
+        found
+    }
 }
 
 /// Names an env file may not set: they would steer the dynamic loader,
@@ -67,7 +95,7 @@ enum State {
     CommentEscape,
 }
 
-/// Reads `bytes` the way systemd does, noting where the shim differs.
+/// Reads `bytes` the way systemd does, noting what the shim refuses.
 pub fn read(bytes: &[u8]) -> Reading {
     let mut parser = Parser {
         state: State::PreKey,
@@ -80,9 +108,9 @@ pub fn read(bytes: &[u8]) -> Reading {
     let mut text = bytes;
     if let Some(nul) = bytes.iter().position(|&b| b == 0) {
         let line = bytes[..nul].split(|&b| b == b'\n').count();
-        parser.reading.differences.push((
+        parser.reading.notes.push((
             line,
-            "a NUL byte: systemd ignores the rest of the file, the shim does not".into(),
+            "a NUL byte: systemd and the shim ignore the rest of the file".into(),
         ));
         text = &bytes[..nul];
     }
@@ -211,7 +239,7 @@ impl Parser {
             }
             State::CommentEscape => {
                 if newline(c) {
-                    self.reading.differences.push((
+                    self.reading.notes.push((
                         self.line,
                         "a comment ends in a backslash: systemd before 254 (Debian 12 has 252) \
                          also skips the next line, the shim and newer systemd read it"
@@ -253,17 +281,9 @@ fn push(reading: &mut Reading, line: usize, key: &[u8], value: &mut Vec<u8>) {
             format!("`{}` is not a variable name", key.escape_debug()),
         ));
     } else if std::str::from_utf8(&value).is_err() {
-        reading.differences.push((
-            line,
-            format!(
-                "the value of `{key}` is not UTF-8: systemd refuses the whole file, the shim passes it on"
-            ),
-        ));
+        reading.not_utf8.push((line, key.to_owned()));
     } else if refused(key) {
-        reading.differences.push((
-            line,
-            format!("`{key}` may not be set from an env file: the shim refuses it (exit 78)"),
-        ));
+        reading.refused.push((line, key.to_owned()));
     } else {
         reading.assignments.push(Assignment {
             line,
@@ -308,9 +328,13 @@ mod tests {
     fn skips_what_systemd_skips_and_notes_what_the_shim_refuses() {
         let r = read(b"export A=1\nnot a line\n2FA=x\nLD_PRELOAD=/x.so\n# c \\\nB=1\n");
         assert_eq!(r.skipped.len(), 3, "{r:?}");
-        assert_eq!(r.differences.len(), 2, "{r:?}");
+        assert_eq!(r.refused, [(4, "LD_PRELOAD".to_owned())], "{r:?}");
+        assert_eq!(r.notes.len(), 1, "{r:?}");
+        assert_eq!(r.problems().len(), 2, "{r:?}");
         assert_eq!(r.assignments.len(), 1);
-        assert!(!read(b"A=\xff\n").differences.is_empty());
-        assert!(!read(b"A=1\0B=2\n").differences.is_empty());
+        assert_eq!(read(b"A=\xff\n").not_utf8, [(1, "A".to_owned())]);
+        let nul = read(b"A=1\0B=2\n");
+        assert_eq!(nul.notes.len(), 1);
+        assert_eq!(nul.assignments.len(), 1, "the rest is ignored: {nul:?}");
     }
 }

@@ -13,6 +13,7 @@ pub mod config;
 pub mod deploy;
 pub mod envfile;
 pub mod error;
+pub mod exec;
 pub mod gcroot;
 pub mod model;
 pub mod pins;

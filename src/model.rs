@@ -381,10 +381,6 @@ pub fn is_account(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-/// The most env files an instance can have: the shim opens each on its
-/// own descriptor, and sh numbers them 3 to 9.
-pub const MAX_ENV_FILES: usize = 7;
-
 /// The most bytes one `env` value may hold: far below the kernel's limit
 /// for one variable (128 KiB) and systemd's for one unit line (1 MiB),
 /// so that the shim and the unit always start.
@@ -668,26 +664,13 @@ impl Builder<'_> {
         })
     }
 
-    /// `env_file`: at most [`MAX_ENV_FILES`], relative to the config.
+    /// `env_file`: paths relative to the config.
     fn env_files<'s>(
         &mut self,
         field: Option<(&StrList, String)>,
         scope: &dyn Fn(String) -> Scope<'s>,
     ) -> Vec<Utf8PathBuf> {
-        let at = field.as_ref().map(|(v, key)| (*v, key.clone()));
-        let files = self.list(field, scope, Base::ConfigDir);
-        if let Some((v, key)) = at.filter(|_| files.len() > MAX_ENV_FILES) {
-            self.error(
-                v,
-                &key,
-                format!(
-                    "{} env files; an instance may have at most {MAX_ENV_FILES}",
-                    files.len()
-                ),
-                "the shim opens each on its own descriptor, 3 to 9; merge some of them",
-            );
-        }
-        files
+        self.list(field, scope, Base::ConfigDir)
     }
 
     /// A user or group name as `useradd` accepts it.

@@ -139,8 +139,14 @@ impl Renderer {
         Renderer { env }
     }
 
-    /// The shim of one instance, as `generate` writes it.
-    pub fn shim(&self, model: &Model, instance: &Instance) -> Result<Artifact, Error> {
+    /// The shim of one instance, as `generate` writes it into `dir` (where
+    /// the helper lies beside it).
+    pub fn shim(
+        &self,
+        model: &Model,
+        instance: &Instance,
+        dir: &Utf8Path,
+    ) -> Result<Artifact, Error> {
         let words = Words { instance };
         let mut path = vec![instance.python_bin().to_owned()];
         path.extend(instance.path.iter().cloned());
@@ -170,32 +176,12 @@ impl Renderer {
             variables,
             state_dir: instance.state_dir.as_ref().map(|p| words.path(p)),
             locals: Value::from_safe_string(locals(instance).join(" ")),
-            tools: instance.user.is_some() || !instance.env_files.is_empty(),
+            tools: instance.user.is_some(),
             user: instance.user.as_deref(),
             group: instance.group.as_deref(),
-            env_files: instance
-                .env_files
-                .iter()
-                .zip(FIRST_ENV_FD..)
-                .map(|(p, fd)| EnvFile {
-                    fd: Value::from_safe_string(fd.to_string()),
-                    path: words.path(p),
-                })
-                .collect(),
-            stat_args: Value::from_safe_string(stat_args(instance)),
-            files: Value::from_safe_string(
-                sh_quote(
-                    &instance
-                        .env_files
-                        .iter()
-                        .map(|p| p.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                )
-                .into_owned(),
-            ),
-            reader: Value::from_safe_string(reader().to_owned()),
-            cr: Value::from_safe_string("\r".to_owned()),
+            helper: needs_helper(instance)
+                .then(|| words.path(&dir.join(helper_name(&model.project)))),
+            env_files: instance.env_files.iter().map(|p| words.path(p)).collect(),
             confirm: Value::from_safe_string(
                 instance
                     .confirm
@@ -243,9 +229,14 @@ impl Renderer {
         Ok(text.lines().collect::<Vec<_>>().join("; "))
     }
 
-    /// Every shim of the model, in instance order.
-    pub fn shims(&self, model: &Model, instances: &[&Instance]) -> Result<Vec<Artifact>, Error> {
-        instances.iter().map(|i| self.shim(model, i)).collect()
+    /// Every shim of `instances`, in order, for `dir`.
+    pub fn shims(
+        &self,
+        model: &Model,
+        instances: &[&Instance],
+        dir: &Utf8Path,
+    ) -> Result<Vec<Artifact>, Error> {
+        instances.iter().map(|i| self.shim(model, i, dir)).collect()
     }
 
     pub(crate) fn render<S: Serialize>(&self, template: &str, ctx: &S) -> Result<String, Error> {
@@ -280,16 +271,9 @@ struct ShimContext<'a> {
     tools: bool,
     user: Option<&'a str>,
     group: Option<&'a str>,
-    env_files: Vec<EnvFile>,
-    /// The words `stat` is given: each env file's descriptor, then (for an
-    /// instance with an account) the directories above that file.
-    stat_args: Value,
-    /// The env files' paths, one a line, as one sh word.
-    files: Value,
-    /// wrappers/env-reader.sh without its header, kept in single quotes.
-    reader: Value,
-    /// A carriage return, which no sh word can spell otherwise.
-    cr: Value,
+    /// The helper beside the shim, for an instance that needs it.
+    helper: Option<Value>,
+    env_files: Vec<Value>,
     /// The `case` pattern of the subcommands to confirm, `a | b`; empty when none.
     confirm: Value,
 }
@@ -305,42 +289,16 @@ struct LauncherContext<'a> {
     manage: Option<Value>,
 }
 
-/// An env file as the shim opens it: on its own descriptor.
-#[derive(Serialize)]
-struct EnvFile {
-    fd: Value,
-    path: Value,
+/// The file name of the shims' helper (`djshim-exec`, src/exec.rs) in a
+/// directory of shims of `project`: hidden, one per project.
+pub fn helper_name(project: &str) -> String {
+    format!(".djshim-{project}-exec")
 }
 
-/// The first descriptor of an env file; sh numbers them up to 9, which
-/// is where `model::MAX_ENV_FILES` comes from.
-const FIRST_ENV_FD: u32 = 3;
-
-fn stat_args(instance: &Instance) -> String {
-    let mut words = Vec::new();
-    for (file, fd) in instance.env_files.iter().zip(FIRST_ENV_FD..) {
-        words.push(format!("/proc/self/fd/{fd}"));
-        if instance.user.is_some() {
-            words.extend(
-                file.ancestors()
-                    .skip(1)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .map(|dir| sh_quote(dir.as_str()).into_owned()),
-            );
-        }
-    }
-    words.join(" ")
-}
-
-/// The env-file reader the shim carries: wrappers/env-reader.sh from its
-/// first line of code on (the header is for readers of this repository).
-fn reader() -> &'static str {
-    const READER: &str = include_str!("../wrappers/env-reader.sh");
-    let code = READER.split_once("\n\n").map_or(READER, |(_, code)| code);
-    debug_assert!(!code.contains('\''), "the reader lives in single quotes");
-    code
+/// Whether the shim of `instance` execs the helper: to switch accounts or
+/// to read env files.
+pub fn needs_helper(instance: &Instance) -> bool {
+    instance.user.is_some() || !instance.env_files.is_empty()
 }
 
 /// The shell variables a shim of `instance` assigns. They are unset at the
@@ -352,48 +310,15 @@ fn locals(instance: &Instance) -> Vec<&'static str> {
     if instance.profile {
         names.push("djshim_package");
     }
-    if instance.user.is_some() || !instance.env_files.is_empty() {
+    if instance.user.is_some() {
         names.extend([
             "djshim_dir",
             "djshim_caller",
             "djshim_key",
-            "djshim_field",
             "djshim_value",
             "djshim_line",
-            "djshim_uid",
-        ]);
-    }
-    if instance.user.is_some() {
-        names.extend([
             "djshim_entry",
-            "djshim_home",
             "djshim_switch",
-            "djshim_runuser",
-        ]);
-        if instance.group.is_none() {
-            names.push("djshim_gid");
-        }
-    }
-    if !instance.env_files.is_empty() {
-        names.extend([
-            "djshim_file",
-            "djshim_owner",
-            "djshim_reader",
-            "djshim_command",
-            "djshim_files",
-            "djshim_nl",
-            "djshim_sq",
-            "djshim_cr",
-            // The reader's own.
-            "djshim_fd",
-            "djshim_names",
-            "djshim_name",
-            "djshim_rest",
-            "djshim_state",
-            "djshim_number",
-            "djshim_eof",
-            "djshim_c",
-            "djshim_blank",
         ]);
     }
     if !instance.confirm.is_empty() {

@@ -374,8 +374,13 @@ pub fn read_manifest(path: &Utf8Path) -> Result<BTreeSet<String>, Error> {
             continue;
         }
         // Names are plain file names: an edited manifest must not make
-        // djshim replace or delete anything outside its directory.
-        if line.contains('/') || line.starts_with('.') {
+        // djshim replace or delete anything outside its directory. The
+        // one hidden name is the shims' helper.
+        let helper = line
+            .strip_prefix(".djshim-")
+            .and_then(|rest| rest.strip_suffix("-exec"))
+            .is_some_and(crate::model::is_name);
+        if line.contains('/') || (line.starts_with('.') && !helper) {
             return Err(Error::Manifest {
                 path: path.to_owned(),
                 line: i + 1,
@@ -426,6 +431,16 @@ fn print_diff(dir: &Utf8Path, step: &Step<'_>, out: &mut dyn Write) -> io::Resul
         return Ok(());
     }
     let path: Utf8PathBuf = dir.join(&step.name);
+    let binary = |bytes: &[u8]| std::str::from_utf8(bytes).is_err();
+    if step.old.as_deref().is_some_and(binary) || step.new.is_some_and(|a| binary(&a.bytes)) {
+        // The shims' helper: no lines to compare.
+        let verb = match step.change {
+            Change::Create => "would be created",
+            Change::Remove => "would be removed",
+            _ => "would change",
+        };
+        return writeln!(out, "binary file {path} {verb}");
+    }
     let old = step
         .old
         .as_deref()

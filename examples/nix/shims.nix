@@ -16,6 +16,10 @@
 # --config ${writeText "djshim.toml" ...} generate --out $out/bin"`, which
 # also accepts packages that are derivation outputs (builtins.toFile below
 # only accepts plain store paths).
+#
+# An instance with a `user` or env files also needs the helper djshim-exec,
+# which generate copies from beside djshim into the output: pass a djshim
+# whose directory holds both (a package's bin/), not a lone file.
 { djshim, staging, prod, python, system ? builtins.currentSystem }:
 
 let

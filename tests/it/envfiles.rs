@@ -526,13 +526,13 @@ fn check_says_where_systemd_and_the_shim_read_a_file_differently() {
             "app: `env_file`: warning: {old}:3: skipped by systemd and the shim alike: `export X` is not a variable name"
         ),
         format!(
-            "app: `env_file`: {bad}:4: a NUL byte: systemd ignores the rest of the file, the shim does not"
+            "app: `env_file`: {bad}:4: a NUL byte: systemd and the shim ignore the rest of the file"
         ),
         format!(
             "app: `env_file`: {bad}:2: `LD_PRELOAD` may not be set from an env file: the shim refuses it (exit 78)"
         ),
         format!(
-            "app: `env_file`: {bad}:3: the value of `B` is not UTF-8: systemd refuses the whole file, the shim passes it on"
+            "app: `env_file`: {bad}:3: the value of `B` is not UTF-8: systemd refuses the whole file, the shim too (exit 78)"
         ),
     ] {
         assert!(

@@ -51,7 +51,9 @@ proptest! {
         );
         let source = Source { name: "djshim.toml".into(), text, dir: world.path("") };
         let model = Model::build(&source, &config::parse(&source).unwrap()).unwrap();
-        let shim = Renderer::new().shim(&model, &model.instances["i"]).unwrap();
+        let shim = Renderer::new()
+            .shim(&model, &model.instances["i"], &model.bin_dir)
+            .unwrap();
         let path = world.write("shim", std::str::from_utf8(&shim.bytes).unwrap());
         let output = Command::new("/bin/sh").arg(&path).args(&args).env_clear().output().unwrap();
         prop_assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));

@@ -1,0 +1,540 @@
+//! `djshim-exec`: the last step of a shim that runs as an account or reads
+//! env files, compiled because a shell cannot do it cheaply or safely.
+//!
+//! It opens each env file once, as the caller (root can read a 0600 file),
+//! and checks the *open* file: regular, owned by root or the instance's
+//! account, not group- or world-writable; a root-owned file read for an
+//! account only from directories that root alone can change. Then it
+//! switches to the account (supplementary groups from NSS, as setpriv's
+//! `--init-groups`), and only then reads and parses the files (systemd's
+//! rules, [`crate::envfile`]): nothing in them reaches a process of root,
+//! nor any argv. Last, it execs the program with those variables added.
+//!
+//! On a terminal the account must not share root's terminal (TIOCSTI): the
+//! helper hands the files it opened to `runuser --pty` (terminal on stdin)
+//! or `setsid --wait` (terminal only as the controlling one), which start
+//! the helper again on the descriptors (`--opened FD:PATH`).
+//!
+//! Usage (written by `djshim generate` into shims; not for people):
+//!
+//! ```text
+//! djshim-exec --command NAME [--user USER [--group GROUP]] [--env-file PATH]...
+//!             [--opened FD:PATH]... -- PROGRAM [ARG]...
+//! ```
+//!
+//! Exit status: the program's; 77 for an account problem, 78 for an env
+//! file problem, 126/127 when the program cannot be started, 2 for usage.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::{IsTerminal as _, Read as _};
+use std::os::fd::{FromRawFd as _, IntoRawFd as _, RawFd};
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use nix::unistd::{Gid, Group, Uid, User};
+
+use crate::envfile;
+
+/// Where programs are looked up (`runuser`, `setsid` here; `check` and the
+/// shims use the same list), never on the caller's `PATH`.
+pub const TOOL_DIRS: [&str; 5] = [
+    "/run/current-system/sw/bin",
+    "/usr/bin",
+    "/bin",
+    "/usr/sbin",
+    "/sbin",
+];
+
+/// What the shim asks for.
+#[derive(Debug, Default)]
+struct Request {
+    /// The shim's name, first on every message.
+    command: String,
+    user: Option<String>,
+    group: Option<String>,
+    files: Vec<PathBuf>,
+    /// Files a first run of the helper opened and checked, on these descriptors.
+    opened: Vec<(RawFd, PathBuf)>,
+    program: Vec<OsString>,
+}
+
+/// Why nothing was run: an exit status and a message.
+#[derive(Debug)]
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+fn fail<T>(status: u8, message: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure {
+        status,
+        message: message.into(),
+    })
+}
+
+/// The helper's `main`: never returns when the program starts.
+pub fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let command = command_name(&args);
+    let failure = match parse(args) {
+        Ok(request) => run(&request),
+        Err(failure) => failure,
+    };
+    eprintln!("{command}: {}", failure.message);
+    ExitCode::from(failure.status)
+}
+
+/// The value of `--command`, for messages about the arguments themselves.
+fn command_name(args: &[OsString]) -> String {
+    args.windows(2)
+        .find(|pair| pair[0] == "--command")
+        .map_or_else(
+            || "djshim-exec".to_owned(),
+            |pair| pair[1].to_string_lossy().into_owned(),
+        )
+}
+
+fn parse(args: Vec<OsString>) -> Result<Request, Failure> {
+    let usage = |what: &str| {
+        fail(
+            2,
+            format!(
+                "{what}\nusage: djshim-exec --command NAME [--user USER [--group GROUP]] \
+                 [--env-file PATH]... -- PROGRAM [ARG]..."
+            ),
+        )
+    };
+    let mut request = Request::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            request.program = args.collect();
+            break;
+        }
+        let Some(value) = args.next() else {
+            return usage(&format!("{} needs a value", arg.to_string_lossy()));
+        };
+        match arg.to_str() {
+            Some("--command") => request.command = value.to_string_lossy().into_owned(),
+            Some("--user") => request.user = Some(utf8(value)?),
+            Some("--group") => request.group = Some(utf8(value)?),
+            Some("--env-file") => request.files.push(value.into()),
+            Some("--opened") => {
+                let bytes = value.as_bytes();
+                let colon = bytes.iter().position(|&b| b == b':');
+                let fd = colon
+                    .and_then(|at| std::str::from_utf8(&bytes[..at]).ok())
+                    .and_then(|n| n.parse::<RawFd>().ok())
+                    .filter(|&fd| fd > 2);
+                match (fd, colon) {
+                    (Some(fd), Some(at)) => request
+                        .opened
+                        .push((fd, OsStr::from_bytes(&bytes[at + 1..]).into())),
+                    _ => return usage("--opened takes FD:PATH, FD above 2"),
+                }
+            }
+            _ => return usage(&format!("unknown argument {}", arg.to_string_lossy())),
+        }
+    }
+    if request.program.is_empty() {
+        return usage("no program to run");
+    }
+    Ok(request)
+}
+
+fn utf8(value: OsString) -> Result<String, Failure> {
+    value
+        .into_string()
+        .or_else(|v| fail(2, format!("{} is not UTF-8", v.to_string_lossy())))
+}
+
+/// The instance's account, as NSS knows it.
+struct Account {
+    user: User,
+    /// The configured group's id, else the account's own group.
+    gid: Gid,
+    /// Whether a group was configured (root then switches even to root).
+    group: Option<String>,
+}
+
+impl Account {
+    fn look_up(name: &str, group: Option<&str>) -> Result<Account, Failure> {
+        let Ok(Some(user)) = User::from_name(name) else {
+            return fail(77, format!("the account {name} does not exist"));
+        };
+        let gid = match group {
+            None => user.gid,
+            Some(group) => match Group::from_name(group) {
+                Ok(Some(g)) => g.gid,
+                _ => return fail(77, format!("the group {group} does not exist")),
+            },
+        };
+        Ok(Account {
+            user,
+            gid,
+            group: group.map(str::to_owned),
+        })
+    }
+
+    fn c_name(&self) -> CString {
+        // A name from NSS holds no NUL.
+        CString::new(self.user.name.as_bytes()).unwrap_or_default()
+    }
+
+    /// Becomes the account: supplementary groups, group, user, in that
+    /// order (each later step needs root).
+    fn become_it(&self) -> Result<(), Failure> {
+        let name = &self.user.name;
+        nix::unistd::initgroups(&self.c_name(), self.user.gid)
+            .or_else(|e| fail(77, format!("cannot set the groups of {name}: {e}")))?;
+        nix::unistd::setresgid(self.gid, self.gid, self.gid)
+            .or_else(|e| fail(77, format!("cannot switch to the group of {name}: {e}")))?;
+        nix::unistd::setresuid(self.user.uid, self.user.uid, self.user.uid)
+            .or_else(|e| fail(77, format!("cannot switch to {name}: {e}")))
+    }
+
+    /// The names of the account's groups, for `runuser -G` (whose `-g`
+    /// drops them otherwise).
+    fn group_names(&self) -> Result<Vec<String>, Failure> {
+        let gids = nix::unistd::getgrouplist(&self.c_name(), self.user.gid).or_else(|e| {
+            fail(
+                77,
+                format!("cannot list the groups of {}: {e}", self.user.name),
+            )
+        })?;
+        Ok(gids
+            .into_iter()
+            .map(|gid| match Group::from_gid(gid) {
+                Ok(Some(g)) => g.name,
+                _ => gid.to_string(),
+            })
+            .collect())
+    }
+}
+
+/// Runs the request; returns only when something stops it.
+fn run(request: &Request) -> Failure {
+    match prepare(request) {
+        Ok(command) => {
+            let program = request.program[0].to_string_lossy().into_owned();
+            start(command, &program)
+        }
+        Err(failure) => failure,
+    }
+}
+
+/// Everything up to the exec: the command to exec.
+fn prepare(request: &Request) -> Result<Command, Failure> {
+    let caller = nix::unistd::geteuid();
+    let account = match &request.user {
+        Some(name) => Some(Account::look_up(name, request.group.as_deref())?),
+        None => None,
+    };
+    let switch = match &account {
+        None => false,
+        Some(a) if caller.is_root() && (!a.user.uid.is_root() || a.group.is_some()) => true,
+        Some(a) if caller == a.user.uid => false,
+        Some(a) => {
+            return fail(
+                77,
+                format!(
+                    "this runs as {name}: start it as root or as {name}, not as uid {caller}",
+                    name = a.user.name
+                ),
+            );
+        }
+    };
+    // The account a file may belong to besides root.
+    let owner = account.as_ref().map_or(caller, |a| a.user.uid);
+    // A root-owned file read for another account: its directories count too.
+    let guard_dirs = switch && !owner.is_root();
+    let mut files = Vec::new();
+    for path in &request.files {
+        let file = open(path)?;
+        inspect(&file, path, owner, guard_dirs)?;
+        files.push((file, path.clone()));
+    }
+    for (fd, path) in &request.opened {
+        files.push((inherited(*fd, path)?, path.clone()));
+    }
+
+    // HOME and the names describe the account the program runs as.
+    let mut env: Vec<(&str, OsString)> = Vec::new();
+    if let Some(account) = account.as_ref().filter(|_| switch) {
+        let name = &account.user.name;
+        env.push(("HOME", account.user.dir.clone().into_os_string()));
+        env.extend([("USER", name.into()), ("LOGNAME", name.into())]);
+        if request.opened.is_empty() && has_terminal() {
+            return hand_over(request, account, files, env);
+        }
+        account.become_it()?;
+    }
+
+    // From here on this is the account's process (or the caller's, when
+    // nothing switches): only now are the files read.
+    let mut command = Command::new(&request.program[0]);
+    command.args(&request.program[1..]).envs(env);
+    for (file, path) in files {
+        for (key, value) in read(file, &path)? {
+            command.env(key, OsString::from_vec(value));
+        }
+    }
+    Ok(command)
+}
+
+/// Opens `path` without blocking on a FIFO and without taking a terminal.
+fn open(path: &Path) -> Result<File, Failure> {
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits().cast_signed())
+        .open(path)
+        .or_else(|_| {
+            fail(
+                78,
+                format!("env file {} is missing or unreadable", path.display()),
+            )
+        })
+}
+
+/// The checks on an open env file (and the directories above it).
+fn inspect(file: &File, path: &Path, owner: Uid, guard_dirs: bool) -> Result<(), Failure> {
+    let shown = path.display();
+    let meta = file
+        .metadata()
+        .or_else(|e| fail(78, format!("cannot inspect env file {shown}: {e}")))?;
+    if !meta.is_file() {
+        return fail(78, format!("env file {shown} is not a regular file"));
+    }
+    if guard_dirs && meta.uid() == 0 {
+        for dir in path
+            .ancestors()
+            .skip(1)
+            .filter(|d| !d.as_os_str().is_empty())
+        {
+            let unsafe_dir = match std::fs::metadata(dir) {
+                Ok(m) => m.uid() != 0 || m.mode() & 0o022 != 0,
+                Err(_) => true,
+            };
+            if unsafe_dir {
+                return fail(
+                    78,
+                    format!(
+                        "env file {shown} belongs to root but lies under {}, which others than \
+                         root can change (a link there could point it at any file root can \
+                         read): move it under directories only root can write, or give it to {}",
+                        dir.display(),
+                        User::from_uid(owner)
+                            .ok()
+                            .flatten()
+                            .map_or_else(|| owner.to_string(), |u| u.name)
+                    ),
+                );
+            }
+        }
+    }
+    if meta.mode() & 0o022 != 0 {
+        return fail(
+            78,
+            format!(
+                "env file {shown} is group- or world-writable (mode {:o}): chmod go-w it",
+                meta.mode() & 0o7777
+            ),
+        );
+    }
+    if meta.uid() != 0 && meta.uid() != owner.as_raw() {
+        return fail(
+            78,
+            format!(
+                "env file {shown} is owned by uid {}, not by root or the instance account",
+                meta.uid()
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// A descriptor a first run of the helper opened and checked, passed on
+/// through `runuser` or `setsid`.
+#[allow(unsafe_code)]
+fn inherited(fd: RawFd, path: &Path) -> Result<File, Failure> {
+    // Only an open descriptor may be owned.
+    if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+        return fail(
+            78,
+            format!("env file {} was not handed over", path.display()),
+        );
+    }
+    // SAFETY: `fd` came across exec from the helper that opened it for this
+    // run (`--opened`); nothing else in this process owns or closes it.
+    let file = unsafe { File::from_raw_fd(fd) };
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(file),
+        _ => fail(
+            78,
+            format!("env file {} was not handed over", path.display()),
+        ),
+    }
+}
+
+/// Whether the process has a controlling terminal (`/dev/tty` opens).
+fn has_terminal() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOCTTY.bits().cast_signed())
+        .open("/dev/tty")
+        .is_ok()
+}
+
+/// With a terminal: the account gets a terminal of its own (`runuser
+/// --pty`, when stdin is a terminal) or none (`setsid --wait`), and the
+/// helper runs again there on the files opened here.
+fn hand_over(
+    request: &Request,
+    account: &Account,
+    files: Vec<(File, PathBuf)>,
+    env: Vec<(&str, OsString)>,
+) -> Result<Command, Failure> {
+    let me = std::env::current_exe()
+        .or_else(|e| fail(127, format!("cannot find djshim-exec itself: {e}")))?;
+    let mut again: Vec<OsString> = vec!["--command".into(), request.command.clone().into()];
+    for (file, path) in files {
+        rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::empty()).or_else(|e| {
+            fail(
+                78,
+                format!("cannot pass on env file {}: {e}", path.display()),
+            )
+        })?;
+        // Left open, for the program exec'd next.
+        let mut spec = format!("{}:", file.into_raw_fd()).into_bytes();
+        spec.extend_from_slice(path.as_os_str().as_bytes());
+        again.extend(["--opened".into(), OsString::from_vec(spec)]);
+    }
+    let name = account.user.name.clone();
+    let mut command = if std::io::stdin().is_terminal() {
+        let mut c = Command::new(tool("runuser")?);
+        c.args(["-u", &name]);
+        if let Some(group) = &account.group {
+            c.args(["-g", group]);
+            for g in account.group_names()? {
+                c.args(["-G", &g]);
+            }
+        }
+        c.args(["--pty", "--"]).arg(&me);
+        c
+    } else {
+        // A new session, no terminal: the helper there switches itself.
+        let mut c = Command::new(tool("setsid")?);
+        c.arg("--wait").arg(&me);
+        again.extend(["--user".into(), name.into()]);
+        if let Some(group) = &account.group {
+            again.extend(["--group".into(), group.into()]);
+        }
+        c
+    };
+    command.args(again).arg("--").args(&request.program);
+    command.envs(env);
+    Ok(command)
+}
+
+fn tool(name: &str) -> Result<PathBuf, Failure> {
+    TOOL_DIRS
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|p| p.is_file())
+        .map_or_else(
+            || fail(127, format!("{name} not found in {}", TOOL_DIRS.join(", "))),
+            Ok,
+        )
+}
+
+/// Reads and parses one env file, as the account it runs for.
+fn read(mut file: File, path: &Path) -> Result<Vec<(String, Vec<u8>)>, Failure> {
+    let shown = path.display();
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .or_else(|e| fail(78, format!("cannot read env file {shown}: {e}")))?;
+    let reading = envfile::read(&bytes);
+    if let Some((line, key)) = reading.refused.first() {
+        return fail(
+            78,
+            format!(
+                "{shown}:{line}: {key} may not be set from an env file: it would steer the \
+                 loader, djshim or the shell"
+            ),
+        );
+    }
+    if let Some((line, key)) = reading.not_utf8.first() {
+        return fail(
+            78,
+            format!(
+                "{shown}:{line}: the value of {key} is not UTF-8 (systemd refuses such a file too)"
+            ),
+        );
+    }
+    Ok(reading
+        .assignments
+        .into_iter()
+        .map(|a| (a.key, a.value))
+        .collect())
+}
+
+/// Execs `command`; returns why it could not.
+fn start(mut command: Command, program: &str) -> Failure {
+    let error = command.exec();
+    Failure {
+        status: if error.kind() == std::io::ErrorKind::NotFound {
+            127
+        } else {
+            126
+        },
+        message: format!("cannot run {program}: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<OsString> {
+        list.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn parses_what_the_shim_writes() {
+        let r = parse(args(&[
+            "--command",
+            "t-app",
+            "--user",
+            "app",
+            "--env-file",
+            "/e",
+            "--opened",
+            "5:/a:b",
+            "--",
+            "/py",
+            "manage.py",
+            "--",
+            "x",
+        ]))
+        .unwrap();
+        assert_eq!(r.command, "t-app");
+        assert_eq!(r.user.as_deref(), Some("app"));
+        assert_eq!(r.files, [PathBuf::from("/e")]);
+        assert_eq!(r.opened, [(5, PathBuf::from("/a:b"))]);
+        assert_eq!(r.program, args(&["/py", "manage.py", "--", "x"]));
+        for bad in [
+            &["--user"][..],
+            &["--opened", "1:/x", "--", "p"],
+            &["--opened", "x", "--", "p"],
+            &["--what", "1", "--", "p"],
+            &["--command", "c"],
+        ] {
+            assert_eq!(parse(args(bad)).unwrap_err().status, 2, "{bad:?}");
+        }
+    }
+}
