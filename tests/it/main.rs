@@ -11,6 +11,7 @@ mod envfiles;
 mod errors;
 mod escape;
 mod generate;
+mod helper;
 mod postgres;
 mod profiles;
 mod runtime;
