@@ -291,10 +291,14 @@ fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let renderer = Renderer::new();
     let mut rows = vec![["INSTANCE", "SHIM", "PACKAGE", "SETTINGS", "STATE"].map(String::from)];
     let commits = crate::release::commits(model);
+    // The helper beside the shims: present, and this djshim's (when known).
+    let helper_current = std::fs::read(model.bin_dir.join(render::helper_name(&model.project)))
+        .is_ok_and(|bytes| helper(&model.project).map_or(true, |h| h.bytes == bytes));
     for instance in model.instances.values() {
         let shim: Utf8PathBuf = model.bin_dir.join(&instance.command);
         let expected = renderer.shim(model, instance, &model.bin_dir)?;
         let state = match std::fs::read(&shim) {
+            Ok(_) if render::needs_helper(instance) && !helper_current => "stale",
             Ok(bytes) if bytes == expected.bytes => "up to date",
             Ok(_) => "stale",
             Err(_) => "missing",

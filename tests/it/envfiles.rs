@@ -3,7 +3,7 @@
 //! root runs the shim (from cron, from a terminal). Nothing in a file may
 //! steer root or the shim, a link may never hand the account a file it
 //! could not read, the terminal is never shared, and the files read as
-//! systemd reads them. Real accounts, setpriv, runuser, ptys and gcc.
+//! systemd reads them. Real accounts, the helper, runuser, ptys and gcc.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

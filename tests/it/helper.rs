@@ -158,6 +158,22 @@ fn the_helper_is_a_copy_and_without_one_nothing_is_written() {
     let (output, report) = run(&world.path("bin/t-app"));
     assert_status(&output, 0);
     assert_eq!(report.unwrap()["env"]["B"], "2");
+
+    // The shim's own copy gone: one line, 127, as for a missing interpreter.
+    let list = world.djshim(&["list"]);
+    assert!(text(&list).0.contains("up to date"), "{}", text(&list).0);
+    fs::remove_file(world.path(HELPER)).unwrap();
+    let (output, _) = run(&world.path("bin/t-app"));
+    assert_status(&output, 127);
+    assert_eq!(
+        text(&output).1,
+        format!(
+            "t-app: the helper {} is missing: run djshim generate again\n",
+            world.path(HELPER)
+        )
+    );
+    let list = world.djshim(&["list"]);
+    assert!(text(&list).0.contains(" stale\n"), "{}", text(&list).0);
 }
 
 #[test]
