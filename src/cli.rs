@@ -45,7 +45,9 @@ pub enum Command {
     /// .djshim-PROJECT.manifest in the output directory lists the files the
     /// project owns: a shim whose instance left the config is removed, a file
     /// of another project is never touched, and a file djshim did not write
-    /// is never overwritten unless --force is given.
+    /// is never overwritten unless --force is given. When an instance has a
+    /// user or env files, the helper its shim execs, djshim-exec, is copied
+    /// from beside djshim into the directory as .djshim-PROJECT-exec.
     Generate(GenerateArgs),
     /// One row per instance: shim, package, settings, and whether the shim is up to date
     List,

@@ -90,7 +90,9 @@ pub fn main() -> ExitCode {
 
 /// The value of `--command`, for messages about the arguments themselves.
 fn command_name(args: &[OsString]) -> String {
-    args.windows(2)
+    let options = args.iter().position(|a| a == "--").unwrap_or(args.len());
+    args[..options]
+        .windows(2)
         .find(|pair| pair[0] == "--command")
         .map_or_else(
             || "djshim-exec".to_owned(),
