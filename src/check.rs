@@ -259,19 +259,7 @@ fn writable(meta: &std::fs::Metadata, uid: u32, groups: &[u32]) -> bool {
         || (meta.uid() != uid && !groups.contains(&meta.gid()) && mode & 0o003 == 0o003)
 }
 
-/// The directories the shim looks up its programs in, never `PATH`.
-pub use crate::exec::TOOL_DIRS;
-
-/// A system program, found the way the shim finds it.
-pub fn tool(name: &str) -> Option<std::path::PathBuf> {
-    TOOL_DIRS
-        .iter()
-        .map(|dir| Utf8Path::new(dir).join(name).into_std_path_buf())
-        .find(|path| {
-            path.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
+pub use crate::exec::tool;
 
 /// The fields of `getent DATABASE KEY`, if the entry exists.
 fn getent(database: &str, key: &str) -> Option<Vec<String>> {

@@ -168,14 +168,7 @@ pub fn backwards(
     to: u32,
 ) -> Result<(), Error> {
     let shims = Shims::new(model, instance, instance)?;
-    for (app, target) in &record.targets {
-        let target = target.as_deref().unwrap_or("zero");
-        step(&format!("rollback: migrate {app} {target}"), || {
-            Process::new(&shims.instance)
-                .args(["migrate", app, target, "--noinput"])
-                .run()
-        })?;
-    }
+    migrate_back(&shims.instance, &record.targets)?;
     step(&format!("rollback: switch to generation {to}"), || {
         profile.switch(to)
     })?;
@@ -356,6 +349,20 @@ fn run_steps(instance: &Instance, shim: &Utf8Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Migrates each app back to `targets` (`None`: before its first
+/// migration) through `shim`, one step each.
+fn migrate_back(shim: &Utf8Path, targets: &BTreeMap<String, Option<String>>) -> Result<(), Error> {
+    for (app, target) in targets {
+        let target = target.as_deref().unwrap_or("zero");
+        step(&format!("rollback: migrate {app} {target}"), || {
+            Process::new(shim)
+                .args(["migrate", app, target, "--noinput"])
+                .run()
+        })?;
+    }
+    Ok(())
+}
+
 /// Back to where the deploy started: the database migrated back with the
 /// candidate's code (the profile still points at it), the profile switched
 /// back, the steps and the restart with the old code.
@@ -366,14 +373,7 @@ fn undo(
     targets: &BTreeMap<String, Option<String>>,
     old: Option<&crate::profile::Generation>,
 ) -> Result<(), Error> {
-    for (app, target) in targets {
-        let target = target.as_deref().unwrap_or("zero");
-        step(&format!("rollback: migrate {app} {target}"), || {
-            Process::new(&shims.instance)
-                .args(["migrate", app, target, "--noinput"])
-                .run()
-        })?;
-    }
+    migrate_back(&shims.instance, targets)?;
     let Some(old) = old else {
         return Ok(());
     };

@@ -30,7 +30,7 @@ use std::fs::File;
 use std::io::{IsTerminal as _, Read as _};
 use std::os::fd::{FromRawFd as _, IntoRawFd as _, RawFd};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -418,7 +418,7 @@ fn hand_over(
     }
     let name = account.user.name.clone();
     let mut command = if std::io::stdin().is_terminal() {
-        let mut c = Command::new(tool("runuser")?);
+        let mut c = Command::new(required("runuser")?);
         c.args(["-u", &name]);
         if let Some(group) = &account.group {
             c.args(["-g", group]);
@@ -430,7 +430,7 @@ fn hand_over(
         c
     } else {
         // A new session, no terminal: the helper there switches itself.
-        let mut c = Command::new(tool("setsid")?);
+        let mut c = Command::new(required("setsid")?);
         c.arg("--wait").arg(&me);
         again.extend(["--user".into(), name.into()]);
         if let Some(group) = &account.group {
@@ -443,15 +443,24 @@ fn hand_over(
     Ok(command)
 }
 
-fn tool(name: &str) -> Result<PathBuf, Failure> {
+/// A system program in [`TOOL_DIRS`] (an executable file), found the way
+/// the shims find theirs.
+pub fn tool(name: &str) -> Option<PathBuf> {
     TOOL_DIRS
         .iter()
         .map(|dir| Path::new(dir).join(name))
-        .find(|p| p.is_file())
-        .map_or_else(
-            || fail(127, format!("{name} not found in {}", TOOL_DIRS.join(", "))),
-            Ok,
-        )
+        .find(|path| {
+            path.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// [`tool`], or why the helper stops without it.
+fn required(name: &str) -> Result<PathBuf, Failure> {
+    tool(name).map_or_else(
+        || fail(127, format!("{name} not found in {}", TOOL_DIRS.join(", "))),
+        Ok,
+    )
 }
 
 /// Reads and parses one env file, as the account it runs for.

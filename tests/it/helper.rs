@@ -56,10 +56,9 @@ fn env_file(world: &World, name: &str, content: &[u8]) -> Utf8PathBuf {
 
 #[test]
 fn generate_copies_the_helper_beside_the_shims_and_owns_it() {
-    let world = World::new();
-    world.write("pkg/manage.py", PROBE);
-    let env = env_file(&world, "site.env", b"A=1\n");
-    world.write("djshim.toml", &config(&world, &[&env]));
+    let scratch = World::new();
+    let env = env_file(&scratch, "site.env", b"A=1\n");
+    let world = world(&[&env]);
 
     let dry = world.djshim(&["generate", "--dry-run"]);
     assert_status(&dry, 0);
