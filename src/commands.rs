@@ -39,20 +39,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::History(args) => pins::history(&load(config)?, args, out),
         Command::Systemd(args) => systemd(&load(config)?, args, out),
         Command::Cron(args) => cron(&load(config)?, args, out),
-        Command::Deploy(args) => {
-            let candidate = match (&args.path, &args.from) {
-                (Some(path), _) => crate::deploy::Candidate::Path(path),
-                (None, Some(other)) => crate::deploy::Candidate::From(other),
-                (None, None) => crate::deploy::Candidate::Build(args.reference.as_deref()),
-            };
-            crate::deploy::deploy(
-                &load(config)?,
-                &args.instance,
-                candidate,
-                args.allow_irreversible,
-                out,
-            )
-        }
+        Command::Deploy(args) => pins::deploy(&load(config)?, args, out),
         Command::Build(args) => {
             crate::release::build(&load(config)?, args.reference.as_deref(), out)
                 .map(|_| ExitCode::SUCCESS)
@@ -165,7 +152,7 @@ fn check(model: &Model, args: &CheckArgs, out: &mut dyn Write) -> Result<ExitCod
     for instance in model.select(&args.instances)? {
         let mut found = check::instance(instance);
         if found.iter().all(|p| p.warning) {
-            found.extend(crate::deploy::deep_problems(model, instance)?);
+            found.extend(crate::django::deep_problems(model, instance)?);
         }
         for problem in &found {
             say(out, format_args!("{problem}"))?;
@@ -192,33 +179,11 @@ fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<E
         .map(|i| i.command.clone())
         .collect();
     if model.instances.values().any(render::needs_helper) {
-        let helper = helper(&model.project)?;
+        let helper = render::helper(&model.project)?;
         wanted.insert(helper.name.clone());
         artifacts.push(helper);
     }
     write_all(model, &model.bin_dir, &artifacts, &wanted, &args.write, out)
-}
-
-/// The shims' helper of `project`, to be written beside its shims: a copy
-/// of the `djshim-exec` installed beside this program. A copy, not a
-/// reference, so that it has the owner and the trust of the shims that
-/// exec it, and stays the version they were written for.
-pub(crate) fn helper(project: &str) -> Result<Artifact, Error> {
-    let source = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Utf8PathBuf::from_path_buf(exe.with_file_name("djshim-exec")).ok())
-        .ok_or_else(|| Error::Problem("cannot tell where djshim itself is installed".into()))?;
-    let bytes = std::fs::read(&source).map_err(|e| {
-        Error::Problem(format!(
-            "the shims' helper {source} cannot be read ({e}): it is built and installed with \
-             djshim (`cargo build`, `cargo install --path .`)"
-        ))
-    })?;
-    Ok(Artifact {
-        name: render::helper_name(project),
-        mode: 0o755,
-        bytes,
-    })
 }
 
 fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
@@ -293,7 +258,7 @@ fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let commits = crate::release::commits(model);
     // The helper beside the shims: present, and this djshim's (when known).
     let helper_current = std::fs::read(model.bin_dir.join(render::helper_name(&model.project)))
-        .is_ok_and(|bytes| helper(&model.project).map_or(true, |h| h.bytes == bytes));
+        .is_ok_and(|bytes| render::helper(&model.project).map_or(true, |h| h.bytes == bytes));
     for instance in model.instances.values() {
         let shim: Utf8PathBuf = model.bin_dir.join(&instance.command);
         let expected = renderer.shim(model, instance, &model.bin_dir)?;

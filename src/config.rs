@@ -125,6 +125,8 @@ pub struct RawInstance {
 pub struct RawDeploy {
     pub steps: Option<Spanned<Vec<StrList>>>,
     pub restart: Option<StrList>,
+    pub start: Option<StrList>,
+    pub stop: Option<StrList>,
     pub health: Option<Spanned<RawHealth>>,
     pub health_timeout: Option<Spanned<i64>>,
 }

@@ -2,10 +2,17 @@
 //! arguments, environment and working directory are data (never a string
 //! for `sh -c` to split), and a failure quotes the whole command line, how it
 //! ended, and the end of what it wrote to stderr.
+//!
+//! No child outlives djshim unnoticed: each starts in a process group of
+//! its own with `SIGKILL` as its parent-death signal (a `kill -9` of djshim
+//! takes its child along), and when a child ends — or its deadline passes —
+//! whatever is left of its group is killed, so a process it left behind
+//! can neither hold djshim's pipes open nor work on unseen.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::Read;
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,6 +29,8 @@ pub struct Process {
     env: Vec<(OsString, Option<OsString>)>,
     cwd: Option<Utf8PathBuf>,
     timeout: Option<Duration>,
+    deadline: Option<Instant>,
+    clear_env: bool,
 }
 
 impl Process {
@@ -32,6 +41,8 @@ impl Process {
             env: Vec::new(),
             cwd: None,
             timeout: None,
+            deadline: None,
+            clear_env: false,
         }
     }
 
@@ -71,9 +82,54 @@ impl Process {
         self
     }
 
+    /// Ends it at `deadline` (and at its timeout, whichever comes first).
+    #[must_use]
+    pub fn deadline(mut self, deadline: Instant) -> Process {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// Removes a variable from its environment.
+    #[must_use]
+    pub fn env_remove(mut self, key: impl AsRef<OsStr>) -> Process {
+        self.env.push((key.as_ref().to_owned(), None));
+        self
+    }
+
+    /// Starts it with no variable but those given with [`Process::env`].
+    #[must_use]
+    pub fn env_clear(mut self) -> Process {
+        self.clear_env = true;
+        self
+    }
+
+    /// When it must have ended, from now.
+    fn ends_at(&self) -> Option<Instant> {
+        let by_timeout = self.timeout.map(|t| Instant::now() + t);
+        match (by_timeout, self.deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn command(&self) -> Command {
         let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args);
+        cmd.args(&self.args).process_group(0);
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes one system call (prctl), which is async-signal-safe; it
+        // touches no memory of the parent.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(|| {
+                rustix::process::set_parent_process_death_signal(Some(
+                    rustix::process::Signal::KILL,
+                ))
+                .map_err(std::io::Error::from)
+            });
+        }
+        if self.clear_env {
+            cmd.env_clear();
+        }
         for (key, value) in &self.env {
             match value {
                 Some(value) => cmd.env(key, value),
@@ -141,10 +197,10 @@ impl Process {
             Some(status) if status.success() => Ok(()),
             Some(status) => Err(self.failed(format!("{status}"), &stderr)),
             None => Err(self.failed(
-                format!(
-                    "timed out after {} s",
-                    self.timeout.unwrap_or_default().as_secs()
-                ),
+                match self.timeout {
+                    Some(t) => format!("did not end within {} s: killed", t.as_secs()),
+                    None => "did not end by its deadline: killed".into(),
+                },
                 &stderr,
             )),
         }
@@ -185,18 +241,29 @@ impl Process {
         Ok(())
     }
 
-    /// Waits for the child, killing it at the timeout (`None` then).
+    /// Waits for the child, killing it at its deadline (`None` then); then
+    /// kills what is left of its process group.
     fn wait(
         &self,
         child: &mut std::process::Child,
     ) -> Result<Option<std::process::ExitStatus>, Error> {
-        let Some(timeout) = self.timeout else {
+        let group = rustix::process::Pid::from_child(child);
+        let status = self.wait_leader(child);
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        status
+    }
+
+    fn wait_leader(
+        &self,
+        child: &mut std::process::Child,
+    ) -> Result<Option<std::process::ExitStatus>, Error> {
+        let Some(deadline) = self.ends_at() else {
             return child
                 .wait()
                 .map(Some)
                 .map_err(|e| self.failed(format!("could not wait: {e}"), ""));
         };
-        let deadline = Instant::now() + timeout;
+        let mut nap = Duration::from_millis(1);
         loop {
             if let Some(status) = child
                 .try_wait()
@@ -209,7 +276,8 @@ impl Process {
                 let _ = child.wait();
                 return Ok(None);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(nap.min(deadline.saturating_duration_since(Instant::now())));
+            nap = (nap * 2).min(Duration::from_millis(20));
         }
     }
 

@@ -11,13 +11,13 @@
 //! All state is in these symlinks: there is no database to corrupt. A switch
 //! is one `rename` of a new symlink over the profile link, so a command that
 //! starts meanwhile follows the old generation or the new one, never
-//! neither. Changes to one directory are serialised by an exclusive lock on
-//! it. A generation pointing into the Nix store is registered as an
+//! neither. Changes to one instance are serialised by its lock (see
+//! [`Lock`]). A generation pointing into the Nix store is registered as an
 //! indirect garbage-collector root (see [`gc_root`]), so `nix-store --gc`
 //! keeps every package a generation can still switch to.
 
-use std::fs::{self, File};
-use std::io;
+use std::fs;
+use std::io::{self, Read, Seek, Write};
 use std::time::SystemTime;
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -63,12 +63,6 @@ fn same_file(path: &Utf8Path) -> Option<(u64, u64)> {
     path.symlink_metadata().ok().map(|m| (m.dev(), m.ino()))
 }
 
-/// An exclusive lock on a profiles directory, held while it lives.
-#[derive(Debug)]
-pub struct Lock {
-    _handle: File,
-}
-
 impl Profile {
     /// The profile of the instance whose profile link is `link`.
     pub fn at(link: &Utf8Path) -> Profile {
@@ -85,14 +79,6 @@ impl Profile {
 
     fn generation_name(&self, number: u32) -> String {
         format!("{}-{number}-link", self.name)
-    }
-
-    /// Creates the directory if need be and locks it against other changes.
-    pub fn lock(&self) -> Result<Lock, Error> {
-        fs::create_dir_all(&self.dir).map_err(|e| Error::io("create directory", &self.dir, e))?;
-        let handle = File::open(&self.dir).map_err(|e| Error::io("open", &self.dir, e))?;
-        handle.lock().map_err(|e| Error::io("lock", &self.dir, e))?;
-        Ok(Lock { _handle: handle })
     }
 
     /// The generation number a file name in the directory stands for:
@@ -229,36 +215,27 @@ impl Profile {
         crate::write::sync_dir(&self.dir)
     }
 
+    /// Removes the profile link (the undo of a first deploy): the instance
+    /// runs nothing.
+    pub fn unlink(&self) -> Result<(), Error> {
+        let link = self.link();
+        match fs::remove_file(&link) {
+            Ok(()) => crate::write::sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("remove", &link, e)),
+        }
+    }
+
     /// Deletes a generation (never the current one), its GC root and its
     /// deploy record.
     pub fn delete(&self, generation: &Generation) -> Result<(), Error> {
         fs::remove_file(&generation.link).map_err(|e| Error::io("remove", &generation.link, e))?;
-        let _ = fs::remove_file(self.record_path(generation.number));
-        gc_root::release(&generation.link)
-    }
-
-    /// Where `djshim deploy` notes what it knows of generation `number`:
-    /// the migration state before it, and whether it was healthy.
-    pub fn record_path(&self, number: u32) -> Utf8PathBuf {
-        self.dir
-            .join(format!(".{}-{number}.deploy.json", self.name))
-    }
-
-    /// Writes the record of generation `number` atomically.
-    pub fn write_record(&self, number: u32, text: &str) -> Result<(), Error> {
-        let path = self.record_path(number);
-        crate::write::write_atomic(
+        let _ = fs::remove_file(crate::layout::record(
             &self.dir,
-            path.file_name().unwrap_or_default(),
-            text.as_bytes(),
-            0o644,
-        )?;
-        crate::write::sync_dir(&self.dir)
-    }
-
-    /// The record of generation `number`, if a deploy made one.
-    pub fn read_record(&self, number: u32) -> Option<String> {
-        fs::read_to_string(self.record_path(number)).ok()
+            &self.name,
+            generation.number,
+        ));
+        gc_root::release(&generation.link)
     }
 }
 
@@ -309,4 +286,80 @@ pub fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf, Error> {
         )));
     }
     Ok(real)
+}
+
+/// An instance's exclusive lock, held while it lives. Taken before
+/// anything of the instance is read, by deploy, rollback, pin and the
+/// recovery of each; the holder writes what it is into the file, so a
+/// waiting run can say what it waits for.
+#[derive(Debug)]
+pub struct Lock {
+    _file: fs::File,
+}
+
+impl Lock {
+    /// Waits for the lock of `profile`'s instance, saying once what it
+    /// waits for.
+    pub fn take(profile: &Profile, what: &str) -> Result<Lock, Error> {
+        let mut file = Lock::open(profile)?;
+        let path = crate::layout::lock(&profile.dir, &profile.name);
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                eprintln!(
+                    "djshim: waiting for {} to end (it holds {path}) …",
+                    holder(&mut file)
+                );
+                file.lock().map_err(|e| Error::io("lock", &path, e))?;
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+        }
+        Lock::mark(&mut file, what).map_err(|e| Error::io("write", &path, e))?;
+        Ok(Lock { _file: file })
+    }
+
+    /// The lock of `profile`'s instance if no one holds it; else an error
+    /// saying who does.
+    pub fn try_take(profile: &Profile, what: &str) -> Result<Lock, String> {
+        let mut file = Lock::open(profile).map_err(|e| e.to_string())?;
+        match file.try_lock() {
+            Ok(()) => {
+                Lock::mark(&mut file, what).map_err(|e| e.to_string())?;
+                Ok(Lock { _file: file })
+            }
+            Err(fs::TryLockError::WouldBlock) => Err(holder(&mut file)),
+            Err(fs::TryLockError::Error(e)) => Err(e.to_string()),
+        }
+    }
+
+    fn open(profile: &Profile) -> Result<fs::File, Error> {
+        fs::create_dir_all(&profile.dir)
+            .map_err(|e| Error::io("create directory", &profile.dir, e))?;
+        let path = crate::layout::lock(&profile.dir, &profile.name);
+        fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))
+    }
+
+    fn mark(file: &mut fs::File, what: &str) -> io::Result<()> {
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{what} (pid {})", std::process::id())
+    }
+}
+
+/// What the lock file says its holder is.
+fn holder(file: &mut fs::File) -> String {
+    let mut text = String::new();
+    let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
+    let text = crate::error::clean(text.trim());
+    if text.is_empty() {
+        "another djshim run".into()
+    } else {
+        format!("`djshim {text}`")
+    }
 }

@@ -291,8 +291,15 @@ struct LauncherContext<'a> {
 
 /// The file name of the shims' helper (`djshim-exec`, src/exec.rs) in a
 /// directory of shims of `project`: hidden, one per project.
-pub fn helper_name(project: &str) -> String {
-    format!(".djshim-{project}-exec")
+pub use crate::layout::helper_name;
+
+/// The helper of `project` as a file to write beside its shims.
+pub fn helper(project: &str) -> Result<Artifact, Error> {
+    Ok(Artifact {
+        name: helper_name(project),
+        mode: 0o755,
+        bytes: crate::layout::helper_binary()?,
+    })
 }
 
 /// Whether the shim of `instance` execs the helper: to switch accounts or

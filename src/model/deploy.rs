@@ -14,6 +14,11 @@ pub struct Deploy {
     pub steps: Vec<Vec<String>>,
     /// The command that restarts the instance's processes.
     pub restart: Vec<String>,
+    /// The command that starts them, at a first deploy (when nothing of
+    /// the instance may run yet).
+    pub start: Vec<String>,
+    /// The command that stops them, when a first deploy is undone.
+    pub stop: Option<Vec<String>>,
     pub health: Option<Health>,
     pub health_timeout: Duration,
 }
@@ -75,14 +80,7 @@ impl Builder<'_> {
                 .filter_map(|(i, step)| self.command(step, &scope(format!("{key}[{i}]"))))
                 .collect(),
         };
-        let restart = match key!(restart) {
-            None => vec![
-                "systemctl".to_owned(),
-                "try-restart".to_owned(),
-                format!("{project}-{instance}.target"),
-            ],
-            Some((list, key)) => self.command(list, &scope(key)).unwrap_or_default(),
-        };
+        let (restart, start, stop) = self.commands(project, instance, defaults, own);
         let health = key!(health).and_then(|(v, key)| match v.get_ref() {
             RawHealth::Url(url) => {
                 let parsed = parse_url(url);
@@ -129,9 +127,63 @@ impl Builder<'_> {
         Deploy {
             steps,
             restart,
+            start,
+            stop,
             health,
             health_timeout,
         }
+    }
+
+    /// `restart`, `start` and `stop`: each the instance's key, else
+    /// `[defaults.deploy]`'s, else the default.
+    fn commands(
+        &mut self,
+        project: &str,
+        instance: &str,
+        defaults: &RawDeploy,
+        own: &RawDeploy,
+    ) -> (Vec<String>, Vec<String>, Option<Vec<String>>) {
+        macro_rules! key {
+            ($f:ident) => {
+                match (&own.$f, &defaults.$f) {
+                    (Some(v), _) => {
+                        Some((v, format!("instances.{instance}.deploy.{}", stringify!($f))))
+                    }
+                    (None, Some(v)) => Some((v, format!("defaults.deploy.{}", stringify!($f)))),
+                    (None, None) => None,
+                }
+            };
+        }
+        let scope = |key: String| Scope {
+            project,
+            instance: Some(instance),
+            key,
+        };
+        let systemctl = |verb: &str| {
+            vec![
+                "systemctl".to_owned(),
+                verb.to_owned(),
+                format!("{project}-{instance}.target"),
+            ]
+        };
+        let own_restart = key!(restart).is_some();
+        let restart = match key!(restart) {
+            None => systemctl("try-restart"),
+            Some((list, key)) => self.command(list, &scope(key)).unwrap_or_default(),
+        };
+        // With a `restart` of one's own, a first deploy starts with it too,
+        // and nothing is stopped: djshim does not guess at another manager.
+        let start = match key!(start) {
+            None if own_restart => restart.clone(),
+            None => systemctl("start"),
+            Some((list, key)) => self.command(list, &scope(key)).unwrap_or_default(),
+        };
+        let stop = match key!(stop) {
+            None if own_restart => None,
+            None => Some(systemctl("stop")),
+            Some((list, key)) => self.command(list, &scope(key)),
+        };
+        (restart, start, stop)
     }
 
     /// A non-empty command, its words expanded.
@@ -157,26 +209,36 @@ impl Builder<'_> {
     }
 }
 
-/// `http://host[:port][/path]`, host a name or an address.
+/// `http://host[:port][/path]`, host a name, an IPv4 address or an IPv6
+/// address in brackets (`http://[::1]:8001/health`).
 fn parse_url(url: &str) -> Option<Health> {
     let rest = url.strip_prefix("http://")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
     };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-            (host, port.parse().ok()?)
-        }
-        _ => (authority, 80),
+    let port = |p: &str| p.parse::<u16>().ok().filter(|p| *p > 0);
+    let (host, port) = if let Some(inside) = authority.strip_prefix('[') {
+        let (host, after) = inside.split_once(']')?;
+        let port = match after {
+            "" => 80,
+            p => port(p.strip_prefix(':')?)?,
+        };
+        let address = |c: char| c.is_ascii_hexdigit() || ".:".contains(c);
+        (host.contains(':') && host.chars().all(address)).then_some((host, port))?
+    } else {
+        let (host, port) = match authority.split_once(':') {
+            Some((host, p)) => (host, port(p)?),
+            None => (authority, 80),
+        };
+        let name = |c: char| c.is_ascii_alphanumeric() || ".-".contains(c);
+        host.chars().all(name).then_some((host, port))?
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let plain = |c: char| c.is_ascii_alphanumeric() || ".-:".contains(c);
-    (!host.is_empty() && host.chars().all(plain) && !path.chars().any(char::is_whitespace)).then(
-        || Health::Url {
+    (!host.is_empty() && !path.chars().any(|c| c.is_whitespace() || c.is_control())).then(|| {
+        Health::Url {
             host: host.to_owned(),
             port,
             path: path.to_owned(),
-        },
-    )
+        }
+    })
 }

@@ -1,0 +1,312 @@
+//! Everything djshim asks of Django, always through a shim of the instance
+//! (as its account, with its environment and env files, exactly as
+//! `generate` writes it): the deep check of a package and the migration
+//! record of a database, and the two Python programs that answer them.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use serde::Deserialize;
+
+use crate::error::Error;
+use crate::model::{Instance, Model};
+use crate::process::Process;
+use crate::render::{Artifact, Renderer};
+
+/// How long one question to Django may take (a settings module that hangs
+/// on import must not hang djshim).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Shims of an instance written into a directory djshim owns: one that
+/// follows the instance's profile, one per package asked for. The
+/// directory is made anew at each start (a killed run's copy goes then)
+/// and removed when this is dropped.
+#[derive(Debug)]
+pub struct Shims {
+    dir: Utf8PathBuf,
+    model: Model,
+    instance: Instance,
+    made: BTreeMap<Utf8PathBuf, Utf8PathBuf>,
+}
+
+impl Shims {
+    /// Shims of `instance` in `dir` (emptied first).
+    pub fn new(model: &Model, instance: &Instance, dir: &Utf8Path) -> Result<Shims, Error> {
+        match fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("remove", dir, e)),
+        }
+        fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io("chmod", dir, e))?;
+        let shims = Shims {
+            dir: dir.to_owned(),
+            model: model.clone(),
+            instance: instance.clone(),
+            made: BTreeMap::new(),
+        };
+        if crate::render::needs_helper(instance) {
+            shims.put(&crate::render::helper(&model.project)?)?;
+        }
+        Ok(shims)
+    }
+
+    /// Shims in a fresh temporary directory (for `check` and `pin`, which
+    /// hold no lock on the instance).
+    pub fn temporary(
+        model: &Model,
+        instance: &Instance,
+    ) -> Result<(tempfile::TempDir, Shims), Error> {
+        let tmp = tempfile::Builder::new()
+            .prefix("djshim-probe-")
+            .tempdir()
+            .map_err(|e| Error::io("create", Utf8Path::new("a temporary directory"), e))?;
+        let dir = Utf8PathBuf::from_path_buf(tmp.path().join("shims"))
+            .map_err(|_| Error::Problem("the temporary directory's path is not UTF-8".into()))?;
+        let shims = Shims::new(model, instance, &dir)?;
+        Ok((tmp, shims))
+    }
+
+    fn put(&self, artifact: &Artifact) -> Result<Utf8PathBuf, Error> {
+        let path = self.dir.join(&artifact.name);
+        fs::write(&path, &artifact.bytes).map_err(|e| Error::io("write", &path, e))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+            .map_err(|e| Error::io("chmod", &path, e))?;
+        Ok(path)
+    }
+
+    /// The shim that runs `package` (`None`: what the profile points at
+    /// when it starts).
+    pub fn shim(&mut self, package: Option<&Utf8Path>) -> Result<Utf8PathBuf, Error> {
+        let key = package.map_or_else(|| Utf8PathBuf::from("profile"), Utf8Path::to_owned);
+        if let Some(path) = self.made.get(&key) {
+            return Ok(path.clone());
+        }
+        let instance = match package {
+            Some(p) if self.instance.profile => self.instance.rebased(p),
+            _ => self.instance.clone(),
+        };
+        let mut artifact = Renderer::new().shim(&self.model, &instance, &self.dir)?;
+        artifact.name = format!("shim-{}", self.made.len());
+        let path = self.put(&artifact)?;
+        self.made.insert(key, path.clone());
+        Ok(path)
+    }
+}
+
+impl Drop for Shims {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `code` with `manage.py shell -c` through `shim` and reads the JSON
+/// it prints after `DJSHIM:`. A failure leads with its cause: the last
+/// line of the traceback (`ImproperlyConfigured: …`), then the rest.
+fn probe<T: for<'de> Deserialize<'de>>(shim: &Utf8Path, code: &str) -> Result<T, String> {
+    let out = Process::new(shim)
+        .args(["shell", "-c", code])
+        .timeout(PROBE_TIMEOUT)
+        .output()
+        .map_err(|e| cause_first(&e))?;
+    let text = String::from_utf8_lossy(&out);
+    let line = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("DJSHIM:"))
+        .ok_or_else(|| format!("manage.py shell printed no answer:\n{text}"))?;
+    serde_json::from_str(line)
+        .map_err(|e| format!("manage.py shell printed a bad answer ({e}): {line}"))
+}
+
+/// A failed probe's error with the line that says why first: the
+/// program's text (a Python probe of 30 lines) says nothing to the user.
+fn cause_first(e: &Error) -> String {
+    match e {
+        Error::Command { how, stderr, .. } => {
+            let cause = stderr.last().cloned().unwrap_or_else(|| how.clone());
+            let mut text = format!("{cause} (manage.py shell: {how})");
+            for line in stderr.iter().rev().skip(1).take(4).rev() {
+                text.push_str("\n    | ");
+                text.push_str(line);
+            }
+            text
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The database's state before a switch, as the candidate's code sees it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Migrations {
+    /// Per app with new migrations: its newest applied one (`None`: zero).
+    pub targets: BTreeMap<String, Option<String>>,
+    /// The candidate's unapplied migrations: app, name, reversible.
+    pub new: Vec<(String, String, bool)>,
+}
+
+impl Migrations {
+    /// `app.name` of each new migration that cannot be reversed.
+    pub fn irreversible(&self) -> Vec<String> {
+        self.new
+            .iter()
+            .filter(|(_, _, reversible)| !reversible)
+            .map(|(app, name, _)| format!("{app}.{name}"))
+            .collect()
+    }
+}
+
+/// The migration state through `shim` (the candidate's code).
+pub fn migrations(shim: &Utf8Path) -> Result<Migrations, Error> {
+    probe(shim, MIGRATIONS)
+        .map_err(|e| Error::Problem(format!("the migrations cannot be read: {e}")))
+}
+
+/// What Django itself says of `instance`, asked through `shim`:
+/// `manage.py check`, the static and media roots Django ends up with, the
+/// modules the server and services start, the commands the jobs and
+/// services run. Empty when all is well.
+pub fn problems(instance: &Instance, shim: &Utf8Path) -> Vec<String> {
+    let expected = serde_json::json!({
+        "roots": {
+            "STATIC_ROOT": instance.static_root.as_ref().map(|p| p.as_str()),
+            "MEDIA_ROOT": instance.media_root.as_ref().map(|p| p.as_str()),
+        },
+        "modules": modules(instance),
+        "commands": commands(instance),
+    });
+    // A JSON string literal of the JSON text is also a Python one.
+    let literal = serde_json::to_string(&expected.to_string()).unwrap_or_default();
+    let code = DEEP_CHECK.replace("@EXPECTED@", &literal);
+    match probe::<Vec<String>>(shim, &code) {
+        Ok(found) => found,
+        Err(e) => vec![format!("the settings do not load: {e}")],
+    }
+}
+
+/// Whether `instance`'s manage.py is Django's: a manage.py that never
+/// mentions Django (a test probe, a wrapper of another framework) is not
+/// asked, since its `shell -c` is not Django's.
+pub fn is_django(instance: &Instance) -> bool {
+    fs::read_to_string(&instance.manage).is_ok_and(|t| t.contains("django"))
+}
+
+/// [`problems`] of `instance` as `check` reports them, through a shim in
+/// a temporary directory.
+pub fn deep_problems(
+    model: &Model,
+    instance: &Instance,
+) -> Result<Vec<crate::check::Problem>, Error> {
+    if !is_django(instance) {
+        return Ok(Vec::new());
+    }
+    let (_tmp, mut shims) = Shims::temporary(model, instance)?;
+    let shim = shims.shim(None)?;
+    Ok(problems(instance, &shim)
+        .into_iter()
+        .map(|message| crate::check::Problem {
+            instance: instance.name.clone(),
+            key: "settings",
+            message,
+            warning: false,
+        })
+        .collect())
+}
+
+/// The Python modules the server and the services start with `-m`, and
+/// the application module a server like gunicorn is given.
+fn modules(instance: &Instance) -> Vec<String> {
+    let commands = instance
+        .server
+        .iter()
+        .map(|s| &s.command)
+        .chain(instance.services.values().filter_map(|s| s.run.python()));
+    let mut modules = Vec::new();
+    for args in commands {
+        if let [flag, module, rest @ ..] = args.as_slice()
+            && flag == "-m"
+        {
+            modules.push(module.clone());
+            if matches!(module.as_str(), "gunicorn" | "uvicorn" | "daphne")
+                && let Some(app) = rest.iter().find(|a| !a.starts_with('-'))
+            {
+                let app = app.split(':').next().unwrap_or(app);
+                if crate::model::is_module(app) {
+                    modules.push(app.to_owned());
+                }
+            }
+        }
+    }
+    modules
+}
+
+/// The management commands jobs and services run.
+fn commands(instance: &Instance) -> Vec<String> {
+    instance
+        .jobs
+        .values()
+        .map(|j| &j.command)
+        .chain(instance.services.values().filter_map(|s| s.run.manage()))
+        .filter_map(|args| args.first().cloned())
+        .collect()
+}
+
+/// `manage.py shell -c` code: what `deploy` asks of the candidate.
+const DEEP_CHECK: &str = r#"
+import importlib.util, json, os
+from django.conf import settings
+from django.core.management import call_command, get_commands
+expected = json.loads(@EXPECTED@)
+problems = []
+try:
+    call_command("check")
+except Exception as e:
+    problems.append("manage.py check: " + " ".join(str(e).split()))
+for key, want in expected["roots"].items():
+    have = getattr(settings, key, None)
+    have = os.path.normpath(str(have)) if have else None
+    if want is not None and have != os.path.normpath(want):
+        problems.append(f"Django's {key} is {have!r}, not {want!r} as configured")
+for module in expected["modules"]:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except Exception as e:
+        found = False
+    if not found:
+        problems.append(f"the module {module} cannot be imported")
+known = get_commands()
+for name in expected["commands"]:
+    if name not in known:
+        problems.append(f"there is no management command {name!r}")
+print("DJSHIM:" + json.dumps(problems))
+"#;
+
+/// `manage.py shell -c` code: the migration state, per app the newest
+/// applied migration of every app the candidate brings new ones to, and
+/// whether each new one can be reversed.
+///
+/// The graph is the loader's, as `migrate` builds it: a squashed
+/// migration stands for the ones it replaces (applied when all of them
+/// are), and names the database holds that are no node of the graph (the
+/// replaced ones, gone from the graph once a squash is complete) are not
+/// looked up in it.
+const MIGRATIONS: &str = r#"
+import json
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db.migrations.executor import MigrationExecutor
+executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+graph = executor.loader.graph
+applied = {n for n in executor.loader.applied_migrations if n in graph.node_map}
+plan = executor.migration_plan(graph.leaf_nodes())
+targets = {}
+for app in sorted({m.app_label for m, _ in plan}):
+    mine = [n for n in applied if n[0] == app]
+    leaves = [n for n in mine if not any(c in applied and c[0] == app for c in graph.node_map[n].children)]
+    targets[app] = sorted(leaves)[-1][1] if leaves else None
+new = [[m.app_label, m.name, all(op.reversible for op in m.operations)] for m, _ in plan]
+print("DJSHIM:" + json.dumps({"targets": targets, "new": new}))
+"#;

@@ -1,0 +1,53 @@
+//! Every file djshim keeps on disk beside what it generates, named in one
+//! place: beside a profile (`dir`, the profile's name `name`) the journal,
+//! the deploy records, the lock and the shims a deploy runs steps through;
+//! beside the shims, the helper's copy.
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::error::Error;
+
+/// The journal of the plan in flight for an instance (one at a time).
+pub fn journal(dir: &Utf8Path, name: &str) -> Utf8PathBuf {
+    dir.join(format!(".{name}.deploy-journal.json"))
+}
+
+/// What a deploy knows of generation `number`: the migration state
+/// before it, and whether it was healthy.
+pub fn record(dir: &Utf8Path, name: &str, number: u32) -> Utf8PathBuf {
+    dir.join(format!(".{name}-{number}.deploy.json"))
+}
+
+/// The instance's lock: deploy, rollback, pin and recovery hold it.
+pub fn lock(dir: &Utf8Path, name: &str) -> Utf8PathBuf {
+    dir.join(format!(".{name}.lock"))
+}
+
+/// The name of the shims' helper beside the shims of `project`.
+pub fn helper_name(project: &str) -> String {
+    format!(".djshim-{project}-exec")
+}
+
+/// The shims' helper, to be copied beside the shims: the `djshim-exec`
+/// installed beside this program. A copy, not a reference, so that it has
+/// the owner and the trust of the shims that exec it, and stays the
+/// version they were written for.
+pub fn helper_binary() -> Result<Vec<u8>, Error> {
+    let source = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Utf8PathBuf::from_path_buf(exe.with_file_name("djshim-exec")).ok())
+        .ok_or_else(|| Error::Problem("cannot tell where djshim itself is installed".into()))?;
+    std::fs::read(&source).map_err(|e| {
+        Error::Problem(format!(
+            "the shims' helper {source} cannot be read ({e}): it is built and installed with \
+             djshim (`cargo build`, `cargo install --path .`)"
+        ))
+    })
+}
+
+/// Where deploy, rollback and pin write the instance's shims they run
+/// steps through (made anew by each run, so a killed run's copy goes with
+/// the next).
+pub fn shims(dir: &Utf8Path, name: &str) -> Utf8PathBuf {
+    dir.join(format!(".{name}.shims"))
+}
