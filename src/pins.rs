@@ -46,6 +46,7 @@ fn report(name: &str, moved: &Moved, out: &mut dyn Write) -> Result<(), Error> {
 
 pub fn pin(model: &Model, args: &PinArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     if let Some(path) = &args.path {
+        deploy::prepare(model, &args.instance, &crate::profile::resolve(path)?)?;
         let (package, problems) = deploy::problems(model, &args.instance, path)?;
         for problem in &problems {
             say(out, format_args!("{problem}"))?;

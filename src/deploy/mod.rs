@@ -82,6 +82,7 @@ pub fn deploy(
         });
     }
     let candidate_instance = instance.rebased(&package);
+    make_state_dir(&candidate_instance, "deploy")?;
     let shim = world.shims.shim(Some(&package))?;
     step("deploy: check", || deep_check(&candidate_instance, &shim))?;
     let migrations = step("deploy: record migrations", || django::migrations(&shim))?;
@@ -152,6 +153,7 @@ fn deploy_plan(
             number,
             package: package.to_owned(),
             targets: Some(migrations.targets.clone()),
+            irreversible: migrations.irreversible(),
         },
         undo: Undo::nothing(),
     }];
@@ -335,11 +337,13 @@ fn previous<'g>(
 }
 
 /// The plan of a rollback from `now` to `target`. Every generation
-/// after the target up to the current one that a deploy made and that
-/// ran healthy has its migrations reversed, newest first, with its own
-/// code (a failed deploy's were reversed when it was undone; a pin
-/// records none). Undone — when a later step fails — the instance goes
-/// forward again the same way.
+/// after the target up to the current one that a deploy made has its
+/// migrations reversed, newest first, with its own code (a failed
+/// deploy's too: they were reversed when it was undone, and migrating to
+/// where the database is changes nothing; a pin records none). A
+/// generation whose migrations cannot be reversed stops the rollback
+/// before anything moves. Undone — when a later step fails — the
+/// instance goes forward again the same way.
 fn rollback_plan(
     instance: &Instance,
     profile: &Profile,
@@ -361,8 +365,16 @@ fn rollback_plan(
             continue;
         };
         deployed = true;
-        if !record.healthy {
-            continue;
+        if !record.irreversible.is_empty() {
+            return Err(Error::Problem(format!(
+                "generation {} of instance `{name}` brought migrations that cannot be reversed \
+                 ({}), so no rollback takes the database back past it\n  = help: deploy a fix \
+                 forward (`djshim deploy {name}`), or restore the database from a backup made \
+                 before generation {} and then `djshim pin {name}` the package that matches it",
+                g.number,
+                record.irreversible.join(", "),
+                g.number
+            )));
         }
         let code = Code::Generation {
             number: g.number,
@@ -420,6 +432,66 @@ fn rollback_plan(
     })
 }
 
+/// Makes the instance's `state_dir` when it is missing, as the units'
+/// `StateDirectory=` (or tmpfiles line) would: owned by the instance's
+/// account, mode 0750. The first deploy or pin on a fresh server comes
+/// before any unit has started. Not undone: an empty directory the units
+/// would make anyway.
+pub fn make_state_dir(instance: &Instance, operation: &str) -> Result<(), Error> {
+    let Some(dir) = instance.state_dir.as_ref().filter(|d| !d.exists()) else {
+        return Ok(());
+    };
+    step(
+        &format!("{operation}: make the state directory {dir}"),
+        || {
+            use std::os::unix::fs::PermissionsExt;
+            let account = match &instance.user {
+                Some(user) => Some(
+                    nix::unistd::User::from_name(user)
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| {
+                            Error::Problem(format!(
+                                "the account `{user}` does not exist\n  = help: create it first \
+                             (`useradd --system {user}`)"
+                            ))
+                        })?,
+                ),
+                None => None,
+            };
+            let group = match (&instance.group, &account) {
+                (Some(group), _) => Some(
+                    nix::unistd::Group::from_name(group)
+                        .ok()
+                        .flatten()
+                        .ok_or_else(|| {
+                            Error::Problem(format!("the group `{group}` does not exist"))
+                        })?
+                        .gid
+                        .as_raw(),
+                ),
+                (None, Some(account)) => Some(account.gid.as_raw()),
+                (None, None) => None,
+            };
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))
+                .map_err(|e| Error::io("chmod", dir, e))?;
+            if let Some(account) = &account {
+                std::os::unix::fs::chown(dir, Some(account.uid.as_raw()), group)
+                    .map_err(|e| Error::io("chown", dir, e))?;
+            }
+            Ok(())
+        },
+    )
+}
+
+/// `pin`'s preparation: the state directory of instance `name` on
+/// `package`, made when missing.
+pub fn prepare(model: &Model, name: &str, package: &Utf8Path) -> Result<(), Error> {
+    let (instance, _) = profiled(model, name)?;
+    make_state_dir(&instance.rebased(package), "pin")
+}
+
 /// What would stop instance `name` from running `path`: the machine
 /// checks of `djshim check`, then Django's own, as the instance's account.
 /// Read-only, so `pin` asks it before it takes the lock.
@@ -470,6 +542,7 @@ pub fn pin(model: &Model, name: &str, package: &Utf8Path) -> Result<Moved, Error
                     number,
                     package: package.clone(),
                     targets: None,
+                    irreversible: Vec::new(),
                 },
                 undo: Undo::nothing(),
             },
@@ -578,6 +651,7 @@ impl plan::World for Live<'_> {
                 number,
                 package,
                 targets,
+                irreversible,
             } => {
                 let link = self
                     .profile
@@ -591,6 +665,7 @@ impl plan::World for Live<'_> {
                     Record {
                         targets: targets.clone(),
                         healthy: false,
+                        irreversible: irreversible.clone(),
                     }
                     .write(&self.profile, *number)?;
                 }

@@ -59,11 +59,15 @@ pub enum Probe {
 #[serde(tag = "step", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Step {
     /// Makes generation `number` point at `package`, with a deploy record
-    /// that says it is not (yet) healthy when `targets` is given.
+    /// that says it is not (yet) healthy when `targets` is given (the
+    /// migration state before it, and its migrations that cannot be
+    /// reversed).
     Create {
         number: u32,
         package: Utf8PathBuf,
         targets: Option<BTreeMap<String, Option<String>>>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        irreversible: Vec<String>,
     },
     /// Points the profile at generation `to`; `None` removes the profile
     /// link (the undo of a first deploy: the instance runs nothing).

@@ -23,6 +23,10 @@ use crate::profile::Profile;
 pub struct Record {
     pub targets: BTreeMap<String, Option<String>>,
     pub healthy: bool,
+    /// The generation's migrations that cannot be reversed (allowed with
+    /// `--allow-irreversible`): no rollback takes the database past them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub irreversible: Vec<String>,
 }
 
 impl Record {

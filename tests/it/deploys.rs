@@ -70,25 +70,25 @@ assert s.makefile().readline().strip() == "ok"
 /// A site: the example project in a git repository, an instance `prod`
 /// (and `staging`) that deploys from it, and the stand-in holding prod's
 /// server once `start_server` is called.
-struct Site {
-    world: World,
-    repo: Utf8PathBuf,
-    port: u16,
+pub(crate) struct Site {
+    pub(crate) world: World,
+    pub(crate) repo: Utf8PathBuf,
+    pub(crate) port: u16,
     holder: Option<Child>,
 }
 
 impl Site {
-    fn new() -> Site {
+    pub(crate) fn new() -> Site {
         Site::with(None)
     }
 
     /// The site on PostgreSQL (`Some`: the server's socket directory).
-    fn with(postgres: Option<&Utf8Path>) -> Site {
+    pub(crate) fn with(postgres: Option<&Utf8Path>) -> Site {
         Site::built_with(postgres, "command = [\"true\"]")
     }
 
     /// The site, built with `build` (`[build]`'s `command` or `nix` line).
-    fn built_with(postgres: Option<&Utf8Path>, build: &str) -> Site {
+    pub(crate) fn built_with(postgres: Option<&Utf8Path>, build: &str) -> Site {
         let world = World::new();
         let repo = world.path("repo");
         copy_tree(&root().join("examples/mywebsite"), &repo);
@@ -137,7 +137,7 @@ impl Site {
 
     /// Starts the stand-in for prod's server units (no server runs until
     /// the first `restart`).
-    fn hold_server(&mut self) {
+    pub(crate) fn hold_server(&mut self) {
         assert_status(&self.world.djshim(&["systemd"]), 0);
         let unit = Unit::parse(&self.world.read("units/mywebsite-prod.service"));
         let command = unit.command();
@@ -167,7 +167,7 @@ impl Site {
     }
 
     /// Commits the files given (path in the repository, content).
-    fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
+    pub(crate) fn commit(&self, files: &[(&str, &str)], message: &str) -> String {
         for (path, content) in files {
             let path = self.repo.join(path);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -178,14 +178,14 @@ impl Site {
         git(&self.repo, &["rev-parse", "HEAD"])
     }
 
-    fn deploy(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn deploy(&self, args: &[&str]) -> std::process::Output {
         let mut all = vec!["deploy"];
         all.extend(args);
         self.world.djshim(&all)
     }
 
     /// What prod's /health and / answer now.
-    fn get(&self, path: &str) -> String {
+    pub(crate) fn get(&self, path: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
@@ -202,7 +202,7 @@ impl Site {
     }
 
     /// The migrations applied to `instance`'s database, through its shim.
-    fn migrations(&self, instance: &str) -> String {
+    pub(crate) fn migrations(&self, instance: &str) -> String {
         let output = from_cron(
             self.world.path(&format!("bin/mywebsite-{instance}")),
             &["showmigrations", "polls"],
@@ -211,7 +211,7 @@ impl Site {
         text(&output).0
     }
 
-    fn generation_target(&self, instance: &str) -> Utf8PathBuf {
+    pub(crate) fn generation_target(&self, instance: &str) -> Utf8PathBuf {
         Utf8PathBuf::from_path_buf(
             fs::canonicalize(self.world.path(&format!("profiles/mywebsite-{instance}"))).unwrap(),
         )
@@ -234,10 +234,10 @@ impl Drop for Site {
 }
 
 /// The model of commit 2: a new field and its (reversible) migration.
-const VOTES_MODEL: &str = "from django.db import models\n\n\nclass Question(models.Model):\n    \
+pub(crate) const VOTES_MODEL: &str = "from django.db import models\n\n\nclass Question(models.Model):\n    \
      text = models.CharField(max_length=200)\n    published = models.DateTimeField(auto_now_add=True)\n    \
      votes = models.IntegerField(default=0)\n\n    def __str__(self):\n        return self.text\n";
-const VOTES_MIGRATION: &str = "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
+pub(crate) const VOTES_MIGRATION: &str = "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
      dependencies = [(\"polls\", \"0001_initial\")]\n    operations = [\n        \
      migrations.AddField(\"question\", \"votes\", models.IntegerField(default=0)),\n    ]\n";
 
@@ -537,7 +537,7 @@ fn on_postgresql_deploys_and_rollbacks_take_the_database_along() {
 /// `djshim deploy prod` started in a process group of its own and killed
 /// with SIGKILL (all of it: djshim, the shim, manage.py) when it prints
 /// `marker`.
-fn killed_deploy(site: &Site, marker: &str) {
+pub(crate) fn killed_deploy(site: &Site, marker: &str) {
     use std::os::unix::process::CommandExt;
     let mut child = site
         .world

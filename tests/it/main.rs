@@ -12,6 +12,7 @@ mod errors;
 mod escape;
 mod generate;
 mod helper;
+mod plans;
 mod postgres;
 mod profiles;
 mod runtime;

@@ -1,0 +1,569 @@
+//! The release engine end to end (issue 16's defects, each on the real
+//! example project through real builds, migrations and a real gunicorn
+//! held as systemd would hold it): a failed first deploy, a killed
+//! rollback, `--from` and `pin` under the instance's lock, `--to N`
+//! across several deployed generations, a damaged record, an undo that
+//! cannot be done, one lock per instance, children that die with djshim.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, ChildStderr, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::deploys::{Site, VOTES_MIGRATION, VOTES_MODEL, killed_deploy};
+use crate::support::{assert_status, from_cron, text};
+
+/// A migration after 0002 that adds a second column.
+const SCORE_MODEL: &str = "from django.db import models\n\n\nclass Question(models.Model):\n    \
+     text = models.CharField(max_length=200)\n    published = models.DateTimeField(auto_now_add=True)\n    \
+     votes = models.IntegerField(default=0)\n    score = models.IntegerField(default=0)\n\n    \
+     def __str__(self):\n        return self.text\n";
+const SCORE_MIGRATION: &str = "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
+     dependencies = [(\"polls\", \"0002_question_votes\")]\n    operations = [\n        \
+     migrations.AddField(\"question\", \"score\", models.IntegerField(default=0)),\n    ]\n";
+
+/// A data migration with no reverse.
+const IRREVERSIBLE: &str = "from django.db import migrations\n\n\ndef fill(apps, schema_editor):\n    pass\n\n\n\
+     class Migration(migrations.Migration):\n    dependencies = [(\"polls\", \"0001_initial\")]\n    \
+     operations = [migrations.RunPython(fill)]\n";
+
+/// The health view of the example project, answering 500.
+fn broken_views(site: &Site) -> String {
+    fs::read_to_string(site.repo.join("polls/views.py"))
+        .unwrap()
+        .replace(
+            "return HttpResponse(\"ok\\n\", content_type=\"text/plain\")",
+            "return HttpResponse(\"broken\\n\", status=500)",
+        )
+}
+
+/// A djshim run started in the background, once it has printed a line
+/// starting with `marker`; its stderr so far.
+struct Running {
+    child: Child,
+    lines: std::io::Lines<BufReader<ChildStderr>>,
+    seen: String,
+}
+
+impl Running {
+    fn start(site: &Site, args: &[&str], marker: &str) -> Running {
+        let mut child = site
+            .world
+            .djshim_cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut running = Running {
+            child,
+            lines,
+            seen: String::new(),
+        };
+        running.until(marker);
+        running
+    }
+
+    /// Reads stderr up to a line starting with `marker`.
+    fn until(&mut self, marker: &str) {
+        for line in self.lines.by_ref() {
+            let line = line.unwrap();
+            self.seen.push_str(&line);
+            self.seen.push('\n');
+            if line.starts_with(marker) {
+                return;
+            }
+        }
+        panic!("no line `{marker}` in:\n{}", self.seen);
+    }
+
+    /// Its exit status and the rest of its stderr.
+    fn finish(mut self) -> (Option<i32>, String) {
+        for line in self.lines.by_ref() {
+            self.seen.push_str(&line.unwrap());
+            self.seen.push('\n');
+        }
+        (self.child.wait().unwrap().code(), self.seen)
+    }
+}
+
+/// A staging deploy step that holds the deploy for `seconds`.
+fn slow_staging(site: &Site, seconds: u32) {
+    let config = site.world.read("djshim.toml");
+    site.world.write(
+        "djshim.toml",
+        &format!(
+            "{config}[instances.staging.deploy]\nsteps = [[\"migrate\", \"--noinput\"], \
+             [\"shell\", \"-c\", \"import time; time.sleep({seconds})\"]]\n"
+        ),
+    );
+}
+
+/// Issue 16, item 1: a failed *first* deploy leaves no half state behind:
+/// the instance runs nothing (the profile link is gone), `history` marks
+/// the generation, and the next deploy of the same commit deploys it
+/// again instead of finding it "already running".
+#[test]
+fn a_failed_first_deploy_is_tried_again_by_the_next() {
+    let mut site = Site::new();
+    // No server yet: the first deploy's start fails.
+    let output = site.deploy(&["prod"]);
+    assert_status(&output, 1);
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("djshim: deploy: start: ") && stderr.contains("failed after"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("djshim: deploy: undo: remove the profile link: done in "),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("prod had no generation before, and runs none now"),
+        "{stderr}"
+    );
+    assert!(!site.world.path("profiles/mywebsite-prod").exists());
+    let history = text(&site.world.djshim(&["history", "prod"])).0;
+    assert!(
+        history.contains("(failed deploy: rollback skips it)"),
+        "{history}"
+    );
+    site.hold_server();
+    let output = site.deploy(&["prod"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output).0.starts_with("prod: generation 2: "),
+        "{}",
+        text(&output).0
+    );
+    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+    assert!(site.migrations("prod").contains("[X] 0001_initial"));
+}
+
+/// Issue 16, item 2: a rollback keeps a journal; killed during its
+/// collectstatic, the next rollback finishes it (steps, restart, health)
+/// instead of refusing.
+#[test]
+fn a_killed_rollback_is_finished_by_the_next() {
+    let mut site = Site::new();
+    site.hold_server();
+    assert_status(&site.deploy(&["prod"]), 0);
+    let first = site.generation_target("prod");
+    site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+        ],
+        "votes",
+    );
+    assert_status(&site.deploy(&["prod"]), 0);
+    killed(
+        &site,
+        &["rollback", "prod"],
+        "djshim: rollback: manage.py collectstatic",
+    );
+    let output = site.world.djshim(&["rollback", "prod"]);
+    assert_status(&output, 0);
+    let stderr = text(&output).1;
+    for line in [
+        "was interrupted; finishing it",
+        "djshim: rollback: manage.py collectstatic --noinput --clear: done in ",
+        "djshim: rollback: restart: ",
+        "djshim: rollback: health: done in ",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+    assert_eq!(site.generation_target("prod"), first);
+    assert!(!site.migrations("prod").contains("[X] 0002"));
+    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+}
+
+/// `djshim ARGS` killed (its whole process group) when it prints a line
+/// starting with `marker`.
+fn killed(site: &Site, args: &[&str], marker: &str) {
+    use std::os::unix::process::CommandExt;
+    let mut child = site
+        .world
+        .djshim_cmd(args)
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with(marker) {
+            let status = std::process::Command::new("kill")
+                .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            break;
+        }
+    }
+    assert!(
+        child.wait().unwrap().code().is_none(),
+        "it ended before `{marker}`:\n{seen}"
+    );
+}
+
+/// Issue 16, items 3, 4 and 14: one lock per instance, taken first.
+/// `--from staging` while staging deploys is refused (what staging runs
+/// may yet be undone); a pin of staging waits for the deploy, saying so,
+/// and a pin of prod does not wait at all.
+#[test]
+fn operations_of_an_instance_wait_for_its_lock_and_only_its() {
+    let site = Site::new();
+    assert_status(&site.deploy(&["staging"]), 0);
+    let first = site.generation_target("staging");
+    site.commit(&[("polls/extra.py", "X = 1\n")], "second");
+    slow_staging(&site, 6);
+    let running = Running::start(
+        &site,
+        &["deploy", "staging"],
+        "djshim: deploy: manage.py shell",
+    );
+    // prod is not staging: its pin does not wait for staging's deploy.
+    let pin = site.world.djshim(&["pin", "prod", first.as_str()]);
+    assert_status(&pin, 0);
+    assert!(!text(&pin).1.contains("waiting"), "{}", text(&pin).1);
+    let mut deploy = running;
+    assert!(
+        deploy.child.try_wait().unwrap().is_none(),
+        "staging's deploy ended before prod's pin did"
+    );
+    // --from staging while staging's deploy runs: refused, nothing moves.
+    let promote = site.deploy(&["prod", "--from", "staging"]);
+    assert_status(&promote, 1);
+    assert!(
+        text(&promote)
+            .1
+            .contains("instance `staging` is busy: `djshim deploy staging"),
+        "{}",
+        text(&promote).1
+    );
+    assert!(deploy.child.try_wait().unwrap().is_none());
+    // A pin of staging waits for the deploy, then moves on from it.
+    let pin = site.world.djshim(&["pin", "staging", first.as_str()]);
+    let (code, seen) = {
+        deploy.until("djshim: deploy: record generation");
+        deploy.finish()
+    };
+    assert_eq!(code, Some(0), "{seen}");
+    assert_status(&pin, 0);
+    assert!(
+        text(&pin)
+            .1
+            .contains("djshim: waiting for `djshim deploy staging (pid "),
+        "{}",
+        text(&pin).1
+    );
+    assert!(
+        text(&pin).0.starts_with("staging: generation 2 -> 3: "),
+        "{}",
+        text(&pin).0
+    );
+    assert_eq!(site.generation_target("staging"), first);
+}
+
+/// Issue 16, item 4: a pin waiting behind a deploy that is then killed
+/// does not go ahead over it: it finds the journal and says how to go on.
+#[test]
+fn a_pin_behind_a_killed_deploy_does_not_build_on_it() {
+    let site = Site::new();
+    assert_status(&site.deploy(&["staging"]), 0);
+    let first = site.generation_target("staging");
+    site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+        ],
+        "votes",
+    );
+    slow_staging(&site, 20);
+    let mut deploy = Running::start(
+        &site,
+        &["deploy", "staging"],
+        "djshim: deploy: manage.py shell",
+    );
+    let mut pin = site
+        .world
+        .djshim_cmd(&["pin", "staging", first.as_str()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The pin is waiting once the lock file names the deploy and the pin
+    // has said so; then the deploy dies.
+    let mut pin_err = BufReader::new(pin.stderr.take().unwrap());
+    let mut line = String::new();
+    pin_err.read_line(&mut line).unwrap();
+    assert!(
+        line.starts_with("djshim: waiting for `djshim deploy staging"),
+        "{line}"
+    );
+    deploy.child.kill().unwrap();
+    deploy.child.wait().unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut pin_err, &mut rest).unwrap();
+    assert_eq!(pin.wait().unwrap().code(), Some(1));
+    assert!(
+        rest.contains("was interrupted and is not finished or undone"),
+        "{rest}"
+    );
+    assert!(
+        site.migrations("staging")
+            .contains("[X] 0002_question_votes")
+    );
+}
+
+/// Issue 16, item 5: `rollback --to 1` from generation 3 reverses the
+/// migrations of generation 3, then of generation 2, each with its own
+/// code.
+#[test]
+fn rollback_to_an_older_generation_reverses_every_one_between() {
+    let mut site = Site::new();
+    site.hold_server();
+    assert_status(&site.deploy(&["prod"]), 0);
+    let first = site.generation_target("prod");
+    site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+        ],
+        "votes",
+    );
+    assert_status(&site.deploy(&["prod"]), 0);
+    site.commit(
+        &[
+            ("polls/models.py", SCORE_MODEL),
+            ("polls/migrations/0003_question_score.py", SCORE_MIGRATION),
+        ],
+        "score",
+    );
+    assert_status(&site.deploy(&["prod"]), 0);
+    assert!(site.migrations("prod").contains("[X] 0003_question_score"));
+    let output = site.world.djshim(&["rollback", "prod", "--to", "1"]);
+    assert_status(&output, 0);
+    let stderr = text(&output).1;
+    let three = stderr
+        .find("djshim: rollback: migrate polls 0002_question_votes (generation 3's code): done")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let two = stderr
+        .find("djshim: rollback: migrate polls 0001_initial (generation 2's code): done")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(three < two, "{stderr}");
+    assert_eq!(site.generation_target("prod"), first);
+    let migrations = site.migrations("prod");
+    assert!(!migrations.contains("[X] 0002"), "{migrations}");
+    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+    // The old code works on the schema it knows.
+    let output = from_cron(
+        site.world.path("bin/mywebsite-prod"),
+        &[
+            "shell",
+            "-c",
+            "from polls.models import Question; Question.objects.create(text='q'); print(Question.objects.count())",
+        ],
+    );
+    assert_status(&output, 0);
+}
+
+/// Issue 16, item 6: a damaged deploy record is never taken for a pin:
+/// `rollback` refuses, names the file, and changes nothing.
+#[test]
+fn a_damaged_record_stops_the_rollback() {
+    let site = Site::new();
+    assert_status(&site.deploy(&["staging"]), 0);
+    site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+        ],
+        "votes",
+    );
+    assert_status(&site.deploy(&["staging"]), 0);
+    let second = site.generation_target("staging");
+    let record = site.world.path("profiles/.mywebsite-staging-2.deploy.json");
+    fs::write(&record, "{\"targets\": {\"polls\": ").unwrap();
+    let output = site.world.djshim(&["rollback", "staging"]);
+    assert_status(&output, 1);
+    assert!(
+        text(&output)
+            .1
+            .contains(&format!("{record}: not a deploy record djshim wrote")),
+        "{}",
+        text(&output).1
+    );
+    assert!(
+        site.migrations("staging")
+            .contains("[X] 0002_question_votes")
+    );
+    assert_eq!(site.generation_target("staging"), second);
+}
+
+/// Issue 16, item 13: a failed deploy that was allowed irreversible
+/// migrations does not try to migrate back through them: it stops, says
+/// what it left and how to go on, and every later run says so too until
+/// the journal is removed.
+#[test]
+fn an_undo_known_impossible_is_never_attempted() {
+    let mut site = Site::new();
+    site.hold_server();
+    assert_status(&site.deploy(&["prod"]), 0);
+    let views = broken_views(&site);
+    site.commit(
+        &[
+            ("polls/migrations/0002_fill.py", IRREVERSIBLE),
+            ("polls/views.py", &views),
+        ],
+        "irreversible and broken",
+    );
+    let output = site.deploy(&["prod", "--allow-irreversible"]);
+    assert_status(&output, 1);
+    let stderr = text(&output).1;
+    assert!(!stderr.contains("undo: migrate polls"), "{stderr}");
+    for line in [
+        "djshim: deploy: health: failed after ",
+        "failed and could not be undone",
+        "the undo stopped: the migrations polls.0002_fill cannot be reversed",
+        "= help: deploy a fix forward",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+    assert!(site.migrations("prod").contains("[X] 0002_fill"));
+    let journal = site
+        .world
+        .path("profiles/.mywebsite-prod.deploy-journal.json");
+    for args in [&["deploy", "prod"][..], &["rollback", "prod"]] {
+        let output = site.world.djshim(args);
+        assert_status(&output, 1);
+        let stderr = text(&output).1;
+        assert!(
+            stderr.contains("could not be undone")
+                && stderr.contains(&format!("then remove {journal}")),
+            "{stderr}"
+        );
+    }
+    // The way out, as the message says.
+    fs::remove_file(&journal).unwrap();
+    let fixed = fs::read_to_string(site.repo.join("polls/views.py"))
+        .unwrap()
+        .replace(
+            "return HttpResponse(\"broken\\n\", status=500)",
+            "return HttpResponse(\"ok\\n\", content_type=\"text/plain\")",
+        );
+    site.commit(&[("polls/views.py", &fixed)], "fixed");
+    assert_status(&site.deploy(&["prod"]), 0);
+    // A rollback over the irreversible migration is refused with help.
+    let output = site.world.djshim(&["rollback", "prod"]);
+    assert_status(&output, 1);
+    assert!(
+        text(&output).1.contains("cannot be reversed"),
+        "{}",
+        text(&output).1
+    );
+}
+
+/// Issue 16, item 12: `kill -9` of djshim alone (not its process group)
+/// takes its `manage.py migrate` child along: a migration that would
+/// have committed a moment later never does, and the next deploy finds
+/// the database where the journal says.
+#[test]
+fn a_child_dies_with_djshim() {
+    use std::os::unix::process::CommandExt;
+    let site = Site::new();
+    assert_status(&site.deploy(&["staging"]), 0);
+    let slow = "from django.db import migrations\nimport time\n\n\ndef wait(apps, schema_editor):\n    \
+                time.sleep(4)\n\n\nclass Migration(migrations.Migration):\n    atomic = False\n    \
+                dependencies = [(\"polls\", \"0001_initial\")]\n    \
+                operations = [migrations.RunPython(wait, migrations.RunPython.noop)]\n";
+    site.commit(&[("polls/migrations/0002_slow.py", slow)], "slow");
+    let mut child = site
+        .world
+        .djshim_cmd(&["deploy", "staging"])
+        .process_group(0)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let group = child.id();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        if line.unwrap() == "Running migrations:" {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Wait until nothing of the group is left (the old djshim's child
+    // ran on and committed), at most 30 s.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::process::Command::new("kill")
+        .args(["-0", "--", &format!("-{group}")])
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "the group is still alive");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        site.migrations("staging").contains("[ ] 0002_slow"),
+        "{}",
+        site.migrations("staging")
+    );
+    let output = site.deploy(&["staging"]);
+    assert_status(&output, 0);
+    assert!(text(&output).1.contains("was interrupted; undoing it"));
+    assert!(site.migrations("staging").contains("[X] 0002_slow"));
+}
+
+/// Issue 16, item 11: from nothing to a running instance with the
+/// documented commands: the state directory does not exist yet (the
+/// deploy makes it, as the unit's `StateDirectory=` would), the initial
+/// migrations may be irreversible (a first deploy is never migrated
+/// back), and it starts what is not running.
+#[test]
+fn a_first_deploy_starts_from_nothing() {
+    let site = Site::new();
+    fs::remove_dir_all(site.world.path("var/staging")).unwrap();
+    site.commit(&[("polls/migrations/0002_fill.py", IRREVERSIBLE)], "fill");
+    let output = site.deploy(&["staging"]);
+    assert_status(&output, 0);
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("djshim: deploy: start: true: done in "),
+        "{stderr}"
+    );
+    assert!(site.world.path("var/staging").is_dir());
+    assert!(site.migrations("staging").contains("[X] 0002_fill"));
+}
+
+/// Issue 17, item 11: the shims a deploy runs its steps through live
+/// beside the profile, and a killed deploy's copy goes with the next run
+/// (no `/tmp/djshim-deploy-*` left behind each time).
+#[test]
+fn a_killed_deploy_leaves_no_shims_behind_the_next() {
+    let mut site = Site::new();
+    site.hold_server();
+    killed_deploy(&site, "djshim: deploy: record migrations");
+    let shims = site.world.path("profiles/.mywebsite-prod.shims");
+    assert!(
+        shims.is_dir(),
+        "the killed deploy made no shims where expected"
+    );
+    assert!(
+        !site
+            .world
+            .path("profiles/.mywebsite-prod.deploy-journal.json")
+            .exists()
+    );
+    let output = site.deploy(&["prod"]);
+    assert_status(&output, 0);
+    assert!(!text(&output).1.contains("interrupted"));
+    assert!(!shims.exists());
+}
