@@ -259,7 +259,27 @@ fn writable(meta: &std::fs::Metadata, uid: u32, groups: &[u32]) -> bool {
         || (meta.uid() != uid && !groups.contains(&meta.gid()) && mode & 0o003 == 0o003)
 }
 
-pub use crate::exec::tool;
+/// Where system programs are looked up (`check` and the shims use the
+/// same list), never on the caller's `PATH`.
+pub const TOOL_DIRS: [&str; 5] = [
+    "/run/current-system/sw/bin",
+    "/usr/bin",
+    "/bin",
+    "/usr/sbin",
+    "/sbin",
+];
+
+/// A system program in [`TOOL_DIRS`] (an executable file), found the way
+/// the shims find theirs.
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    TOOL_DIRS
+        .iter()
+        .map(|dir| std::path::Path::new(dir).join(name))
+        .find(|path| {
+            path.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
 
 /// The fields of `getent DATABASE KEY`, if the entry exists.
 fn getent(database: &str, key: &str) -> Option<Vec<String>> {

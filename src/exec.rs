@@ -10,16 +10,18 @@
 //! rules, [`crate::envfile`]): nothing in them reaches a process of root,
 //! nor any argv. Last, it execs the program with those variables added.
 //!
-//! On a terminal the account must not share root's terminal (TIOCSTI): the
-//! helper hands the files it opened to `runuser --pty` (terminal on stdin)
-//! or `setsid --wait` (terminal only as the controlling one), which start
-//! the helper again on the descriptors (`--opened FD:PATH`).
+//! On a terminal the account must not share root's terminal (TIOCSTI, or a
+//! process it leaves reading what root types next): the helper starts
+//! itself again on the descriptors it opened (`--opened FD:PATH`), in a
+//! session of its own (`--session`) on a new pty, and relays between the
+//! two terminals until the account's side ends ([`crate::relay`]). Only
+//! fds 0–2 reach a process of the account.
 //!
 //! Usage (written by `djshim generate` into shims; not for people):
 //!
 //! ```text
 //! djshim-exec --command NAME [--user USER [--group GROUP]] [--env-file PATH]...
-//!             [--opened FD:PATH]... -- PROGRAM [ARG]...
+//!             [--opened FD:PATH]... [--session] -- PROGRAM [ARG]...
 //! ```
 //!
 //! Exit status: the program's; 77 for an account problem, 78 for an env
@@ -27,10 +29,10 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
-use std::io::{IsTerminal as _, Read as _};
-use std::os::fd::{FromRawFd as _, IntoRawFd as _, RawFd};
+use std::io::Read as _;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, RawFd};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -38,16 +40,7 @@ use std::process::{Command, ExitCode};
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::envfile;
-
-/// Where programs are looked up (`runuser`, `setsid` here; `check` and the
-/// shims use the same list), never on the caller's `PATH`.
-pub const TOOL_DIRS: [&str; 5] = [
-    "/run/current-system/sw/bin",
-    "/usr/bin",
-    "/bin",
-    "/usr/sbin",
-    "/sbin",
-];
+use crate::relay::{Pty, Terminals};
 
 /// What the shim asks for.
 #[derive(Debug, Default)]
@@ -59,6 +52,9 @@ struct Request {
     files: Vec<PathBuf>,
     /// Files a first run of the helper opened and checked, on these descriptors.
     opened: Vec<(RawFd, PathBuf)>,
+    /// This is the account's side under a relay: a session of its own
+    /// first (`--session`).
+    session: bool,
     program: Vec<OsString>,
 }
 
@@ -80,8 +76,8 @@ fn fail<T>(status: u8, message: impl Into<String>) -> Result<T, Failure> {
 pub fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let command = command_name(&args);
-    let failure = match parse(args) {
-        Ok(request) => run(&request),
+    let failure = match parse(args).and_then(|request| run(&request)) {
+        Ok(status) => return status,
         Err(failure) => failure,
     };
     eprintln!("{command}: {}", failure.message);
@@ -116,6 +112,10 @@ fn parse(args: Vec<OsString>) -> Result<Request, Failure> {
         if arg == "--" {
             request.program = args.collect();
             break;
+        }
+        if arg == "--session" {
+            request.session = true;
+            continue;
         }
         let Some(value) = args.next() else {
             return usage(&format!("{} needs a value", arg.to_string_lossy()));
@@ -188,49 +188,42 @@ impl Account {
     }
 
     /// Becomes the account: supplementary groups, group, user, in that
-    /// order (each later step needs root).
+    /// order (each later step needs root). The groups are systemd's rule
+    /// for `User=` and `Group=`: the account's groups from NSS
+    /// (`getgrouplist`) with the instance's group as the base, so the
+    /// shim, its terminal relay and the unit all get the same set.
     fn become_it(&self) -> Result<(), Failure> {
         let name = &self.user.name;
-        nix::unistd::initgroups(&self.c_name(), self.user.gid)
+        nix::unistd::initgroups(&self.c_name(), self.gid)
             .or_else(|e| fail(77, format!("cannot set the groups of {name}: {e}")))?;
         nix::unistd::setresgid(self.gid, self.gid, self.gid)
             .or_else(|e| fail(77, format!("cannot switch to the group of {name}: {e}")))?;
         nix::unistd::setresuid(self.user.uid, self.user.uid, self.user.uid)
             .or_else(|e| fail(77, format!("cannot switch to {name}: {e}")))
     }
+}
 
-    /// The names of the account's groups, for `runuser -G` (whose `-g`
-    /// drops them otherwise).
-    fn group_names(&self) -> Result<Vec<String>, Failure> {
-        let gids = nix::unistd::getgrouplist(&self.c_name(), self.user.gid).or_else(|e| {
-            fail(
-                77,
-                format!("cannot list the groups of {}: {e}", self.user.name),
-            )
-        })?;
-        Ok(gids
-            .into_iter()
-            .map(|gid| match Group::from_gid(gid) {
-                Ok(Some(g)) => g.name,
-                _ => gid.to_string(),
-            })
-            .collect())
-    }
+/// What comes after the checks.
+enum Next {
+    /// Exec this.
+    Exec(Command),
+    /// The account's side ran under the relay and ended so: exit so.
+    Exit(u8),
 }
 
 /// Runs the request; returns only when something stops it.
-fn run(request: &Request) -> Failure {
-    match prepare(request) {
-        Ok(command) => {
+fn run(request: &Request) -> Result<ExitCode, Failure> {
+    match prepare(request)? {
+        Next::Exec(command) => {
             let program = request.program[0].to_string_lossy().into_owned();
-            start(command, &program)
+            Err(start(command, &program))
         }
-        Err(failure) => failure,
+        Next::Exit(status) => Ok(ExitCode::from(status)),
     }
 }
 
 /// Everything up to the exec: the command to exec.
-fn prepare(request: &Request) -> Result<Command, Failure> {
+fn prepare(request: &Request) -> Result<Next, Failure> {
     let caller = nix::unistd::geteuid();
     let account = match &request.user {
         Some(name) => Some(Account::look_up(name, request.group.as_deref())?),
@@ -250,6 +243,11 @@ fn prepare(request: &Request) -> Result<Command, Failure> {
             );
         }
     };
+    if switch {
+        // Only fds 0–2 reach the account's process.
+        let keep: Vec<RawFd> = request.opened.iter().map(|(fd, _)| *fd).collect();
+        crate::relay::close_above_stderr_on_exec(&keep);
+    }
     // The account a file may belong to besides root.
     let owner = account.as_ref().map_or(caller, |a| a.user.uid);
     // A root-owned file read for another account: its directories count too.
@@ -270,8 +268,11 @@ fn prepare(request: &Request) -> Result<Command, Failure> {
         let name = &account.user.name;
         env.push(("HOME", account.user.dir.clone().into_os_string()));
         env.extend([("USER", name.into()), ("LOGNAME", name.into())]);
-        if request.opened.is_empty() && has_terminal() {
-            return hand_over(request, account, files, env);
+        if request.session {
+            crate::relay::new_session()
+                .or_else(|e| fail(77, format!("cannot start a session of its own: {e}")))?;
+        } else if Terminals::now().any() || has_terminal() {
+            return hand_over(request, account, files);
         }
         account.become_it()?;
     }
@@ -285,7 +286,7 @@ fn prepare(request: &Request) -> Result<Command, Failure> {
             command.env(key, OsString::from_vec(value));
         }
     }
-    Ok(command)
+    Ok(Next::Exec(command))
 }
 
 /// Opens `path` without blocking on a FIFO and without taking a terminal.
@@ -361,7 +362,7 @@ fn inspect(file: &File, path: &Path, owner: Uid, guard_dirs: bool) -> Result<(),
 }
 
 /// A descriptor a first run of the helper opened and checked, passed on
-/// through `runuser` or `setsid`.
+/// to the account's side of the relay.
 #[allow(unsafe_code)]
 fn inherited(fd: RawFd, path: &Path) -> Result<File, Failure> {
     // Only an open descriptor may be owned.
@@ -392,18 +393,27 @@ fn has_terminal() -> bool {
         .is_ok()
 }
 
-/// With a terminal: the account gets a terminal of its own (`runuser
-/// --pty`, when stdin is a terminal) or none (`setsid --wait`), and the
-/// helper runs again there on the files opened here.
+/// With a terminal: the account's side starts again on the files opened
+/// here (`--opened`), in a session of its own (`--session`), on a new pty
+/// in place of each terminal among fds 0–2; this process stays root's
+/// side of the relay and ends as the account's side ends.
 fn hand_over(
     request: &Request,
     account: &Account,
     files: Vec<(File, PathBuf)>,
-    env: Vec<(&str, OsString)>,
-) -> Result<Command, Failure> {
+) -> Result<Next, Failure> {
     let me = std::env::current_exe()
         .or_else(|e| fail(127, format!("cannot find djshim-exec itself: {e}")))?;
     let mut again: Vec<OsString> = vec!["--command".into(), request.command.clone().into()];
+    again.extend([
+        "--session".into(),
+        "--user".into(),
+        account.user.name.clone().into(),
+    ]);
+    if let Some(group) = &account.group {
+        again.extend(["--group".into(), group.into()]);
+    }
+    let mut passed = Vec::new();
     for (file, path) in files {
         rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::empty()).or_else(|e| {
             fail(
@@ -411,56 +421,33 @@ fn hand_over(
                 format!("cannot pass on env file {}: {e}", path.display()),
             )
         })?;
-        // Left open, for the program exec'd next.
-        let mut spec = format!("{}:", file.into_raw_fd()).into_bytes();
+        let mut spec = format!("{}:", file.as_raw_fd()).into_bytes();
         spec.extend_from_slice(path.as_os_str().as_bytes());
         again.extend(["--opened".into(), OsString::from_vec(spec)]);
+        passed.push(file);
     }
-    let name = account.user.name.clone();
-    let mut command = if std::io::stdin().is_terminal() {
-        let mut c = Command::new(required("runuser")?);
-        c.args(["-u", &name]);
-        if let Some(group) = &account.group {
-            c.args(["-g", group]);
-            for g in account.group_names()? {
-                c.args(["-G", &g]);
-            }
-        }
-        c.args(["--pty", "--"]).arg(&me);
-        c
+    let terminals = Terminals::now();
+    let pty = if terminals.any() {
+        Some(Pty::like(terminals).or_else(|e| fail(77, format!("cannot open a pty: {e}")))?)
     } else {
-        // A new session, no terminal: the helper there switches itself.
-        let mut c = Command::new(required("setsid")?);
-        c.arg("--wait").arg(&me);
-        again.extend(["--user".into(), name.into()]);
-        if let Some(group) = &account.group {
-            again.extend(["--group".into(), group.into()]);
-        }
-        c
+        None
     };
+    let mut command = Command::new(&me);
     command.args(again).arg("--").args(&request.program);
-    command.envs(env);
-    Ok(command)
-}
-
-/// A system program in [`TOOL_DIRS`] (an executable file), found the way
-/// the shims find theirs.
-pub fn tool(name: &str) -> Option<PathBuf> {
-    TOOL_DIRS
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| {
-            path.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
-/// [`tool`], or why the helper stops without it.
-fn required(name: &str) -> Result<PathBuf, Failure> {
-    tool(name).map_or_else(
-        || fail(127, format!("{name} not found in {}", TOOL_DIRS.join(", "))),
-        Ok,
-    )
+    if let Some(pty) = &pty {
+        pty.attach(&mut command, terminals)
+            .or_else(|e| fail(77, format!("cannot open a pty: {e}")))?;
+    }
+    let signals = crate::relay::block_signals()
+        .or_else(|e| fail(77, format!("cannot block signals: {e}")))?;
+    let child = command
+        .spawn()
+        .or_else(|e| fail(126, format!("cannot start djshim-exec again: {e}")))?;
+    // The account's side has its own copies now.
+    drop(passed);
+    Ok(Next::Exit(crate::relay::relay(
+        child, pty, terminals, &signals,
+    )))
 }
 
 /// Reads and parses one env file, as the account it runs for.

@@ -21,6 +21,7 @@ pub mod model;
 pub mod pins;
 pub mod process;
 pub mod profile;
+pub mod relay;
 pub mod release;
 pub mod render;
 pub mod schedule;

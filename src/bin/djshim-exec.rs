@@ -1,6 +1,6 @@
 //! The shims' helper: see `src/exec.rs`. A binary of its own, small and
 //! quick to start, that `djshim generate` copies next to the shims; it
-//! takes the two modules it needs from the library's sources rather than
+//! takes the three modules it needs from the library's sources rather than
 //! the library, whose templates and parsers it has no use for.
 
 #[allow(dead_code)]
@@ -8,6 +8,8 @@
 mod envfile;
 #[path = "../exec.rs"]
 mod exec;
+#[path = "../relay.rs"]
+mod relay;
 
 fn main() -> std::process::ExitCode {
     exec::main()

@@ -20,5 +20,6 @@ mod servers;
 mod shells;
 mod support;
 mod systemd;
+mod terminals;
 mod units;
 mod workers;
