@@ -172,59 +172,39 @@ fn accounts(instance: &Instance) -> Vec<Problem> {
     problems
 }
 
-/// What the shim will find wrong with one env file, checked the way it
-/// checks: on the file it opens (links followed), then the directories
-/// above it when root reads a root-owned file for an account; then what
-/// systemd and the shim make of its lines.
+/// What the shim will find wrong with one env file, checked by the
+/// helper's own rule ([`crate::envrule`]) as root running it for the
+/// instance would: on the file it opens, and for a root-owned file read
+/// for an account, on each directory of the way there. Only a file the
+/// rule lets through is read, for what systemd and the shim make of its
+/// lines.
 fn env_file(file: &Utf8Path, uid: Option<u32>, user: Option<&str>) -> Vec<(String, bool)> {
-    let mut found = Vec::new();
-    let mut file_handle = match std::fs::File::open(file) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return vec![(format!("{file}: no such file"), false)];
-        }
-        Err(e) => return vec![(format!("{file}: cannot open it: {e}"), false)],
+    let owner = uid.unwrap_or(0);
+    let rule = crate::envrule::Rule {
+        owner,
+        guard_dirs: user.is_some() && owner != 0,
     };
-    let Ok(meta) = file_handle.metadata() else {
-        return vec![(format!("{file}: cannot inspect it"), false)];
-    };
-    if !meta.is_file() {
-        return vec![(format!("{file} is not a regular file"), false)];
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        found.push((
-            format!("{file} is group- or world-writable (mode {mode:o}); `chmod go-w` it"),
-            false,
-        ));
-    }
-    if meta.uid() != 0 && Some(meta.uid()) != uid {
-        found.push((
-            format!(
-                "{file} is owned by uid {}, not by root or the instance account",
-                meta.uid()
-            ),
-            false,
-        ));
-    }
-    if let Some(user) = user.filter(|_| meta.uid() == 0 && uid != Some(0)) {
-        for dir in file.ancestors().skip(1) {
-            let unsafe_dir =
-                std::fs::metadata(dir).map_or(true, |m| m.uid() != 0 || m.mode() & 0o022 != 0);
-            if unsafe_dir {
-                found.push((
-                    format!(
-                        "{file} belongs to root but lies under {dir}, which others than root can \
-                         change: the shim will not read it for `{user}`; move it under \
-                         directories only root can write, or give it to `{user}`"
-                    ),
-                    false,
-                ));
-                break;
-            }
-        }
-    }
-    if mode & 0o004 != 0 {
+    let opened = crate::envrule::open(file.as_std_path(), rule);
+    let account = user.map_or_else(|| "the instance account".to_owned(), |u| format!("`{u}`"));
+    let mut found: Vec<(String, bool)> = opened
+        .refusals
+        .iter()
+        .map(|r| {
+            let text = match r {
+                crate::envrule::Refusal::Missing => format!("{file}: no such file"),
+                crate::envrule::Refusal::UnsafeDir(dir) => format!(
+                    "{file} belongs to root but lies under {}, which others than root can \
+                     change: the shim will not read it for {account}; move it under \
+                     directories only root can write, or give it to {account}",
+                    dir.display()
+                ),
+                _ => format!("{file} {}", r.describe(&account)),
+            };
+            (text, false)
+        })
+        .collect();
+    let mode = opened.mode;
+    if opened.file.is_some() && mode & 0o004 != 0 {
         found.push((
             format!(
                 "{file} is world-readable (mode {mode:o}); secrets belong in a 0600 or 0640 file"
@@ -232,8 +212,12 @@ fn env_file(file: &Utf8Path, uid: Option<u32>, user: Option<&str>) -> Vec<(Strin
             true,
         ));
     }
+    // Nothing of a refused file is read.
+    let (Some(mut handle), true) = (opened.file, opened.refusals.is_empty()) else {
+        return found;
+    };
     let mut bytes = Vec::new();
-    if let Err(e) = std::io::Read::read_to_end(&mut file_handle, &mut bytes) {
+    if let Err(e) = std::io::Read::read_to_end(&mut handle, &mut bytes) {
         found.push((format!("{file}: cannot read it: {e}"), false));
         return found;
     }

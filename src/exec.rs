@@ -32,7 +32,7 @@ use std::fs::File;
 use std::io::Read as _;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, RawFd};
 use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -40,6 +40,7 @@ use std::process::{Command, ExitCode};
 use nix::unistd::{Gid, Group, Uid, User};
 
 use crate::envfile;
+use crate::envrule::{self, Rule};
 use crate::relay::{Pty, Terminals};
 
 /// What the shim asks for.
@@ -252,11 +253,23 @@ fn prepare(request: &Request) -> Result<Next, Failure> {
     let owner = account.as_ref().map_or(caller, |a| a.user.uid);
     // A root-owned file read for another account: its directories count too.
     let guard_dirs = switch && !owner.is_root();
+    let rule = Rule {
+        owner: owner.as_raw(),
+        guard_dirs,
+    };
     let mut files = Vec::new();
     for path in &request.files {
-        let file = open(path)?;
-        inspect(&file, path, owner, guard_dirs)?;
-        files.push((file, path.clone()));
+        let opened = envrule::open(path, rule);
+        match (opened.refusals.first(), opened.file) {
+            (None, Some(file)) => files.push((file, path.clone())),
+            (refusal, _) => {
+                let why = refusal.map_or_else(
+                    || "cannot be opened".to_owned(),
+                    |r| r.describe(&account_name(owner)),
+                );
+                return fail(78, format!("env file {} {why}", path.display()));
+            }
+        }
     }
     for (fd, path) in &request.opened {
         files.push((inherited(*fd, path)?, path.clone()));
@@ -289,76 +302,12 @@ fn prepare(request: &Request) -> Result<Next, Failure> {
     Ok(Next::Exec(command))
 }
 
-/// Opens `path` without blocking on a FIFO and without taking a terminal.
-fn open(path: &Path) -> Result<File, Failure> {
-    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(flags.bits().cast_signed())
-        .open(path)
-        .or_else(|_| {
-            fail(
-                78,
-                format!("env file {} is missing or unreadable", path.display()),
-            )
-        })
-}
-
-/// The checks on an open env file (and the directories above it).
-fn inspect(file: &File, path: &Path, owner: Uid, guard_dirs: bool) -> Result<(), Failure> {
-    let shown = path.display();
-    let meta = file
-        .metadata()
-        .or_else(|e| fail(78, format!("cannot inspect env file {shown}: {e}")))?;
-    if !meta.is_file() {
-        return fail(78, format!("env file {shown} is not a regular file"));
-    }
-    if guard_dirs && meta.uid() == 0 {
-        for dir in path
-            .ancestors()
-            .skip(1)
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            let unsafe_dir = match std::fs::metadata(dir) {
-                Ok(m) => m.uid() != 0 || m.mode() & 0o022 != 0,
-                Err(_) => true,
-            };
-            if unsafe_dir {
-                return fail(
-                    78,
-                    format!(
-                        "env file {shown} belongs to root but lies under {}, which others than \
-                         root can change (a link there could point it at any file root can \
-                         read): move it under directories only root can write, or give it to {}",
-                        dir.display(),
-                        User::from_uid(owner)
-                            .ok()
-                            .flatten()
-                            .map_or_else(|| owner.to_string(), |u| u.name)
-                    ),
-                );
-            }
-        }
-    }
-    if meta.mode() & 0o022 != 0 {
-        return fail(
-            78,
-            format!(
-                "env file {shown} is group- or world-writable (mode {:o}): chmod go-w it",
-                meta.mode() & 0o7777
-            ),
-        );
-    }
-    if meta.uid() != 0 && meta.uid() != owner.as_raw() {
-        return fail(
-            78,
-            format!(
-                "env file {shown} is owned by uid {}, not by root or the instance account",
-                meta.uid()
-            ),
-        );
-    }
-    Ok(())
+/// The name of the account with `uid`, for messages.
+fn account_name(uid: Uid) -> String {
+    User::from_uid(uid)
+        .ok()
+        .flatten()
+        .map_or_else(|| uid.to_string(), |u| u.name)
 }
 
 /// A descriptor a first run of the helper opened and checked, passed on

@@ -13,6 +13,7 @@ pub mod config;
 pub mod deploy;
 pub mod django;
 pub mod envfile;
+pub mod envrule;
 pub mod error;
 pub mod exec;
 pub mod gcroot;

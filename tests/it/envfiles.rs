@@ -17,7 +17,13 @@ use crate::accounts::{accounts, report, run_as, world};
 use crate::support::{CRON_PATH, World, assert_status, require, root_dir, text, toml_str};
 
 /// Writes `content` to `dir/name` with `mode`, owned by `owner`.
-fn put(dir: &Utf8Path, name: &str, content: &[u8], mode: u32, owner: &str) -> Utf8PathBuf {
+pub(crate) fn put(
+    dir: &Utf8Path,
+    name: &str,
+    content: &[u8],
+    mode: u32,
+    owner: &str,
+) -> Utf8PathBuf {
     let path = dir.join(name);
     fs::write(&path, content).unwrap();
     fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
@@ -25,7 +31,7 @@ fn put(dir: &Utf8Path, name: &str, content: &[u8], mode: u32, owner: &str) -> Ut
     path
 }
 
-fn chown(path: &Utf8Path, owner: &str) {
+pub(crate) fn chown(path: &Utf8Path, owner: &str) {
     let status = Command::new("chown")
         .args(["-h", owner])
         .arg(path)
@@ -34,7 +40,7 @@ fn chown(path: &Utf8Path, owner: &str) {
     assert!(status.success());
 }
 
-fn tempdir_path(dir: &tempfile::TempDir) -> &Utf8Path {
+pub(crate) fn tempdir_path(dir: &tempfile::TempDir) -> &Utf8Path {
     Utf8Path::from_path(dir.path()).unwrap()
 }
 

@@ -21,5 +21,6 @@ mod shells;
 mod support;
 mod systemd;
 mod terminals;
+mod trust;
 mod units;
 mod workers;
