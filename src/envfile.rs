@@ -31,10 +31,16 @@ pub struct Reading {
     pub skipped: Vec<(usize, String)>,
     /// Names the shim refuses to set ([`refused`]), with their lines.
     pub refused: Vec<(usize, String)>,
-    /// Names whose value is not UTF-8: systemd and the shim refuse the file.
+    /// Assignments whose name or value is not UTF-8 as systemd judges it
+    /// (noncharacters such as U+FFFE and U+FDD0 count as invalid):
+    /// systemd and the shim refuse the whole file.
     pub not_utf8: Vec<(usize, String)>,
-    /// What else a reader of the file should know: a NUL byte, a line
-    /// that systemd before 254 reads otherwise.
+    /// Lines that systemd versions read differently (a comment ending in
+    /// a backslash: before 254 — Debian 12 has 252 — the next line is part
+    /// of the comment, from 254 on it is read): the shim refuses the file,
+    /// so that it never sees another environment than the unit.
+    pub versions_differ: Vec<(usize, String)>,
+    /// What else a reader of the file should know: a NUL byte.
     pub notes: Vec<(usize, String)>,
 }
 
@@ -42,6 +48,7 @@ impl Reading {
     /// Every finding that makes the file unfit, as `(line, message)`.
     pub fn problems(&self) -> Vec<(usize, String)> {
         let mut found = self.notes.clone();
+        found.extend(self.versions_differ.iter().cloned());
         found.extend(self.refused.iter().map(|(line, key)| {
             (
                 *line,
@@ -52,7 +59,8 @@ impl Reading {
             (
                 *line,
                 format!(
-                    "the value of `{key}` is not UTF-8: systemd refuses the whole file, the shim too (exit 78)"
+                    "{key} is not UTF-8 as systemd reads it (invalid bytes or a noncharacter): \
+                     systemd refuses the whole file, the shim too (exit 78)"
                 ),
             )
         }));
@@ -239,10 +247,11 @@ impl Parser {
             }
             State::CommentEscape => {
                 if newline(c) {
-                    self.reading.notes.push((
+                    self.reading.versions_differ.push((
                         self.line,
                         "a comment ends in a backslash: systemd before 254 (Debian 12 has 252) \
-                         also skips the next line, the shim and newer systemd read it"
+                         also skips the next line, newer systemd reads it; the shim refuses \
+                         the file (exit 78): remove the backslash"
                             .into(),
                     ));
                     self.state = State::PreKey;
@@ -270,18 +279,36 @@ impl Parser {
     }
 }
 
+/// Whether `bytes` are UTF-8 as systemd's `utf8_is_valid` judges:
+/// well-formed, and no noncharacter (U+FDD0–U+FDEF, U+xFFFE, U+xFFFF).
+pub fn systemd_utf8(bytes: &[u8]) -> bool {
+    std::str::from_utf8(bytes).is_ok_and(|text| {
+        text.chars().all(|c| {
+            let c = u32::from(c);
+            !(0xFDD0..=0xFDEF).contains(&c) && c & 0xFFFE != 0xFFFE
+        })
+    })
+}
+
 /// Records one assignment systemd makes, or why it is skipped or refused.
 fn push(reading: &mut Reading, line: usize, key: &[u8], value: &mut Vec<u8>) {
-    let key = String::from_utf8_lossy(key);
-    let key = key.trim_end_matches([' ', '\t']);
     let value = std::mem::take(value);
-    if !valid_name(key) {
+    let key_bytes = trim_blanks(key);
+    let key = String::from_utf8_lossy(key_bytes);
+    let key = key.as_ref();
+    if !systemd_utf8(key_bytes) {
+        reading
+            .not_utf8
+            .push((line, format!("the name `{}`", key.escape_debug())));
+    } else if !systemd_utf8(&value) {
+        reading
+            .not_utf8
+            .push((line, format!("the value of `{}`", key.escape_debug())));
+    } else if !valid_name(key) {
         reading.skipped.push((
             line,
             format!("`{}` is not a variable name", key.escape_debug()),
         ));
-    } else if std::str::from_utf8(&value).is_err() {
-        reading.not_utf8.push((line, key.to_owned()));
     } else if refused(key) {
         reading.refused.push((line, key.to_owned()));
     } else {
@@ -291,6 +318,12 @@ fn push(reading: &mut Reading, line: usize, key: &[u8], value: &mut Vec<u8>) {
             value,
         });
     }
+}
+
+/// `key` without its trailing blanks.
+fn trim_blanks(key: &[u8]) -> &[u8] {
+    let end = key.iter().rposition(|&b| !space(b)).map_or(0, |i| i + 1);
+    &key[..end]
 }
 
 #[cfg(test)]
@@ -329,12 +362,175 @@ mod tests {
         let r = read(b"export A=1\nnot a line\n2FA=x\nLD_PRELOAD=/x.so\n# c \\\nB=1\n");
         assert_eq!(r.skipped.len(), 3, "{r:?}");
         assert_eq!(r.refused, [(4, "LD_PRELOAD".to_owned())], "{r:?}");
-        assert_eq!(r.notes.len(), 1, "{r:?}");
+        assert_eq!(r.versions_differ.len(), 1, "{r:?}");
         assert_eq!(r.problems().len(), 2, "{r:?}");
         assert_eq!(r.assignments.len(), 1);
-        assert_eq!(read(b"A=\xff\n").not_utf8, [(1, "A".to_owned())]);
+        assert_eq!(
+            read(b"A=\xff\n").not_utf8,
+            [(1, "the value of `A`".to_owned())]
+        );
         let nul = read(b"A=1\0B=2\n");
         assert_eq!(nul.notes.len(), 1);
         assert_eq!(nul.assignments.len(), 1, "the rest is ignored: {nul:?}");
+    }
+
+    /// systemd's own test vectors (`src/test/test-env-file.c`: every
+    /// `load_env_file` case, with the values it expects, after the
+    /// invalid names that `EnvironmentFile=` drops). Where systemd
+    /// versions differ (a comment ending in `\`), the values are 254's
+    /// and the reading says the versions differ.
+    #[test]
+    #[allow(clippy::too_many_lines)] // a table of systemd's cases
+    fn systemds_test_vectors() {
+        struct Case {
+            text: &'static str,
+            want: &'static [(&'static str, &'static str)],
+            versions_differ: bool,
+        }
+        let cases = [
+            // load_env_file_1 (in file order; the last `a` wins, as in the
+            // unit's environment, whose data[0] is `a=a`)
+            Case {
+                text: "a=a\na=b\na=b\na=a\nb=b\\\nc\nd= d\\\ne  \\\nf  \ng=g\\ \nh= ąęół\\ śćńźżμ \ni=i\\",
+                want: &[
+                    ("a", "a"),
+                    ("a", "b"),
+                    ("a", "b"),
+                    ("a", "a"),
+                    ("b", "bc"),
+                    ("d", "de  f"),
+                    ("g", "g "),
+                    ("h", "ąęół śćńźżμ"),
+                    ("i", "i"),
+                ],
+                versions_differ: false,
+            },
+            // load_env_file_2
+            Case {
+                text: "a=a\\\n",
+                want: &[("a", "a")],
+                versions_differ: false,
+            },
+            // load_env_file_3
+            Case {
+                text: "#SPAMD_ARGS=\"-d --socketpath=/var/lib/bulwark/spamd \\\n\
+                       #--nouser-config                                     \\\n\
+                       normal1=line\\\n111\n\
+                       ;normal=ignored                                      \\\n\
+                       normal2=line222\n\
+                       normal ignored                                       \\\n",
+                want: &[("normal1", "line111"), ("normal2", "line222")],
+                versions_differ: true,
+            },
+            // load_env_file_4
+            Case {
+                text: "# Generated\n\nHWMON_MODULES=\"coretemp f71882fg\"\n\n# For compatibility reasons\n\nMODULE_0=coretemp\nMODULE_1=f71882fg",
+                want: &[
+                    ("HWMON_MODULES", "coretemp f71882fg"),
+                    ("MODULE_0", "coretemp"),
+                    ("MODULE_1", "f71882fg"),
+                ],
+                versions_differ: false,
+            },
+            // load_env_file_5
+            Case {
+                text: "a=\nb=",
+                want: &[("a", ""), ("b", "")],
+                versions_differ: false,
+            },
+            // load_env_file_6
+            Case {
+                text: "a=\\ \\n \\t \\x \\y \\' \nb= \\$'                  \nc= ' \\n\\t\\$\\`\\\\\n'   \nd= \" \\n\\t\\$\\`\\\\\n\"   \n",
+                want: &[
+                    ("a", " n t x y '"),
+                    ("b", "$'"),
+                    ("c", " \\n\\t\\$\\`\\\\\n"),
+                    ("d", " \\n\\t$`\\\n"),
+                ],
+                versions_differ: false,
+            },
+            // parse_env_file ("export nine" and "invalid line" are no names)
+            Case {
+                text: "one=BAR   \n# comment\n # comment \n ; comment \n  two   =   bar    \n\
+                       invalid line\ninvalid line #comment\nthree = \"333\nxxxx\"\n\
+                       four = '44\\\"44'\nfive = \"55\\\"55\" \"FIVE\" cinco   \n\
+                       six = seis sechs\\\n sis\nseven=\"sevenval\" #nocomment\n\
+                       eight=eightval #nocomment\nexport nine=nineval\nten=ignored\nten=ignored\nten=\n\
+                       eleven=\\value\ntwelve=\"\\value\"\nthirteen='\\value'",
+                want: &[
+                    ("one", "BAR"),
+                    ("two", "bar"),
+                    ("three", "333\nxxxx"),
+                    ("four", "44\\\"44"),
+                    ("five", "55\"55FIVEcinco"),
+                    ("six", "seis sechs sis"),
+                    ("seven", "sevenval#nocomment"),
+                    ("eight", "eightval #nocomment"),
+                    ("ten", "ignored"),
+                    ("ten", "ignored"),
+                    ("ten", ""),
+                    ("eleven", "value"),
+                    ("twelve", "\\value"),
+                    ("thirteen", "\\value"),
+                ],
+                versions_differ: false,
+            },
+            // parse_multiline_env_file
+            Case {
+                text: "one=BAR\\\n\\ \\ \\ \\ VAR\\\n\\\tGAR\n#comment\ntwo=\"bar\\\n    var\\\n\tgar\"\n\
+                       #comment\ntri=\"bar \\\n    var \\\n\tgar \"\n",
+                want: &[
+                    ("one", "BAR    VAR\tGAR"),
+                    ("two", "bar    var\tgar"),
+                    ("tri", "bar     var \tgar "),
+                ],
+                versions_differ: false,
+            },
+            // load_env_file_pairs
+            Case {
+                text: "NAME=\"Arch Linux\"\nID=arch\nPRETTY_NAME=\"Arch Linux\"\nANSI_COLOR=\"0;36\"\n\
+                       HOME_URL=\"https://www.archlinux.org/\"\nSUPPORT_URL=\"https://bbs.archlinux.org/\"\n\
+                       BUG_REPORT_URL=\"https://bugs.archlinux.org/\"\n",
+                want: &[
+                    ("NAME", "Arch Linux"),
+                    ("ID", "arch"),
+                    ("PRETTY_NAME", "Arch Linux"),
+                    ("ANSI_COLOR", "0;36"),
+                    ("HOME_URL", "https://www.archlinux.org/"),
+                    ("SUPPORT_URL", "https://bbs.archlinux.org/"),
+                    ("BUG_REPORT_URL", "https://bugs.archlinux.org/"),
+                ],
+                versions_differ: false,
+            },
+        ];
+        for case in &cases {
+            let r = read(case.text.as_bytes());
+            let got: Vec<(String, String)> = r
+                .assignments
+                .iter()
+                .map(|a| (a.key.clone(), String::from_utf8(a.value.clone()).unwrap()))
+                .collect();
+            assert_eq!(got, pairs(case.want), "{:?}", case.text);
+            assert_eq!(
+                !r.versions_differ.is_empty(),
+                case.versions_differ,
+                "{:?}: {r:?}",
+                case.text
+            );
+            assert!(r.not_utf8.is_empty(), "{r:?}");
+        }
+        // load_env_file_invalid_utf8: noncharacters in a name or a value
+        // make systemd refuse the whole file (-EINVAL).
+        for text in [
+            "fo\u{fffe}o=bar",
+            "foo=b\u{ffff}ar",
+            "baz=hello world\u{fffe}",
+            "x=\u{fdd0}",
+        ] {
+            let r = read(text.as_bytes());
+            assert_eq!(r.not_utf8.len(), 1, "{text:?}: {r:?}");
+            assert!(r.assignments.is_empty());
+        }
+        assert_eq!(read(b"k\xffey=1\n").not_utf8.len(), 1);
     }
 }

@@ -415,13 +415,17 @@ fn read(mut file: File, path: &Path) -> Result<Vec<(String, Vec<u8>)>, Failure> 
             ),
         );
     }
-    if let Some((line, key)) = reading.not_utf8.first() {
+    if let Some((line, what)) = reading.not_utf8.first() {
         return fail(
             78,
             format!(
-                "{shown}:{line}: the value of {key} is not UTF-8 (systemd refuses such a file too)"
+                "{shown}:{line}: {what} is not UTF-8 as systemd reads it (systemd refuses such a \
+                 file too)"
             ),
         );
+    }
+    if let Some((line, why)) = reading.versions_differ.first() {
+        return fail(78, format!("{shown}:{line}: {why}"));
     }
     Ok(reading
         .assignments

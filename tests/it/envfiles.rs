@@ -477,7 +477,7 @@ fn env_files_read_as_systemd_reads_them() {
             &[],
         ),
         (
-            b"export X=1\nnot a line\n2FA=on\n; semi\n# note \\\nN=1\nOK=1",
+            b"export X=1\nnot a line\n2FA=on\n; semi\n# note\nN=1\nOK=1",
             &[("N", "1"), ("OK", "1")],
             &["X", "2FA"],
         ),
@@ -524,7 +524,7 @@ fn check_says_where_systemd_and_the_shim_read_a_file_differently() {
     let stdout = text(&output).0;
     for line in [
         format!(
-            "app: `env_file`: {old}:1: a comment ends in a backslash: systemd before 254 (Debian 12 has 252) also skips the next line, the shim and newer systemd read it"
+            "app: `env_file`: {old}:1: a comment ends in a backslash: systemd before 254 (Debian 12 has 252) also skips the next line, newer systemd reads it; the shim refuses the file (exit 78): remove the backslash"
         ),
         format!(
             "app: `env_file`: warning: {old}:3: skipped by systemd and the shim alike: `export X` is not a variable name"
@@ -536,7 +536,7 @@ fn check_says_where_systemd_and_the_shim_read_a_file_differently() {
             "app: `env_file`: {bad}:2: `LD_PRELOAD` may not be set from an env file: the shim refuses it (exit 78)"
         ),
         format!(
-            "app: `env_file`: {bad}:3: the value of `B` is not UTF-8: systemd refuses the whole file, the shim too (exit 78)"
+            "app: `env_file`: {bad}:3: the value of `B` is not UTF-8 as systemd reads it (invalid bytes or a noncharacter): systemd refuses the whole file, the shim too (exit 78)"
         ),
     ] {
         assert!(

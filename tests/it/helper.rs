@@ -222,7 +222,7 @@ fn a_nul_ends_an_env_file_and_a_value_that_is_not_utf8_refuses_it() {
     assert_eq!(
         text(&output).1,
         format!(
-            "t-app: {latin1}:2: the value of NAME is not UTF-8 (systemd refuses such a file too)\n"
+            "t-app: {latin1}:2: the value of `NAME` is not UTF-8 as systemd reads it (systemd refuses such a file too)\n"
         )
     );
     assert!(output.stdout.is_empty(), "manage.py ran");

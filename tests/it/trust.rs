@@ -173,3 +173,85 @@ fn check_reads_nothing_it_refuses_and_never_blocks() {
         );
     }
 }
+
+/// Items 10 and 11: a file systemd refuses whole (a noncharacter in a
+/// name or a value, bytes that are not UTF-8 in a name) and a file two
+/// systemd versions read differently (a comment ending in `\`: 252 skips
+/// the next line, 254 reads it) are refused by the shim (78) and reported
+/// by `check` as problems; one of systemd's own test files reads the same
+/// through the shim as systemd's test expects.
+#[test]
+fn the_shim_refuses_what_systemd_refuses_or_reads_two_ways() {
+    let secrets = root_dir();
+    let secrets = tempdir_path(&secrets);
+    for (name, content, why) in [
+        (
+            "key.env",
+            "fo\u{fffe}o=bar\n".as_bytes(),
+            "the name `fo\\u{fffe}o` is not UTF-8 as systemd reads it",
+        ),
+        (
+            "value.env",
+            "foo=b\u{ffff}ar\n".as_bytes(),
+            "the value of `foo` is not UTF-8 as systemd reads it",
+        ),
+        (
+            "bytes.env",
+            b"k\xffey=1\n",
+            "is not UTF-8 as systemd reads it",
+        ),
+        (
+            "comment.env",
+            b"# a comment \\\nSECRET=x\n",
+            "a comment ends in a backslash",
+        ),
+    ] {
+        let env = put(secrets, name, content, 0o600, "root");
+        let (world, shim) = world(&format!("env_file = [{}]\n", toml_str(env.as_str())));
+        let output = run_as(None, &shim, &[]);
+        assert_status(&output, 78);
+        assert!(text(&output).1.contains(why), "{name}: {}", text(&output).1);
+        assert!(!world.path("started").exists(), "{name}: manage.py ran");
+        let check = world.djshim(&["check"]);
+        assert_status(&check, 1);
+        assert!(
+            text(&check)
+                .0
+                .lines()
+                .any(|l| l.starts_with("app: `env_file`: ")
+                    && !l.contains("warning")
+                    && l.contains(name)),
+            "{name}: {}",
+            text(&check).0
+        );
+    }
+    let env = put(
+        secrets,
+        "systemd.env",
+        b"one=BAR   \n# comment\n  two   =   bar    \ninvalid line\nthree = \"333\nxxxx\"\n\
+          four = '44\\\"44'\nfive = \"55\\\"55\" \"FIVE\" cinco   \nsix = seis sechs\\\n sis\n\
+          seven=\"sevenval\" #nocomment\neight=eightval #nocomment\nexport nine=nineval\n\
+          ten=ignored\nten=\neleven=\\value\ntwelve=\"\\value\"\nthirteen='\\value'",
+        0o600,
+        "root",
+    );
+    let (_world, shim) = world(&format!("env_file = [{}]\n", toml_str(env.as_str())));
+    let r = crate::accounts::report(&run_as(None, &shim, &[]));
+    for (key, value) in [
+        ("one", "BAR"),
+        ("two", "bar"),
+        ("three", "333\nxxxx"),
+        ("four", "44\\\"44"),
+        ("five", "55\"55FIVEcinco"),
+        ("six", "seis sechs sis"),
+        ("seven", "sevenval#nocomment"),
+        ("eight", "eightval #nocomment"),
+        ("ten", ""),
+        ("eleven", "value"),
+        ("twelve", "\\value"),
+        ("thirteen", "\\value"),
+    ] {
+        assert_eq!(r.env.get(key).map(String::as_str), Some(value), "{key}");
+    }
+    assert!(!r.env.keys().any(|k| k.contains("nine")));
+}
