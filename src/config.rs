@@ -91,6 +91,7 @@ pub struct RawBuild {
     pub nix: Option<Str>,
     pub command: Option<StrList>,
     pub releases_dir: Option<Str>,
+    pub user: Option<Str>,
 }
 
 /// The keys of one instance, or of `[defaults]`; every one optional here.

@@ -6,6 +6,7 @@
 //! [`commands`] strings them together per subcommand, [`check`] asks the
 //! machine what the config cannot know.
 
+pub mod builder;
 pub mod check;
 pub mod cli;
 pub mod commands;

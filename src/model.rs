@@ -674,7 +674,7 @@ impl Builder<'_> {
     }
 
     /// A user or group name as `useradd` accepts it.
-    fn account(&mut self, v: &Str, scope: &Scope<'_>) -> Option<String> {
+    pub(super) fn account(&mut self, v: &Str, scope: &Scope<'_>) -> Option<String> {
         let value = self.expand(v, scope)?;
         if value.ends_with('$') {
             self.error(

@@ -31,6 +31,7 @@ pub struct Process {
     timeout: Option<Duration>,
     deadline: Option<Instant>,
     clear_env: bool,
+    input: Option<Vec<u8>>,
 }
 
 impl Process {
@@ -43,6 +44,7 @@ impl Process {
             timeout: None,
             deadline: None,
             clear_env: false,
+            input: None,
         }
     }
 
@@ -103,6 +105,13 @@ impl Process {
         self
     }
 
+    /// Feeds `bytes` to its stdin (else stdin is /dev/null).
+    #[must_use]
+    pub fn input(mut self, bytes: Vec<u8>) -> Process {
+        self.input = Some(bytes);
+        self
+    }
+
     /// When it must have ended, from now.
     fn ends_at(&self) -> Option<Instant> {
         let by_timeout = self.timeout.map(|t| Instant::now() + t);
@@ -156,7 +165,11 @@ impl Process {
     fn capture(&self, show_stderr: bool) -> Result<Vec<u8>, Error> {
         let mut child = self
             .command()
-            .stdin(Stdio::null())
+            .stdin(if self.input.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(if show_stderr {
                 Stdio::inherit()
@@ -165,6 +178,11 @@ impl Process {
             })
             .spawn()
             .map_err(|e| self.failed(format!("could not start: {e}"), ""))?;
+        if let (Some(mut stdin), Some(input)) = (child.stdin.take(), self.input.clone()) {
+            std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut stdin, &input);
+            });
+        }
         let out = drain(child.stdout.take());
         let err = drain(child.stderr.take());
         let status = self.wait(&mut child)?;

@@ -122,20 +122,107 @@ fn resolve(repo: &Utf8Path, reference: &str) -> Result<String, Error> {
     }
 }
 
-/// Writes the tracked files of `commit` into `dir` (which must not exist):
-/// `git archive`, so no working tree, uncommitted change or untracked file
-/// can reach it. Submodules are not part of the archive: their directories
-/// stay empty, and a warning says so.
+/// Writes the tracked files of `commit` into `dir` (which must not
+/// exist), byte for byte: the tree as `git ls-tree` lists it, each blob as
+/// `git cat-file` gives it. Not `git archive`, which applies attributes
+/// (`export-ignore`, `export-subst`, also from the uncommitted
+/// `.git/info/attributes`), nor a checkout, which applies filters and
+/// line-ending conversions. Submodules are not part of a commit's tree:
+/// their directories stay empty, and a warning says so.
 fn export(repo: &Utf8Path, commit: &str, dir: &Utf8Path) -> Result<(), Error> {
+    use std::os::unix::ffi::OsStrExt as _;
     fs::create_dir(dir).map_err(|e| Error::io("create directory", dir, e))?;
-    git(repo)
-        .args(["archive", "--format=tar", commit])
-        .pipe(&Process::new("tar").args(["-x", "-C", dir.as_str()]))?;
-    if git(repo)
-        .args(["cat-file", "-e", &format!("{commit}:.gitmodules")])
-        .output()
-        .is_ok()
-    {
+    let listing = git(repo)
+        .args(["ls-tree", "-r", "-z", "--full-tree", commit])
+        .output()?;
+    let mut entries = Vec::new();
+    for record in listing.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let bad = || {
+            Error::Problem(format!(
+                "git ls-tree printed `{}`",
+                String::from_utf8_lossy(record)
+            ))
+        };
+        let tab = record.iter().position(|&b| b == b'\t').ok_or_else(bad)?;
+        let mut fields = record[..tab].split(|&b| b == b' ');
+        let (Some(mode), Some(kind), Some(object)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(bad());
+        };
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&record[tab + 1..]));
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(bad());
+        }
+        entries.push((
+            mode.to_vec(),
+            kind.to_vec(),
+            String::from_utf8_lossy(object).into_owned(),
+            dir.as_std_path().join(path),
+        ));
+    }
+    let blobs: Vec<&str> = entries
+        .iter()
+        .filter(|(_, kind, _, _)| kind == b"blob")
+        .map(|(_, _, object, _)| object.as_str())
+        .collect();
+    let contents = if blobs.is_empty() {
+        Vec::new()
+    } else {
+        let mut request = blobs.join("\n").into_bytes();
+        request.push(b'\n');
+        git(repo)
+            .args(["cat-file", "--batch"])
+            .input(request)
+            .output()?
+    };
+    let mut rest = contents.as_slice();
+    let mut submodules = false;
+    let io = |path: &std::path::Path, e: std::io::Error| {
+        Error::io("write", Utf8Path::new(&path.to_string_lossy()), e)
+    };
+    for (mode, kind, object, path) in &entries {
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        if kind == b"commit" {
+            submodules = true;
+            fs::create_dir_all(path).map_err(|e| io(path, e))?;
+            continue;
+        }
+        let (header, after) = split_line(rest);
+        let header = String::from_utf8_lossy(header);
+        let size: usize = match header.split(' ').collect::<Vec<_>>()[..] {
+            [id, "blob", size] if id == object => size.parse().unwrap_or(usize::MAX),
+            _ => {
+                return Err(Error::Problem(format!(
+                    "{repo} lacks object {object} ({}) of commit {commit}: `{header}`\n  = help: a \
+                     partial or shallow clone has not every object; `git -C {repo} fetch \
+                     --refetch` (or `--unshallow`) fetches them",
+                    path.strip_prefix(dir).unwrap_or(path).display()
+                )));
+            }
+        };
+        if after.len() < size + 1 {
+            return Err(Error::Problem(format!(
+                "git cat-file ended inside object {object}"
+            )));
+        }
+        let (content, next) = after.split_at(size);
+        rest = &next[1..];
+        if mode == b"120000" {
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(content), path)
+                .map_err(|e| io(path, e))?;
+        } else {
+            fs::write(path, content).map_err(|e| io(path, e))?;
+            let mode = if mode == b"100755" { 0o755 } else { 0o644 };
+            fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| io(path, e))?;
+        }
+    }
+    if submodules {
         eprintln!(
             "djshim: warning: commit {} has submodules; they are not exported (their \
              directories are empty): vendor them, or fetch them in the build",
@@ -143,6 +230,14 @@ fn export(repo: &Utf8Path, commit: &str, dir: &Utf8Path) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// The first line of `bytes` (without its newline) and the rest.
+fn split_line(bytes: &[u8]) -> (&[u8], &[u8]) {
+    match bytes.iter().position(|&b| b == b'\n') {
+        Some(at) => (&bytes[..at], &bytes[at + 1..]),
+        None => (bytes, &[]),
+    }
 }
 
 /// The Nix way: the export added to the store as `<project>-src-<short>`,
@@ -170,9 +265,16 @@ fn nix(
     let link = build
         .releases_dir
         .join(release_name(&model.project, commit));
+    let account = crate::builder::Account::for_nix(build)?;
+    let epoch = commit_time(repo, commit)?;
     step("build: nix-build", || {
-        let out = Process::new("nix-build")
+        // Restricted evaluation: the commit's Nix code reads the exported
+        // source and nothing else of the machine.
+        let out = account
+            .nix_build(&source, commit, &epoch)
             .arg(source.join(file))
+            .args(["--option", "restrict-eval", "true", "-I"])
+            .arg(format!("src={source}"))
             .arg("--out-link")
             .arg(&link)
             .output_showing_progress()?;
@@ -189,10 +291,13 @@ fn nix(
     })
 }
 
-/// The command way: the export in `<releases_dir>/.<name>.tmp`, the command
-/// run there, everything made read-only, then renamed to
-/// `<releases_dir>/<name>`. A release that exists is that commit's, built
-/// before: it is not built again.
+/// The command way: the export in its final place,
+/// `<releases_dir>/<project>-<short id>` (so that what the build makes —
+/// a venv's scripts — may name its own path), the command run there as
+/// the build account with a clean environment, then the release frozen
+/// (root's, read-only, no setuid or setgid bit) and stamped complete. A
+/// release with its stamp is that commit's, built before: it is not built
+/// again; one without (a build that was killed) is removed and built anew.
 fn command_build(
     model: &Model,
     build: &Build,
@@ -202,62 +307,53 @@ fn command_build(
 ) -> Result<Utf8PathBuf, Error> {
     let name = release_name(&model.project, commit);
     let release = build.releases_dir.join(&name);
-    if release.is_dir() {
+    let stamp = build.releases_dir.join(format!(".{name}.built"));
+    // A release from before stamps is complete when it is read-only.
+    let frozen = || {
+        release
+            .symlink_metadata()
+            .is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o222 == 0)
+    };
+    if release.is_dir() && (stamp.exists() || frozen()) {
         eprintln!(
             "djshim: {release} is commit {} already built",
             short(commit)
         );
         return Ok(release);
     }
-    let tmp = build.releases_dir.join(format!(".{name}.tmp"));
-    remove_tree(&tmp)?;
+    let account = crate::builder::Account::for_build(build)?;
+    remove_tree(&release)?;
     let made = (|| {
-        step("build: export", || export(repo, commit, &tmp))?;
-        step(&format!("build: {}", command.join(" ")), || {
-            Process::new(&command[0])
+        step("build: export", || export(repo, commit, &release))?;
+        let epoch = commit_time(repo, commit)?;
+        account.hand(&release)?;
+        let ran = step(&format!("build: {}", command.join(" ")), || {
+            account
+                .command(&command[0], &release, commit, &epoch)
                 .args(&command[1..])
-                .cwd(tmp.clone())
-                .env("DJSHIM_COMMIT", commit)
                 .run()
-        })?;
-        read_only(&tmp)?;
-        fs::rename(&tmp, &release).map_err(|e| Error::io("rename into place", &release, e))?;
+        });
+        // Whatever the build left running goes before the release is
+        // frozen, so nothing of the account can change it afterwards.
+        account.stop_leftovers();
+        ran?;
+        step("build: freeze", || crate::builder::freeze(&release))?;
+        fs::write(&stamp, format!("{commit}\n")).map_err(|e| Error::io("write", &stamp, e))?;
         crate::write::sync_dir(&build.releases_dir)
     })();
     if made.is_err() {
-        let _ = remove_tree(&tmp);
+        let _ = remove_tree(&release);
+        let _ = fs::remove_file(&stamp);
     }
     made.map(|()| release)
 }
 
-/// Removes the write bits of every file and directory below `dir`.
-fn read_only(dir: &Utf8Path) -> Result<(), Error> {
-    for entry in dir
-        .read_dir_utf8()
-        .map_err(|e| Error::io("read directory", dir, e))?
-    {
-        let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
-        let meta = entry
-            .path()
-            .symlink_metadata()
-            .map_err(|e| Error::io("stat", entry.path(), e))?;
-        if meta.is_dir() {
-            read_only(entry.path())?;
-        }
-        if !meta.file_type().is_symlink() {
-            let mode = meta.permissions().mode() & !0o222;
-            fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode))
-                .map_err(|e| Error::io("make read-only", entry.path(), e))?;
-        }
-    }
-    let mode = dir
-        .metadata()
-        .map_err(|e| Error::io("stat", dir, e))?
-        .permissions()
-        .mode()
-        & !0o222;
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("make read-only", dir, e))
+/// The commit's time, as `SOURCE_DATE_EPOCH` (reproducible builds).
+fn commit_time(repo: &Utf8Path, commit: &str) -> Result<String, Error> {
+    let out = git(repo)
+        .args(["show", "-s", "--format=%ct", commit])
+        .output()?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
 }
 
 /// Removes a tree that may be read-only; nothing when it is missing.

@@ -19,6 +19,9 @@ pub struct Build {
     pub with: BuildWith,
     /// Absolute.
     pub releases_dir: Utf8PathBuf,
+    /// The account the commit's code runs as (required when djshim runs
+    /// as root).
+    pub user: Option<String>,
 }
 
 /// A git repository: a directory, or a URL fetched into a mirror.
@@ -122,11 +125,16 @@ impl Builder<'_> {
             Some(v) => self.path(v, &scope("releases_dir"), Base::ConfigDir)?,
             None => Utf8PathBuf::from(DEFAULT_RELEASES_DIR),
         };
+        let user = match &raw.user {
+            Some(v) => Some(self.account(v, &scope("user"))?),
+            None => None,
+        };
         Some(Build {
             repo: repo?,
             reference,
             with,
             releases_dir,
+            user,
         })
     }
 

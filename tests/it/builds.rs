@@ -36,11 +36,14 @@ fn repository(world: &World) -> (Utf8PathBuf, String) {
 }
 
 fn config(world: &World, how: &str) {
+    // The build account, and a world it can walk into.
+    crate::accounts::accounts();
+    fs::set_permissions(world.path(""), fs::Permissions::from_mode(0o755)).unwrap();
     world.write(
         "djshim.toml",
         &format!(
             "project = \"mywebsite\"\nprofiles_dir = \"profiles\"\n\
-             [build]\nrepo = \"repo\"\nref = \"main\"\nreleases_dir = \"releases\"\n{how}\n\
+             [build]\nrepo = \"repo\"\nref = \"main\"\nreleases_dir = \"releases\"\nuser = \"djshimt-app\"\n{how}\n\
              [instances.prod]\npython = \"{}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
              env = {{ MYWEBSITE_DB = \"{}\" }}\n",
             venv(),
@@ -127,8 +130,11 @@ fn a_branch_means_its_newest_commit_and_a_failed_build_leaves_nothing() {
     let stderr = text(&output).1;
     assert!(
         stderr.contains(&format!(
-            "djshim: error: build: sh build.sh: `(cd {} && sh build.sh)` failed: exit status: 3",
-            world.path(&format!("releases/.mywebsite-{}.tmp", &broken[..12]))
+            "djshim: error: build: sh build.sh: `(cd {} && /usr/bin/setpriv --reuid={} --regid={} \
+             --init-groups -- sh build.sh)` failed: exit status: 3",
+            world.path(&format!("releases/mywebsite-{}", &broken[..12])),
+            crate::accounts::accounts().app_uid,
+            crate::accounts::accounts().app_gid,
         )),
         "{stderr}"
     );

@@ -90,6 +90,13 @@ impl Site {
     /// The site, built with `build` (`[build]`'s `command` or `nix` line).
     pub(crate) fn built_with(postgres: Option<&Utf8Path>, build: &str) -> Site {
         let world = World::new();
+        // The build account, and a world it can walk into.
+        crate::accounts::accounts();
+        fs::set_permissions(
+            world.path(""),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let repo = world.path("repo");
         copy_tree(&root().join("examples/mywebsite"), &repo);
         git(&repo, &["init", "--quiet", "--initial-branch=main"]);
@@ -104,7 +111,7 @@ impl Site {
             "djshim.toml",
             &format!(
                 "project = \"mywebsite\"\nprofiles_dir = \"profiles\"\nunits_dir = \"units\"\n\
-                 [build]\nrepo = \"repo\"\nref = \"main\"\n{build}\nreleases_dir = \"releases\"\n\
+                 [build]\nrepo = \"repo\"\nref = \"main\"\n{build}\nreleases_dir = \"releases\"\nuser = \"djshimt-app\"\n\
                  [defaults]\npython = \"{venv}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
                  user = \"root\"\nstate_dir = \"var/{{instance}}\"\nstatic_root = \"var/{{instance}}/static\"\n\
                  static_dirs = [\"profiles/mywebsite-{{instance}}/assets\"]\n\
@@ -687,6 +694,12 @@ fn a_nix_built_release_is_deployed_with_its_own_static_files() {
 #[test]
 fn the_readme_walkthrough_runs_as_written() {
     let world = World::new();
+    // The walkthrough's build account must reach the demo.
+    fs::set_permissions(
+        world.path(""),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     crate::support::venv();
     let output = Command::new(require("sh", "dash"))
         .arg(root().join("examples/deploy"))

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod builds;
+mod buildtrust;
 mod commands;
 mod deploys;
 mod docs;

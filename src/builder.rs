@@ -1,0 +1,304 @@
+//! Who a build runs as, and what it leaves. The commit's code — a build
+//! command, a Nix file — never runs as root and never sees the operator's
+//! environment: a build account (`[build] user`) runs it with a fixed
+//! environment, in an export it owns while it builds; then whatever the
+//! account left running is stopped and the release is frozen: root's,
+//! read-only, without setuid or setgid bits. The freeze walks the release
+//! by descriptors, each directory made root's before its entries are
+//! touched, so nothing can be swapped under it.
+
+use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use camino::Utf8Path;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::process::{Gid, Uid};
+
+use crate::error::Error;
+use crate::model::Build;
+use crate::process::Process;
+
+/// Where the Nix daemon listens on a multi-user install.
+const NIX_DAEMON: &str = "/nix/var/nix/daemon-socket/socket";
+
+/// The PATH of every build: fixed directories, nothing of the caller's.
+const PATH: &str =
+    "/nix/var/nix/profiles/default/bin:/run/current-system/sw/bin:/usr/local/bin:/usr/bin:/bin";
+
+/// Nix's own settings, passed on to nix-build (they say where the store
+/// is and how to reach it; keep secrets out of them).
+const NIX_VARIABLES: [&str; 6] = [
+    "NIX_CONFIG",
+    "NIX_REMOTE",
+    "NIX_STORE_DIR",
+    "NIX_STATE_DIR",
+    "NIX_CONF_DIR",
+    "NIX_LOG_DIR",
+];
+
+/// The account a build runs as.
+#[derive(Debug)]
+pub struct Account {
+    name: String,
+    uid: u32,
+    gid: u32,
+    home: String,
+    /// Root builds as another account (else djshim's own account builds).
+    switch: bool,
+}
+
+impl Account {
+    /// The account of a command build: `[build] user`, required when
+    /// djshim runs as root.
+    pub fn for_build(build: &Build) -> Result<Account, Error> {
+        Account::resolve(build, "the build command")
+    }
+
+    /// The account nix-build runs as: through the Nix daemon, the build
+    /// account; single-user Nix (no daemon) is driven by whoever owns the
+    /// store, root here, with the evaluation restricted (see the README).
+    pub fn for_nix(build: &Build) -> Result<Account, Error> {
+        let root = rustix::process::geteuid().is_root();
+        if root && !std::path::Path::new(NIX_DAEMON).exists() {
+            return Ok(Account::me());
+        }
+        Account::resolve(build, "the commit's Nix code")
+    }
+
+    fn resolve(build: &Build, what: &str) -> Result<Account, Error> {
+        let me = rustix::process::geteuid();
+        let Some(name) = &build.user else {
+            if me.is_root() {
+                return Err(Error::Problem(format!(
+                    "`[build] user` is not set, and djshim runs as root: {what} never runs as \
+                     root\n  = help: add `user = \"NAME\"` to `[build]`, an account made for \
+                     building alone (`useradd --system --create-home NAME`): djshim stops every \
+                     process of it after a build"
+                )));
+            }
+            return Ok(Account::me());
+        };
+        let user = nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| {
+                Error::Problem(format!(
+                    "the build account `{name}` does not exist\n  = help: `useradd --system \
+                     --create-home {name}`"
+                ))
+            })?;
+        if user.uid.is_root() {
+            return Err(Error::Problem(format!(
+                "`[build] user = \"{name}\"` is root: the commit's code never runs as root\n  = \
+                 help: name an account made for building alone"
+            )));
+        }
+        if !me.is_root() && user.uid.as_raw() != me.as_raw() {
+            return Err(Error::Problem(format!(
+                "only root can build as `{name}`: run djshim as root, or as `{name}`"
+            )));
+        }
+        Ok(Account {
+            name: name.clone(),
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+            home: user.dir.to_string_lossy().into_owned(),
+            switch: me.is_root(),
+        })
+    }
+
+    /// djshim's own account, with a clean environment all the same.
+    fn me() -> Account {
+        let uid = nix::unistd::geteuid();
+        let user = nix::unistd::User::from_uid(uid).ok().flatten();
+        Account {
+            name: user
+                .as_ref()
+                .map_or_else(|| uid.to_string(), |u| u.name.clone()),
+            uid: uid.as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            home: user.map_or_else(|| "/".to_owned(), |u| u.dir.to_string_lossy().into_owned()),
+            switch: false,
+        }
+    }
+
+    /// Gives the export to the account for the build.
+    pub fn hand(&self, dir: &Utf8Path) -> Result<(), Error> {
+        if !self.switch {
+            return Ok(());
+        }
+        chown_tree(dir.as_std_path(), self.uid, self.gid)
+            .map_err(|e| Error::io("give to the build account", dir, e))
+    }
+
+    /// `program` as the account, in `dir`, with the build's environment.
+    pub fn command(&self, program: &str, dir: &Utf8Path, commit: &str, epoch: &str) -> Process {
+        self.process(program)
+            .cwd(dir.to_owned())
+            .env("DJSHIM_RELEASE", dir)
+            .env("DJSHIM_COMMIT", commit)
+            .env("SOURCE_DATE_EPOCH", epoch)
+    }
+
+    /// `nix-build` as the account (through the daemon when it is not
+    /// djshim's own), with Nix's settings and nothing else of djshim's
+    /// environment.
+    pub fn nix_build(&self, source: &Utf8Path, commit: &str, epoch: &str) -> Process {
+        let mut process = self
+            .process("nix-build")
+            .env("DJSHIM_COMMIT", commit)
+            .env("SOURCE_DATE_EPOCH", epoch)
+            .env("DJSHIM_SOURCE", source);
+        for key in NIX_VARIABLES {
+            if let Some(value) = std::env::var_os(key) {
+                process = process.env(key, value);
+            }
+        }
+        if self.switch {
+            process = process.env("NIX_REMOTE", "daemon");
+        }
+        process
+    }
+
+    fn process(&self, program: &str) -> Process {
+        let process = if self.switch {
+            let setpriv = crate::check::tool("setpriv")
+                .map_or_else(|| "/usr/bin/setpriv".into(), |p| p.display().to_string());
+            Process::new(setpriv)
+                .arg(format!("--reuid={}", self.uid))
+                .arg(format!("--regid={}", self.gid))
+                .args(["--init-groups", "--"])
+                .arg(program)
+        } else {
+            Process::new(program)
+        };
+        process
+            .env_clear()
+            .env("PATH", PATH)
+            .env("HOME", &self.home)
+            .env("USER", &self.name)
+            .env("LOGNAME", &self.name)
+            .env("LANG", "C.UTF-8")
+    }
+
+    /// Stops every process of the build account (one made for building
+    /// alone): nothing it started may change the release once frozen.
+    pub fn stop_leftovers(&self) {
+        if !self.switch {
+            return;
+        }
+        for _ in 0..100 {
+            let found = processes_of(self.uid);
+            if found.is_empty() {
+                return;
+            }
+            for pid in found {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The processes whose real or effective uid is `uid`.
+fn processes_of(uid: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+            let ids: Vec<u32> = line[4..]
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            ids.iter().take(2).any(|&id| id == uid).then_some(pid)
+        })
+        .collect()
+}
+
+/// `chown -R` without following links (only root has written the tree).
+fn chown_tree(dir: &std::path::Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    let (uid, gid) = (Some(uid), Some(gid));
+    std::os::unix::fs::lchown(dir, uid, gid)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            chown_tree(&entry.path(), uid.unwrap_or(0), gid.unwrap_or(0))?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Freezes the release at `dir`: everything root's, no write bit, no
+/// setuid, setgid or sticky bit; what is neither file, directory nor link
+/// (a FIFO, a socket) is removed.
+pub fn freeze(dir: &Utf8Path) -> Result<(), Error> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = rustix::fs::open(dir.as_std_path(), flags, Mode::empty())
+        .map_err(|e| Error::io("open", dir, e.into()))?;
+    let root = rustix::process::geteuid().is_root();
+    freeze_dir(&fd, root).map_err(|e| Error::io("freeze", dir, e))
+}
+
+/// The mode a frozen entry keeps.
+fn frozen(mode: u32) -> Mode {
+    Mode::from_raw_mode(mode & 0o555)
+}
+
+fn freeze_dir(dir: &OwnedFd, root: bool) -> std::io::Result<()> {
+    let stat = rustix::fs::fstat(dir)?;
+    // The directory first: from here on only root can change its entries.
+    if root {
+        rustix::fs::fchown(dir, Some(Uid::ROOT), Some(Gid::ROOT))?;
+    }
+    rustix::fs::fchmod(dir, frozen(stat.st_mode))?;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    for name in names {
+        use std::os::unix::ffi::OsStrExt as _;
+        let name = OsStr::from_bytes(&name);
+        let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+        match FileType::from_raw_mode(stat.st_mode) {
+            FileType::Directory => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                freeze_dir(&rustix::fs::openat(dir, name, flags, Mode::empty())?, root)?;
+            }
+            FileType::RegularFile => {
+                let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+                let file = rustix::fs::openat(dir, name, flags, Mode::empty())?;
+                let stat = rustix::fs::fstat(&file)?;
+                if root {
+                    rustix::fs::fchown(&file, Some(Uid::ROOT), Some(Gid::ROOT))?;
+                }
+                rustix::fs::fchmod(&file, frozen(stat.st_mode))?;
+            }
+            FileType::Symlink if root => {
+                rustix::fs::chownat(
+                    dir,
+                    name,
+                    Some(Uid::ROOT),
+                    Some(Gid::ROOT),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+            FileType::Symlink => {}
+            _ => rustix::fs::unlinkat(dir, name, AtFlags::empty())?,
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! A commit's code against the machine that builds it (issue 14, items 3
+//! and 12; issue 17, item 3): the build runs as the build account with a
+//! clean environment, in the release's final path; what it leaves is
+//! frozen; the export is the commit's tracked files byte for byte,
+//! whatever git's attributes say; Nix evaluates in restricted mode.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use crate::accounts::accounts;
+use crate::support::{NIX_CONFIG, World, assert_status, git, require, root_dir, text};
+
+/// A repository with `build.sh` (and `files`), committed on `main`; the
+/// commit id.
+fn repository(world: &World, build: &str, files: &[(&str, &str)]) -> String {
+    let repo = world.path("repo");
+    fs::create_dir_all(&repo).unwrap();
+    fs::write(repo.join("manage.py"), "print('manage')\n").unwrap();
+    fs::write(repo.join("build.sh"), build).unwrap();
+    for (path, content) in files {
+        fs::write(repo.join(path), content).unwrap();
+    }
+    git(&repo, &["init", "--quiet", "--initial-branch=main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "--quiet", "-m", "first"]);
+    git(&repo, &["rev-parse", "HEAD"])
+}
+
+fn config(world: &World, build: &str) {
+    accounts();
+    fs::set_permissions(world.path(""), fs::Permissions::from_mode(0o755)).unwrap();
+    world.write(
+        "djshim.toml",
+        &format!(
+            "project = \"site\"\n[build]\nrepo = \"repo\"\nreleases_dir = \"releases\"\n{build}\n\
+             [instances.prod]\npython = \"/usr/bin/python3\"\nsettings = \"site.settings\"\n"
+        ),
+    );
+}
+
+const RECORDER: &str = "set -e\nid -u > uid\nenv | sort > env\npwd > pwd\n\
+    cp /bin/true suid && chmod 4755 suid\ntouch open && chmod 666 open\n\
+    printf '#!%s/venv/bin/python\\n' \"$DJSHIM_RELEASE\" > script\n";
+
+#[test]
+fn a_build_runs_as_the_build_account_and_leaves_a_frozen_release() {
+    let a = accounts();
+    let world = World::new();
+    let commit = repository(&world, RECORDER, &[]);
+    // As root with no build account: refused, nothing made.
+    config(&world, "command = [\"sh\", \"build.sh\"]");
+    let output = world
+        .djshim_cmd(&["build"])
+        .env("OPERATOR_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert_status(&output, 1);
+    assert!(
+        text(&output)
+            .1
+            .contains("`[build] user` is not set, and djshim runs as root: the build command never runs as root"),
+        "{}",
+        text(&output).1
+    );
+    assert!(
+        !world
+            .path("releases")
+            .join(format!("site-{}", &commit[..12]))
+            .exists()
+    );
+
+    config(
+        &world,
+        "command = [\"sh\", \"build.sh\"]\nuser = \"djshimt-app\"",
+    );
+    let output = world
+        .djshim_cmd(&["build"])
+        .env("OPERATOR_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+    let release = world.path(&format!("releases/site-{}", &commit[..12]));
+    assert_eq!(text(&output).0, format!("{release}\n"));
+    let read = |name: &str| fs::read_to_string(release.join(name)).unwrap();
+    assert_eq!(read("uid").trim(), a.app_uid.to_string());
+    let env = read("env");
+    assert!(!env.contains("OPERATOR_TOKEN"), "{env}");
+    let epoch = git(
+        &world.path("repo"),
+        &["show", "-s", "--format=%ct", &commit],
+    );
+    for line in [
+        format!("DJSHIM_COMMIT={commit}"),
+        format!("SOURCE_DATE_EPOCH={epoch}"),
+        "HOME=/nonexistent".to_owned(),
+        "LANG=C.UTF-8".to_owned(),
+        "USER=djshimt-app".to_owned(),
+        format!("DJSHIM_RELEASE={release}"),
+    ] {
+        assert!(env.lines().any(|l| l == line), "no {line} in:\n{env}");
+    }
+    assert!(
+        env.lines()
+            .any(|l| l.starts_with("PATH=") && !l.contains("/root"))
+    );
+    // Built where it stays: what names its own path keeps working.
+    assert_eq!(read("pwd").trim(), release.as_str());
+    assert!(read("script").starts_with(&format!("#!{release}/venv/bin/python")));
+    // Frozen: root's, read-only, no setuid bit.
+    for name in ["", "suid", "open", "uid", "manage.py"] {
+        let meta = fs::symlink_metadata(release.join(name)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{name}");
+        assert_eq!(meta.mode() & 0o7222, 0, "{name}: mode {:o}", meta.mode());
+    }
+    // Built once.
+    let output = world.djshim(&["build"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output).1.contains("already built"),
+        "{}",
+        text(&output).1
+    );
+}
+
+/// Item 12: the commit's tracked files, byte for byte: committed
+/// `export-ignore`/`export-subst` attributes, an uncommitted
+/// `.git/info/attributes` and a local `core.autocrlf` change nothing.
+#[test]
+fn the_export_is_the_commits_files_whatever_git_attributes_say() {
+    let world = World::new();
+    let commit = repository(
+        &world,
+        "true\n",
+        &[
+            (
+                ".gitattributes",
+                "secret.txt export-ignore\nsubst.txt export-subst\n",
+            ),
+            ("secret.txt", "tracked\n"),
+            ("subst.txt", "$Format:%H$\n"),
+            ("crlf.txt", "a\r\nb\n"),
+        ],
+    );
+    let repo = world.path("repo");
+    fs::write(
+        repo.join(".git/info/attributes"),
+        "manage.py export-ignore\n* text eol=crlf\n",
+    )
+    .unwrap();
+    git(&repo, &["config", "core.autocrlf", "true"]);
+    config(
+        &world,
+        "command = [\"sh\", \"build.sh\"]\nuser = \"djshimt-app\"",
+    );
+    let output = world.djshim(&["build"]);
+    assert_status(&output, 0);
+    let release = world.path(&format!("releases/site-{}", &commit[..12]));
+    for (name, content) in [
+        ("secret.txt", "tracked\n"),
+        ("subst.txt", "$Format:%H$\n"),
+        ("manage.py", "print('manage')\n"),
+        ("crlf.txt", "a\r\nb\n"),
+    ] {
+        assert_eq!(
+            fs::read_to_string(release.join(name)).ok().as_deref(),
+            Some(content),
+            "{name}"
+        );
+    }
+}
+
+/// Item 3, Nix: the commit's Nix file is evaluated in restricted mode, so
+/// a file only root may read does not reach the world-readable store.
+#[test]
+fn a_commits_nix_code_reads_nothing_outside_its_source() {
+    let _nix = crate::profiles::nix_lock();
+    require("nix-build", "nix-bin");
+    let secrets = root_dir();
+    let token = crate::envfiles::put(
+        crate::envfiles::tempdir_path(&secrets),
+        "token",
+        b"root-only-token\n",
+        0o600,
+        "root",
+    );
+    let world = World::new();
+    let nix = format!(
+        "derivation {{\n  name = \"site\";\n  system = builtins.currentSystem;\n  builder = \"/bin/sh\";\n  \
+         args = [ \"-c\" \"echo ${{builtins.readFile {token}}} > $out\" ];\n}}\n"
+    );
+    repository(&world, "true\n", &[("default.nix", &nix)]);
+    config(&world, "nix = \"default.nix\"\nuser = \"djshimt-app\"");
+    let output = world
+        .djshim_cmd(&["build"])
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .output()
+        .unwrap();
+    assert_status(&output, 1);
+    let stderr = text(&output).1;
+    assert!(stderr.contains("restricted mode"), "{stderr}");
+    assert!(!stderr.contains("root-only-token"), "{stderr}");
+}
