@@ -68,7 +68,7 @@ complete -c djshim -n "__fish_djshim_using_subcommand systemd" -s n -l dry-run -
 complete -c djshim -n "__fish_djshim_using_subcommand systemd" -l force -d 'Overwrite files that djshim did not write, and own them from now on'
 complete -c djshim -n "__fish_djshim_using_subcommand systemd" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c djshim -n "__fish_djshim_using_subcommand cron" -l bin -d 'Where the shims are installed [default: the config\'s bin directory]' -r
-complete -c djshim -n "__fish_djshim_using_subcommand cron" -l lock-dir -d 'Where the lock files of `flock -n` live' -r
+complete -c djshim -n "__fish_djshim_using_subcommand cron" -l lock-dir -d 'Where the lock files of `flock -n` live: a directory only root can write (the cron lines make it, mode 0700, when it is missing)' -r
 complete -c djshim -n "__fish_djshim_using_subcommand cron" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand cron" -s h -l help -d 'Print help'
 complete -c djshim -n "__fish_djshim_using_subcommand build" -l ref -d 'The branch, tag or commit to build [default: `[build]`\'s ref, else HEAD]' -r

@@ -5,11 +5,12 @@
 
 use std::fmt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use camino::Utf8Path;
 
 use crate::model::{Instance, join};
+use crate::process::Process;
 
 /// One problem of one instance on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -265,16 +266,23 @@ pub fn tool(name: &str) -> Option<std::path::PathBuf> {
         })
 }
 
+/// How long a lookup of an account may take (NSS may ask the network).
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long importing the settings' parents may take: a module that hangs
+/// on import must not hang `check`, `pin` or `deploy`.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The fields of `getent DATABASE KEY`, if the entry exists.
 fn getent(database: &str, key: &str) -> Option<Vec<String>> {
-    let output = Command::new(tool("getent")?)
+    let (code, out, _) = Process::new(tool("getent")?)
         .args([database, key])
-        .stderr(Stdio::null())
-        .output()
+        .timeout(LOOKUP_TIMEOUT)
+        .outcome()
         .ok()?;
-    let line = String::from_utf8(output.stdout).ok()?;
+    let line = String::from_utf8(out).ok()?;
     let fields: Vec<String> = line.trim_end().split(':').map(str::to_owned).collect();
-    (output.status.success() && fields.len() >= 3).then_some(fields)
+    (code == Some(0) && fields.len() >= 3).then_some(fields)
 }
 
 /// The group ids of an account (`id -G`).
@@ -282,12 +290,13 @@ fn groups_of(user: &str) -> Vec<u32> {
     let Some(id) = tool("id") else {
         return Vec::new();
     };
-    Command::new(id)
+    Process::new(id)
         .args(["-G", user])
-        .output()
+        .timeout(LOOKUP_TIMEOUT)
+        .outcome()
         .ok()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
+        .map(|(_, out, _)| {
+            String::from_utf8_lossy(&out)
                 .split_whitespace()
                 .filter_map(|g| g.parse().ok())
                 .collect()
@@ -304,9 +313,9 @@ fn own_uid() -> Option<u32> {
 /// would: as the instance's account when `check` runs as root. The
 /// package's code (its settings import its package) never runs as root on
 /// behalf of an instance with an account.
-pub fn as_account(instance: &Instance) -> Result<Command, String> {
+pub fn as_account(instance: &Instance) -> Result<Process, String> {
     let Some(user) = instance.user.as_deref().filter(|_| own_uid() == Some(0)) else {
-        return Ok(Command::new(&instance.python));
+        return Ok(Process::new(&instance.python));
     };
     let Some(entry) = getent("passwd", user) else {
         return Err(format!(
@@ -318,50 +327,49 @@ pub fn as_account(instance: &Instance) -> Result<Command, String> {
             .to_owned()
     })?;
     let group = instance.group.clone().unwrap_or_else(|| entry[3].clone());
-    let mut cmd = Command::new(setpriv);
-    cmd.arg(format!("--reuid={user}"))
+    Ok(Process::new(setpriv)
+        .arg(format!("--reuid={user}"))
         .arg(format!("--regid={group}"))
         .args(["--init-groups", "--"])
         .arg(&instance.python)
         .env("HOME", entry.get(5).map_or("/", String::as_str))
         .env("USER", user)
-        .env("LOGNAME", user);
-    Ok(cmd)
+        .env("LOGNAME", user))
 }
 
 fn find_settings(instance: &Instance) -> Result<(), String> {
     let script_dir = instance.manage.parent().unwrap_or(Utf8Path::new("/"));
-    let mut cmd = as_account(instance)?;
-    cmd.args(["-c", FIND_SETTINGS, script_dir.as_str(), &instance.settings])
+    let mut cmd = as_account(instance)?
+        .args(["-c", FIND_SETTINGS, script_dir.as_str(), &instance.settings])
         .env_remove("PYTHONHOME")
         .env("PYTHONNOUSERSITE", "1")
-        .envs(
-            instance
-                .variables()
-                .into_iter()
-                .map(|(k, v)| (k, v.to_string())),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    if instance.pythonpath.is_empty() {
-        cmd.env_remove("PYTHONPATH");
+        .timeout(IMPORT_TIMEOUT);
+    for (key, value) in instance.variables() {
+        cmd = cmd.env(key, value.to_string());
+    }
+    cmd = if instance.pythonpath.is_empty() {
+        cmd.env_remove("PYTHONPATH")
     } else {
-        cmd.env("PYTHONPATH", join(&instance.pythonpath));
-    }
+        cmd.env("PYTHONPATH", join(&instance.pythonpath))
+    };
     if let Some(dir) = instance.state_dir.as_ref().filter(|d| d.is_dir()) {
-        cmd.current_dir(dir);
+        cmd = cmd.cwd(dir.clone());
     }
-    let output = cmd
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", instance.python))?;
-    match output.status.code() {
+    let (code, _, stderr) = cmd.outcome().map_err(|e| {
+        format!(
+            "importing the parents of `{}` did not end: {e}",
+            instance.settings
+        )
+    })?;
+    let output_stderr = stderr;
+    match code {
         Some(0) => Ok(()),
         Some(4) => Err(format!(
             "module `{}` not found by {}",
             instance.settings, instance.python
         )),
         _ => {
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = String::from_utf8_lossy(&output_stderr);
             let last = stderr
                 .lines()
                 .rev()

@@ -247,7 +247,8 @@ pub struct CronArgs {
     #[arg(long, value_name = "DIR")]
     pub bin: Option<Utf8PathBuf>,
 
-    /// Where the lock files of `flock -n` live
-    #[arg(long, value_name = "DIR", default_value = "/run/lock")]
+    /// Where the lock files of `flock -n` live: a directory only root can
+    /// write (the cron lines make it, mode 0700, when it is missing)
+    #[arg(long, value_name = "DIR", default_value = "/run/djshim-cron")]
     pub lock_dir: Utf8PathBuf,
 }

@@ -211,15 +211,54 @@ fn cron(model: &Model, args: &CronArgs, out: &mut dyn Write) -> Result<ExitCode,
                 if flag == "--bin" {
                     "/usr/local/bin"
                 } else {
-                    "/run/lock"
+                    "/run/djshim-cron"
                 }
             )));
         }
     }
+    lock_dir_is_roots(&args.lock_dir)?;
     let text = units::crontab(&Renderer::new(), model, bin, &args.lock_dir)?;
     out.write_all(text.as_bytes())
         .map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The cron jobs' locks must lie where only root can make or take them:
+/// in a world-writable directory (`/run/lock`), anyone could create and
+/// hold a job's lock first, and the job would never run. The directory, or
+/// the one it will be made in, must be root's and not group- or
+/// world-writable.
+fn lock_dir_is_roots(dir: &Utf8Path) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt as _;
+    let (judged, meta) = if let Ok(meta) = dir.symlink_metadata() {
+        (dir, meta)
+    } else {
+        let parent = dir.parent().unwrap_or(Utf8Path::new("/"));
+        let meta = parent
+            .metadata()
+            .map_err(|e| Error::io("inspect", parent, e))?;
+        (parent, meta)
+    };
+    let wrong = if !meta.is_dir() {
+        Some("is not a directory".to_owned())
+    } else if meta.uid() != 0 {
+        Some(format!("belongs to uid {}, not root", meta.uid()))
+    } else if meta.mode() & 0o022 != 0 {
+        Some(format!(
+            "is writable by others than root (mode {:o})",
+            meta.mode() & 0o7777
+        ))
+    } else {
+        None
+    };
+    match wrong {
+        None => Ok(()),
+        Some(wrong) => Err(Error::Problem(format!(
+            "the lock directory {dir}: {judged} {wrong}, so another account could take a job's \
+             lock first and the job would never run\n  = help: give a directory only root can \
+             write, e.g. `--lock-dir /run/djshim-cron` (the cron lines make it)"
+        ))),
+    }
 }
 
 /// Syncs `dir` (or `--out`) with `artifacts` and prints one line per file

@@ -21,6 +21,10 @@ use camino::Utf8PathBuf;
 use crate::error::Error;
 use crate::render::sh_quote;
 
+/// How a child ended: its exit code (`None`: killed by a signal), its
+/// stdout, its stderr.
+pub type Outcome = (Option<i32>, Vec<u8>, Vec<u8>);
+
 /// A command to run.
 #[derive(Debug, Clone)]
 pub struct Process {
@@ -154,6 +158,34 @@ impl Process {
     /// Runs it, its output captured; stdout on success.
     pub fn output(&self) -> Result<Vec<u8>, Error> {
         self.capture(false)
+    }
+
+    /// Runs it, its output captured, and tells how it ended whatever its
+    /// status: (exit code, `None` when killed by a signal; stdout;
+    /// stderr). An error only when it could not start or did not end by
+    /// its deadline.
+    pub fn outcome(&self) -> Result<Outcome, Error> {
+        let mut child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| self.failed(format!("could not start: {e}"), ""))?;
+        let out = drain(child.stdout.take());
+        let err = drain(child.stderr.take());
+        let status = self.wait(&mut child)?;
+        let (out, err) = (
+            out.join().unwrap_or_default(),
+            err.join().unwrap_or_default(),
+        );
+        match status {
+            Some(status) => Ok((status.code(), out, err)),
+            None => Err(self
+                .ended(None, &err)
+                .err()
+                .unwrap_or_else(|| self.failed("did not end".into(), ""))),
+        }
     }
 
     /// Runs it, stdout captured, stderr shown as it comes (nix-build's

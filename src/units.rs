@@ -433,6 +433,8 @@ pub fn wanted(units: &[Artifact]) -> BTreeSet<String> {
 #[derive(Serialize)]
 struct CronContext<'a> {
     project: &'a str,
+    /// The locks' directory (made by each line when missing).
+    lock_dir: &'a str,
     jobs: Vec<CronJob<'a>>,
 }
 
@@ -469,6 +471,7 @@ pub fn crontab(
         "crontab.cron.j2",
         &CronContext {
             project: &model.project,
+            lock_dir: lock_dir.as_str(),
             jobs,
         },
     )

@@ -2,6 +2,7 @@
 //! man/ and completions/ are renders of the live clap definitions, and
 //! djshim.toml(5) names every key a full config can hold.
 
+use camino::{Utf8Path, Utf8PathBuf};
 use clap::CommandFactory;
 use clap_complete::Shell;
 use djshim::cli::Cli;
@@ -109,5 +110,71 @@ fn the_readme_workers_example_is_the_tested_fixture() {
     assert!(
         readme.contains(&format!("```toml\n{body}```")),
         "README's example differs from tests/fixtures/workers.toml"
+    );
+}
+
+/// The source files of the library and binaries, with their text (line
+/// comments dropped).
+fn sources() -> Vec<(String, String)> {
+    fn walk(dir: &Utf8Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = Utf8PathBuf::from_path_buf(entry.unwrap().path()).unwrap();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension() == Some("rs") {
+                let text: String = std::fs::read_to_string(&path)
+                    .unwrap()
+                    .lines()
+                    .map(|l| l.split("//").next().unwrap_or(""))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                let rel = path.strip_prefix(root()).unwrap().to_string();
+                out.push((rel, text));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&root().join("src"), &mut out);
+    out.sort();
+    out
+}
+
+/// Layer rule: the front-end (main.rs, cli.rs, commands.rs, pins.rs) is
+/// the only code that knows the CLI's types.
+#[test]
+fn no_cli_types_below_the_front_end() {
+    let front = [
+        "src/main.rs",
+        "src/cli.rs",
+        "src/commands.rs",
+        "src/pins.rs",
+    ];
+    let below: Vec<String> = sources()
+        .into_iter()
+        .filter(|(path, _)| !front.contains(&path.as_str()))
+        .filter(|(_, text)| text.contains("crate::cli") || text.contains("clap::"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        below.is_empty(),
+        "CLI types below the front-end in {below:?}"
+    );
+}
+
+/// Layer rule: every child process starts in src/process.rs (deadlines,
+/// process groups, the command in every error), except the helper's own
+/// (src/exec.rs: its final exec and its relay's account side).
+#[test]
+fn no_child_process_outside_the_process_module() {
+    let allowed = ["src/process.rs", "src/exec.rs"];
+    let spawners: Vec<String> = sources()
+        .into_iter()
+        .filter(|(path, _)| !allowed.contains(&path.as_str()))
+        .filter(|(_, text)| text.contains("Command::new") || text.contains("process::Command"))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(
+        spawners.is_empty(),
+        "child processes started in {spawners:?}"
     );
 }

@@ -567,3 +567,142 @@ fn a_killed_deploy_leaves_no_shims_behind_the_next() {
     assert!(!text(&output).1.contains("interrupted"));
     assert!(!shims.exists());
 }
+
+/// Appends `[instances.staging.deploy]` with these lines.
+fn staging_deploy(site: &Site, lines: &str) {
+    let config = site.world.read("djshim.toml");
+    site.world.write(
+        "djshim.toml",
+        &format!("{config}[instances.staging.deploy]\n{lines}\n"),
+    );
+}
+
+/// Runs `djshim deploy staging`, which must end within `bound` (a deadline
+/// of the test, far above the probe's own, not a speed goal).
+fn bounded_deploy(site: &Site, bound: Duration) -> (Option<i32>, String) {
+    let mut child = site
+        .world
+        .djshim_cmd(&["deploy", "staging"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + bound;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the deploy did not end within {bound:?}: its health probe is unbounded");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = child.wait_with_output().unwrap();
+    (output.status.code(), text(&output).1)
+}
+
+/// A server on `address` that runs `behaviour` for each connection: it
+/// notes the request's `Host:` line in `host` and answers 200, or sends
+/// one byte of an answer every half second for ever.
+fn server(site: &Site, family: &str, behaviour: &str) -> (Child, u16) {
+    let script = site.world.write(
+        "server.py",
+        "import socket, sys, threading, time\n\
+         family = socket.AF_INET6 if sys.argv[1] == '6' else socket.AF_INET\n\
+         host = '::1' if sys.argv[1] == '6' else '127.0.0.1'\n\
+         s = socket.socket(family, socket.SOCK_STREAM)\n\
+         s.bind((host, 0)); s.listen(16)\n\
+         print(s.getsockname()[1], flush=True)\n\
+         def serve(c):\n\
+         \x20   data = c.recv(4096).decode()\n\
+         \x20   if sys.argv[2] == 'trickle':\n\
+         \x20       for b in b'HTTP/1.0 200 OK\\r\\n\\r\\n' * 1000:\n\
+         \x20           c.send(bytes([b])); time.sleep(0.5)\n\
+         \x20   host = [l for l in data.split('\\r\\n') if l.lower().startswith('host:')]\n\
+         \x20   open(sys.argv[3], 'w').write(host[0] if host else '')\n\
+         \x20   c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: 3\\r\\n\\r\\nok\\n'); c.close()\n\
+         while True:\n\
+         \x20   c, _ = s.accept()\n\
+         \x20   threading.Thread(target=serve, args=(c,), daemon=True).start()\n",
+    );
+    let mut child =
+        std::process::Command::new(crate::support::require("python3", "python3-minimal"))
+            .arg(&script)
+            .args([family, behaviour])
+            .arg(site.world.path("host"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().parse().unwrap())
+}
+
+/// Issue 14, item 8: the whole probe ends by `health_timeout`: a healthy
+/// command that leaves a process holding its stdout, a command that never
+/// ends, a server that trickles its answer one byte at a time.
+#[test]
+fn health_probes_end_by_their_deadline() {
+    let site = Site::new();
+    assert_status(&site.deploy(&["staging"]), 0);
+    let pid = site.world.path("leftover.pid");
+    site.commit(&[("polls/extra.py", "X = 1\n")], "second");
+    staging_deploy(
+        &site,
+        &format!(
+            "health = [\"sh\", \"-c\", \"sleep 600 & echo $! > {pid}; echo ok\"]\nhealth_timeout = 2"
+        ),
+    );
+    let (code, stderr) = bounded_deploy(&site, Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{stderr}");
+    let leftover = fs::read_to_string(&pid).unwrap();
+    // Gone, or a zombie that its new parent has not reaped yet.
+    let status =
+        fs::read_to_string(format!("/proc/{}/status", leftover.trim())).unwrap_or_default();
+    assert!(
+        status.is_empty() || status.contains("State:\tZ"),
+        "the probe's leftover process lives on:\n{status}"
+    );
+
+    site.commit(&[("polls/extra.py", "X = 2\n")], "third");
+    let config = site.world.read("djshim.toml");
+    let head = &config[..config.find("[instances.staging.deploy]").unwrap()];
+    site.world.write("djshim.toml", head);
+    staging_deploy(&site, "health = [\"sleep\", \"600\"]\nhealth_timeout = 2");
+    let (code, stderr) = bounded_deploy(&site, Duration::from_secs(60));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not healthy within 2 s"), "{stderr}");
+
+    let (mut trickle, port) = server(&site, "4", "trickle");
+    site.world.write("djshim.toml", head);
+    staging_deploy(
+        &site,
+        &format!("health = \"http://127.0.0.1:{port}/health\"\nhealth_timeout = 2"),
+    );
+    let (code, stderr) = bounded_deploy(&site, Duration::from_secs(60));
+    let _ = trickle.kill();
+    let _ = trickle.wait();
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("not healthy within 2 s"), "{stderr}");
+}
+
+/// Issue 14, item 8: an IPv6 health URL is accepted and sends a valid
+/// `Host: [::1]:PORT`.
+#[test]
+fn an_ipv6_health_url_sends_a_valid_host() {
+    let site = Site::new();
+    let (mut server, port) = server(&site, "6", "answer");
+    staging_deploy(
+        &site,
+        &format!("health = \"http://[::1]:{port}/health\"\nhealth_timeout = 5"),
+    );
+    let (code, stderr) = bounded_deploy(&site, Duration::from_secs(60));
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        fs::read_to_string(site.world.path("host")).unwrap(),
+        format!("Host: [::1]:{port}")
+    );
+}

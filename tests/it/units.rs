@@ -8,7 +8,7 @@ use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use djshim::schedule::Schedule;
 
 use crate::accounts::accounts;
@@ -105,7 +105,7 @@ fn unit_files_match_their_golden_files() {
             "/usr/local/bin",
         ),
         ("--bin", "bin", "/usr/local/bin"),
-        ("--lock-dir", "/run/lock\rx", "/run/lock"),
+        ("--lock-dir", "/run/lock\rx", "/run/djshim-cron"),
     ] {
         let output = world.djshim(&["-c", config.as_str(), "cron", flag, value]);
         assert_status(&output, 2);
@@ -415,7 +415,20 @@ fn a_cron_line_runs_the_job_and_never_overlaps() {
     )
     .unwrap();
     assert_status(&world.djshim(&["generate"]), 0);
-    let output = world.djshim(&["cron", "--lock-dir", world.path("").as_str()]);
+    // A world-writable lock directory (/run/lock is 1777): anyone could
+    // take a job's lock first. Refused, as is one made in such a directory.
+    for dir in ["/run/lock".to_owned(), world.path("locks").into_string()] {
+        let output = world.djshim(&["cron", "--lock-dir", &dir]);
+        assert_status(&output, 1);
+        assert!(
+            text(&output).1.contains("is writable by others than root"),
+            "{}",
+            text(&output).1
+        );
+    }
+    let locks = crate::support::root_dir();
+    let lock_dir = Utf8Path::from_path(locks.path()).unwrap().join("locks");
+    let output = world.djshim(&["cron", "--lock-dir", lock_dir.as_str()]);
     assert_status(&output, 0);
     let crontab = text(&output).0;
     let path = crontab
@@ -455,5 +468,11 @@ fn a_cron_line_runs_the_job_and_never_overlaps() {
     assert!(
         cron().status().unwrap().success(),
         "a run after the first finished must go"
+    );
+    // The line made the lock directory, root's alone.
+    let meta = fs::metadata(&lock_dir).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
+        0o700
     );
 }
