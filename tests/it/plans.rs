@@ -706,3 +706,63 @@ fn an_ipv6_health_url_sends_a_valid_host() {
         format!("Host: [::1]:{port}")
     );
 }
+
+/// A migration that squashes 0001 and 0002, the replaced files gone.
+const SQUASHED: &str = "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
+     initial = True\n    replaces = [(\"polls\", \"0001_initial\"), (\"polls\", \"0002_question_votes\")]\n    \
+     dependencies = []\n    operations = [\n        migrations.CreateModel(\n            name=\"Question\",\n            \
+     fields=[\n                (\"id\", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name=\"ID\")),\n                \
+     (\"text\", models.CharField(max_length=200)),\n                (\"published\", models.DateTimeField(auto_now_add=True)),\n                \
+     (\"votes\", models.IntegerField(default=0)),\n            ],\n        ),\n    ]\n";
+
+/// Issue 16, item 8: a database that applied migrations a later release
+/// squashed (and whose files it removed) holds names that are no nodes of
+/// the graph; the migration record still works, as Django's own `migrate`
+/// does, and the rollback goes back to the squashed migration.
+#[test]
+fn squashed_migrations_are_recorded_and_reversed() {
+    let site = Site::new();
+    site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+        ],
+        "votes",
+    );
+    assert_status(&site.deploy(&["staging"]), 0);
+    for old in ["0001_initial.py", "0002_question_votes.py"] {
+        fs::remove_file(site.repo.join("polls/migrations").join(old)).unwrap();
+    }
+    let score = SCORE_MIGRATION.replace("0002_question_votes", "0001_squashed_0002");
+    site.commit(
+        &[
+            ("polls/migrations/0001_squashed_0002.py", SQUASHED),
+            ("polls/models.py", SCORE_MODEL),
+            ("polls/migrations/0003_question_score.py", &score),
+        ],
+        "squashed",
+    );
+    let output = site.deploy(&["staging"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output)
+            .1
+            .contains("djshim: new migration polls.0003_question_score: reversible"),
+        "{}",
+        text(&output).1
+    );
+    assert!(
+        site.migrations("staging")
+            .contains("[X] 0003_question_score")
+    );
+    let output = site.world.djshim(&["rollback", "staging"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output).1.contains(
+            "djshim: rollback: migrate polls 0001_squashed_0002 (generation 2's code): done"
+        ),
+        "{}",
+        text(&output).1
+    );
+    assert!(!site.migrations("staging").contains("[X] 0003"));
+}
