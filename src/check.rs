@@ -50,6 +50,17 @@ sys.exit(0 if found else 4)
 
 /// Every problem of `instance` on this machine; empty when it is ready.
 pub fn instance(instance: &Instance) -> Vec<Problem> {
+    problems(instance, true)
+}
+
+/// [`instance`] but for the import of the settings' parents: for `deploy`,
+/// whose deep check asks Django itself in the same process that records
+/// the migrations (one Python start for both).
+pub fn machine(instance: &Instance) -> Vec<Problem> {
+    problems(instance, false)
+}
+
+fn problems(instance: &Instance, import: bool) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut problem = |key: &'static str, message: String| {
         problems.push(Problem {
@@ -101,7 +112,7 @@ pub fn instance(instance: &Instance) -> Vec<Problem> {
     if let Some(dir) = instance.state_dir.as_ref().filter(|d| !d.is_dir()) {
         problem("state_dir", format!("{dir}: no such directory"));
     }
-    if manage_ok && python_ok {
+    if import && manage_ok && python_ok {
         find_settings(instance).unwrap_or_else(|message| problem("settings", message));
     }
     problems.extend(accounts(instance));

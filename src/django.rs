@@ -160,17 +160,66 @@ impl Migrations {
     }
 }
 
-/// The migration state through `shim` (the candidate's code).
-pub fn migrations(shim: &Utf8Path) -> Result<Migrations, Error> {
-    probe(shim, MIGRATIONS)
-        .map_err(|e| Error::Problem(format!("the migrations cannot be read: {e}")))
+/// What a deploy asks of its candidate, in one Django start: the
+/// [`problems`] of the deep check, then, when there are none, the
+/// migration state (through `shim`, the candidate's code).
+pub fn deploy_questions(instance: &Instance, shim: &Utf8Path) -> Result<Migrations, Error> {
+    #[derive(Deserialize)]
+    struct Answer {
+        problems: Vec<String>,
+        migrations: Option<Migrations>,
+        error: Option<String>,
+    }
+    let code = format!("{}{MIGRATIONS}{ANSWER}", deep_check_code(instance));
+    let answer: Answer = probe(shim, &code).map_err(|e| {
+        Error::Problem(format!(
+            "the candidate cannot run as {}:\n  the settings do not load: {e}",
+            instance.name
+        ))
+    })?;
+    if !answer.problems.is_empty() {
+        return Err(Error::Problem(format!(
+            "the candidate cannot run as {}:\n  {}",
+            instance.name,
+            answer.problems.join("\n  ")
+        )));
+    }
+    answer.migrations.ok_or_else(|| {
+        Error::Problem(format!(
+            "the migrations cannot be read: {}",
+            answer.error.unwrap_or_default()
+        ))
+    })
 }
+
+/// The end of the deploy's program: both answers, after `DJSHIM:`.
+const ANSWER: &str = r#"
+migrations, error = None, None
+if not problems:
+    try:
+        migrations = record()
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+print("DJSHIM:" + json.dumps({"problems": problems, "migrations": migrations, "error": error}))
+"#;
 
 /// What Django itself says of `instance`, asked through `shim`:
 /// `manage.py check`, the static and media roots Django ends up with, the
 /// modules the server and services start, the commands the jobs and
 /// services run. Empty when all is well.
 pub fn problems(instance: &Instance, shim: &Utf8Path) -> Vec<String> {
+    let code = format!(
+        "{}\nprint(\"DJSHIM:\" + json.dumps(problems))\n",
+        deep_check_code(instance)
+    );
+    match probe::<Vec<String>>(shim, &code) {
+        Ok(found) => found,
+        Err(e) => vec![format!("the settings do not load: {e}")],
+    }
+}
+
+/// The deep check's program for `instance`: what it expects filled in.
+fn deep_check_code(instance: &Instance) -> String {
     let expected = serde_json::json!({
         "roots": {
             "STATIC_ROOT": instance.static_root.as_ref().map(|p| p.as_str()),
@@ -181,11 +230,7 @@ pub fn problems(instance: &Instance, shim: &Utf8Path) -> Vec<String> {
     });
     // A JSON string literal of the JSON text is also a Python one.
     let literal = serde_json::to_string(&expected.to_string()).unwrap_or_default();
-    let code = DEEP_CHECK.replace("@EXPECTED@", &literal);
-    match probe::<Vec<String>>(shim, &code) {
-        Ok(found) => found,
-        Err(e) => vec![format!("the settings do not load: {e}")],
-    }
+    DEEP_CHECK.replace("@EXPECTED@", &literal)
 }
 
 /// Whether `instance`'s manage.py is Django's: a manage.py that never
@@ -255,7 +300,8 @@ fn commands(instance: &Instance) -> Vec<String> {
         .collect()
 }
 
-/// `manage.py shell -c` code: what `deploy` asks of the candidate.
+/// `manage.py shell -c` code: what `deploy` asks of the candidate; it
+/// leaves its findings in `problems` (the callers print them).
 const DEEP_CHECK: &str = r#"
 import importlib.util, json, os
 from django.conf import settings
@@ -282,10 +328,9 @@ known = get_commands()
 for name in expected["commands"]:
     if name not in known:
         problems.append(f"there is no management command {name!r}")
-print("DJSHIM:" + json.dumps(problems))
 "#;
 
-/// `manage.py shell -c` code: the migration state, per app the newest
+/// `manage.py shell -c` code: `record()`, the migration state, per app the newest
 /// applied migration of every app the candidate brings new ones to, and
 /// whether each new one can be reversed.
 ///
@@ -298,15 +343,16 @@ const MIGRATIONS: &str = r#"
 import json
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
-executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
-graph = executor.loader.graph
-applied = {n for n in executor.loader.applied_migrations if n in graph.node_map}
-plan = executor.migration_plan(graph.leaf_nodes())
-targets = {}
-for app in sorted({m.app_label for m, _ in plan}):
-    mine = [n for n in applied if n[0] == app]
-    leaves = [n for n in mine if not any(c in applied and c[0] == app for c in graph.node_map[n].children)]
-    targets[app] = sorted(leaves)[-1][1] if leaves else None
-new = [[m.app_label, m.name, all(op.reversible for op in m.operations)] for m, _ in plan]
-print("DJSHIM:" + json.dumps({"targets": targets, "new": new}))
+def record():
+    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
+    graph = executor.loader.graph
+    applied = {n for n in executor.loader.applied_migrations if n in graph.node_map}
+    plan = executor.migration_plan(graph.leaf_nodes())
+    targets = {}
+    for app in sorted({m.app_label for m, _ in plan}):
+        mine = [n for n in applied if n[0] == app]
+        leaves = [n for n in mine if not any(c in applied and c[0] == app for c in graph.node_map[n].children)]
+        targets[app] = sorted(leaves)[-1][1] if leaves else None
+    new = [[m.app_label, m.name, all(op.reversible for op in m.operations)] for m, _ in plan]
+    return {"targets": targets, "new": new}
 "#;

@@ -316,6 +316,25 @@ impl std::fmt::Display for Variable<'_> {
     }
 }
 
+/// The one rule of inheritance: a key's value is the instance's own, else
+/// `[defaults]`'s; with the dotted path of where it is written (for
+/// errors). `own_at` and `defaults_at` are the tables' paths
+/// (`instances.prod`, `defaults`; `instances.prod.deploy`,
+/// `defaults.deploy`).
+pub(crate) fn own_else<'a, T>(
+    own: Option<&'a T>,
+    defaults: Option<&'a T>,
+    own_at: &str,
+    defaults_at: &str,
+    key: &str,
+) -> Option<(&'a T, String)> {
+    match (own, defaults) {
+        (Some(v), _) => Some((v, format!("{own_at}.{key}"))),
+        (None, Some(v)) => Some((v, format!("{defaults_at}.{key}"))),
+        (None, None) => None,
+    }
+}
+
 /// A table of `[defaults]` and the same table of an instance, merged by
 /// entry name, the instance's entry winning; each entry with its name's
 /// place and the dotted key it is written under.
@@ -565,13 +584,16 @@ impl Builder<'_> {
         let before = self.errors.len();
         // A key's value and the path of where it is written: the instance's
         // own table, else `[defaults]`.
+        let own_at = format!("instances.{instance}");
         macro_rules! field {
             ($f:ident) => {
-                match (&inst.$f, &defaults.$f) {
-                    (Some(v), _) => Some((v, format!("instances.{instance}.{}", stringify!($f)))),
-                    (None, Some(v)) => Some((v, format!("defaults.{}", stringify!($f)))),
-                    (None, None) => None,
-                }
+                own_else(
+                    inst.$f.as_ref(),
+                    defaults.$f.as_ref(),
+                    &own_at,
+                    "defaults",
+                    stringify!($f),
+                )
             };
         }
         let scope = |key: String| Scope {

@@ -84,8 +84,11 @@ pub fn deploy(
     let candidate_instance = instance.rebased(&package);
     make_state_dir(&candidate_instance, "deploy")?;
     let shim = world.shims.shim(Some(&package))?;
-    step("deploy: check", || deep_check(&candidate_instance, &shim))?;
-    let migrations = step("deploy: record migrations", || django::migrations(&shim))?;
+    // One Django start answers both: the deep check, then the record.
+    let migrations = step("deploy: check and record migrations", || {
+        machine_check(&candidate_instance)?;
+        django::deploy_questions(&candidate_instance, &shim)
+    })?;
     report_migrations(&migrations);
     let irreversible = migrations.irreversible();
     // A first deploy is never migrated back (see `deploy_plan`), so what
@@ -184,18 +187,13 @@ fn deploy_plan(
                  or restore the database from a backup and switch back by hand",
                 irreversible.join(", ")
             ))
+        } else if migrations.targets.is_empty() {
+            Undo::nothing()
         } else {
-            Undo::Steps(
-                migrations
-                    .targets
-                    .iter()
-                    .map(|(app, target)| Step::MigrateBack {
-                        app: app.clone(),
-                        target: target.clone(),
-                        code: candidate.clone(),
-                    })
-                    .collect(),
-            )
+            Undo::Steps(vec![Step::MigrateBack {
+                targets: migrations.targets.clone().into_iter().collect(),
+                code: candidate.clone(),
+            }])
         };
         steps.push(Planned {
             step: manage(args),
@@ -380,16 +378,15 @@ fn rollback_plan(
             number: g.number,
             package: g.target.clone(),
         };
-        for (app, migration) in &record.targets {
+        if !record.targets.is_empty() {
             steps.push(Planned {
                 step: Step::MigrateBack {
-                    app: app.clone(),
-                    target: migration.clone(),
+                    targets: record.targets.into_iter().collect(),
                     code: code.clone(),
                 },
                 undo: Undo::Steps(vec![Step::Manage {
-                    args: vec!["migrate".into(), app.clone(), "--noinput".into()],
-                    code: code.clone(),
+                    args: vec!["migrate".into(), "--noinput".into()],
+                    code,
                 }]),
             });
         }
@@ -680,15 +677,14 @@ impl plan::World for Live<'_> {
                     .env("DJSHIM_CONFIRM", &self.instance.name)
                     .run()
             }
-            Step::MigrateBack { app, target, code } => {
+            Step::MigrateBack { targets, code } => {
                 let shim = self.shim(code)?;
+                let targets = serde_json::to_string(targets)
+                    .map_err(|e| Error::Problem(format!("cannot write the targets: {e}")))?;
+                // A JSON string literal of the JSON text is also a Python one.
+                let literal = serde_json::to_string(&targets).unwrap_or_default();
                 Process::new(&shim)
-                    .args([
-                        "migrate",
-                        app,
-                        target.as_deref().unwrap_or("zero"),
-                        "--noinput",
-                    ])
+                    .args(["shell", "-c", &MIGRATE_BACK.replace("@TARGETS@", &literal)])
                     .env("DJSHIM_CONFIRM", &self.instance.name)
                     .run()
             }
@@ -710,6 +706,15 @@ impl plan::World for Live<'_> {
         }
     }
 }
+
+/// `manage.py shell -c` code: `migrate APP TARGET` for each target in
+/// turn, in one process.
+const MIGRATE_BACK: &str = r#"
+import json
+from django.core.management import call_command
+for app, target in json.loads(@TARGETS@):
+    call_command("migrate", app, target or "zero", interactive=False)
+"#;
 
 fn manage(args: &[String]) -> Step {
     Step::Manage {
@@ -802,6 +807,25 @@ fn candidate_package(model: &Model, candidate: Candidate<'_>) -> Result<Utf8Path
             }
             resolve(&g.target)
         }
+    }
+}
+
+/// The machine checks of `djshim check` (but the import, which Django's
+/// own questions make next) of a candidate.
+fn machine_check(candidate: &Instance) -> Result<(), Error> {
+    let problems: Vec<String> = crate::check::machine(candidate)
+        .into_iter()
+        .filter(|p| !p.warning)
+        .map(|p| p.to_string())
+        .collect();
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Problem(format!(
+            "the candidate cannot run as {}:\n  {}",
+            candidate.name,
+            problems.join("\n  ")
+        )))
     }
 }
 

@@ -74,10 +74,11 @@ pub enum Step {
     Switch { to: Option<u32> },
     /// `manage.py ARGS` through a shim of the instance.
     Manage { args: Vec<String>, code: Code },
-    /// `manage.py migrate APP TARGET` (`None`: `zero`) with `code`.
+    /// Every app of `targets` migrated back to its migration (`None`:
+    /// `zero`), in that order, with `code`: one `migrate` per app, all in
+    /// one process (one Django start for the whole way back).
     MigrateBack {
-        app: String,
-        target: Option<String>,
+        targets: Vec<(String, Option<String>)>,
         code: Code,
     },
     /// One of the instance's commands (`restart`, `start`, `stop`).
@@ -97,11 +98,13 @@ impl fmt::Display for Step {
             Step::Switch { to: Some(n) } => write!(f, "switch to generation {n}"),
             Step::Switch { to: None } => write!(f, "remove the profile link"),
             Step::Manage { args, code } => write!(f, "manage.py {}{code}", args.join(" ")),
-            Step::MigrateBack { app, target, code } => write!(
-                f,
-                "migrate {app} {}{code}",
-                target.as_deref().unwrap_or("zero")
-            ),
+            Step::MigrateBack { targets, code } => {
+                let each: Vec<String> = targets
+                    .iter()
+                    .map(|(app, target)| format!("{app} {}", target.as_deref().unwrap_or("zero")))
+                    .collect();
+                write!(f, "migrate {}{code}", each.join(", "))
+            }
             Step::Run { what, argv } => write!(f, "{what}: {}", argv.join(" ")),
             Step::Health { .. } => write!(f, "health"),
             Step::Healthy { number } => write!(f, "record generation {number} as healthy"),
@@ -437,8 +440,8 @@ mod tests {
                 Step::Manage { args, .. } if args[0] == "migrate" => {
                     self.schema = self.profile.unwrap_or(0);
                 }
-                Step::MigrateBack { target, .. } => {
-                    self.schema = target.as_deref().map_or(0, |t| t.parse().unwrap());
+                Step::MigrateBack { targets, .. } => {
+                    self.schema = targets[0].1.as_deref().map_or(0, |t| t.parse().unwrap());
                 }
                 Step::Run { .. } => self.serving = self.profile,
                 _ => {}
@@ -506,8 +509,7 @@ mod tests {
                 Planned {
                     step: migrate(Code::Profile),
                     undo: Undo::Steps(vec![Step::MigrateBack {
-                        app: "polls".into(),
-                        target: Some("1".into()),
+                        targets: vec![("polls".into(), Some("1".into()))],
                         code,
                     }]),
                 },

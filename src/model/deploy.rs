@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Builder, Scope};
+use super::{Builder, Scope, own_else};
 use crate::config::{RawDeploy, RawHealth, StrList};
 
 /// How an instance is deployed.
@@ -48,15 +48,16 @@ impl Builder<'_> {
     ) -> Deploy {
         let empty = RawDeploy::default();
         let (defaults, own) = (defaults.unwrap_or(&empty), own.unwrap_or(&empty));
+        let own_at = format!("instances.{instance}.deploy");
         macro_rules! key {
             ($f:ident) => {
-                match (&own.$f, &defaults.$f) {
-                    (Some(v), _) => {
-                        Some((v, format!("instances.{instance}.deploy.{}", stringify!($f))))
-                    }
-                    (None, Some(v)) => Some((v, format!("defaults.deploy.{}", stringify!($f)))),
-                    (None, None) => None,
-                }
+                own_else(
+                    own.$f.as_ref(),
+                    defaults.$f.as_ref(),
+                    &own_at,
+                    "defaults.deploy",
+                    stringify!($f),
+                )
             };
         }
         let scope = |key: String| Scope {
@@ -143,15 +144,16 @@ impl Builder<'_> {
         defaults: &RawDeploy,
         own: &RawDeploy,
     ) -> (Vec<String>, Vec<String>, Option<Vec<String>>) {
+        let own_at = format!("instances.{instance}.deploy");
         macro_rules! key {
             ($f:ident) => {
-                match (&own.$f, &defaults.$f) {
-                    (Some(v), _) => {
-                        Some((v, format!("instances.{instance}.deploy.{}", stringify!($f))))
-                    }
-                    (None, Some(v)) => Some((v, format!("defaults.deploy.{}", stringify!($f)))),
-                    (None, None) => None,
-                }
+                own_else(
+                    own.$f.as_ref(),
+                    defaults.$f.as_ref(),
+                    &own_at,
+                    "defaults.deploy",
+                    stringify!($f),
+                )
             };
         }
         let scope = |key: String| Scope {

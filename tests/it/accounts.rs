@@ -13,12 +13,16 @@ use serde::Deserialize;
 use crate::support::{CRON_PATH, World, assert_status, from_cron, require, root_dir, text, venv};
 
 /// The test accounts: `djshimt-app` (primary group `djshimt-app`, also in
-/// `djshimt-extra`) and `djshimt-other`, made once, kept between runs.
+/// `djshimt-extra`), `djshimt-other`, and `djshimt-build`, the build
+/// account (apart: djshim stops every process of a build account after a
+/// build), made once, kept between runs.
 pub(crate) struct Accounts {
     pub(crate) app_uid: u32,
     pub(crate) app_gid: u32,
     pub(crate) extra_gid: u32,
     pub(crate) other_uid: u32,
+    pub(crate) build_uid: u32,
+    pub(crate) build_gid: u32,
 }
 
 fn id(args: &[&str]) -> u32 {
@@ -56,7 +60,11 @@ pub(crate) fn accounts() -> &'static Accounts {
         if !exists("group", "djshimt-extra") {
             run("groupadd", &["--system", "djshimt-extra"]);
         }
-        for (name, groups) in [("djshimt-app", "djshimt-extra"), ("djshimt-other", "")] {
+        for (name, groups) in [
+            ("djshimt-app", "djshimt-extra"),
+            ("djshimt-other", ""),
+            ("djshimt-build", ""),
+        ] {
             if !exists("passwd", name) {
                 let mut args = vec![
                     "--system",
@@ -83,6 +91,8 @@ pub(crate) fn accounts() -> &'static Accounts {
                 .map(|o| text(&o).0.split(':').nth(2).unwrap().parse().unwrap())
                 .unwrap(),
             other_uid: id(&["-u", "djshimt-other"]),
+            build_uid: id(&["-u", "djshimt-build"]),
+            build_gid: id(&["-g", "djshimt-build"]),
         }
     })
 }

@@ -43,7 +43,7 @@ fn config(world: &World, how: &str) {
         "djshim.toml",
         &format!(
             "project = \"mywebsite\"\nprofiles_dir = \"profiles\"\n\
-             [build]\nrepo = \"repo\"\nref = \"main\"\nreleases_dir = \"releases\"\nuser = \"djshimt-app\"\n{how}\n\
+             [build]\nrepo = \"repo\"\nref = \"main\"\nreleases_dir = \"releases\"\nuser = \"djshimt-build\"\n{how}\n\
              [instances.prod]\npython = \"{}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
              env = {{ MYWEBSITE_DB = \"{}\" }}\n",
             venv(),
@@ -133,8 +133,8 @@ fn a_branch_means_its_newest_commit_and_a_failed_build_leaves_nothing() {
             "djshim: error: build: sh build.sh: `(cd {} && /usr/bin/setpriv --reuid={} --regid={} \
              --init-groups -- sh build.sh)` failed: exit status: 3",
             world.path(&format!("releases/mywebsite-{}", &broken[..12])),
-            crate::accounts::accounts().app_uid,
-            crate::accounts::accounts().app_gid,
+            crate::accounts::accounts().build_uid,
+            crate::accounts::accounts().build_gid,
         )),
         "{stderr}"
     );

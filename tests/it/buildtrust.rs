@@ -71,7 +71,7 @@ fn a_build_runs_as_the_build_account_and_leaves_a_frozen_release() {
 
     config(
         &world,
-        "command = [\"sh\", \"build.sh\"]\nuser = \"djshimt-app\"",
+        "command = [\"sh\", \"build.sh\"]\nuser = \"djshimt-build\"",
     );
     let output = world
         .djshim_cmd(&["build"])
@@ -82,7 +82,7 @@ fn a_build_runs_as_the_build_account_and_leaves_a_frozen_release() {
     let release = world.path(&format!("releases/site-{}", &commit[..12]));
     assert_eq!(text(&output).0, format!("{release}\n"));
     let read = |name: &str| fs::read_to_string(release.join(name)).unwrap();
-    assert_eq!(read("uid").trim(), a.app_uid.to_string());
+    assert_eq!(read("uid").trim(), a.build_uid.to_string());
     let env = read("env");
     assert!(!env.contains("OPERATOR_TOKEN"), "{env}");
     let epoch = git(
@@ -94,7 +94,7 @@ fn a_build_runs_as_the_build_account_and_leaves_a_frozen_release() {
         format!("SOURCE_DATE_EPOCH={epoch}"),
         "HOME=/nonexistent".to_owned(),
         "LANG=C.UTF-8".to_owned(),
-        "USER=djshimt-app".to_owned(),
+        "USER=djshimt-build".to_owned(),
         format!("DJSHIM_RELEASE={release}"),
     ] {
         assert!(env.lines().any(|l| l == line), "no {line} in:\n{env}");
@@ -150,7 +150,7 @@ fn the_export_is_the_commits_files_whatever_git_attributes_say() {
     git(&repo, &["config", "core.autocrlf", "true"]);
     config(
         &world,
-        "command = [\"sh\", \"build.sh\"]\nuser = \"djshimt-app\"",
+        "command = [\"sh\", \"build.sh\"]\nuser = \"djshimt-build\"",
     );
     let output = world.djshim(&["build"]);
     assert_status(&output, 0);
@@ -189,7 +189,7 @@ fn a_commits_nix_code_reads_nothing_outside_its_source() {
          args = [ \"-c\" \"echo ${{builtins.readFile {token}}} > $out\" ];\n}}\n"
     );
     repository(&world, "true\n", &[("default.nix", &nix)]);
-    config(&world, "nix = \"default.nix\"\nuser = \"djshimt-app\"");
+    config(&world, "nix = \"default.nix\"\nuser = \"djshimt-build\"");
     let output = world
         .djshim_cmd(&["build"])
         .env("NIX_CONFIG", NIX_CONFIG)

@@ -111,7 +111,7 @@ impl Site {
             "djshim.toml",
             &format!(
                 "project = \"mywebsite\"\nprofiles_dir = \"profiles\"\nunits_dir = \"units\"\n\
-                 [build]\nrepo = \"repo\"\nref = \"main\"\n{build}\nreleases_dir = \"releases\"\nuser = \"djshimt-app\"\n\
+                 [build]\nrepo = \"repo\"\nref = \"main\"\n{build}\nreleases_dir = \"releases\"\nuser = \"djshimt-build\"\n\
                  [defaults]\npython = \"{venv}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
                  user = \"root\"\nstate_dir = \"var/{{instance}}\"\nstatic_root = \"var/{{instance}}/static\"\n\
                  static_dirs = [\"profiles/mywebsite-{{instance}}/assets\"]\n\
@@ -256,8 +256,7 @@ fn deploy_builds_migrates_and_serves_the_newest_commit() {
     assert_status(&output, 0);
     let stderr = text(&output).1;
     for line in [
-        "djshim: deploy: check: done in ",
-        "djshim: deploy: record migrations: done in ",
+        "djshim: deploy: check and record migrations: done in ",
         "djshim: deploy: manage.py migrate --noinput: done in ",
         "djshim: deploy: manage.py collectstatic --noinput --clear: done in ",
         "djshim: deploy: health: done in ",
@@ -390,7 +389,7 @@ fn a_candidate_that_cannot_run_changes_nothing() {
     assert_status(&output, 1);
     let stderr = text(&output).1;
     assert!(
-        stderr.contains("djshim: deploy: check: failed after "),
+        stderr.contains("djshim: deploy: check and record migrations: failed after "),
         "{stderr}"
     );
     assert!(

@@ -550,7 +550,7 @@ fn a_first_deploy_starts_from_nothing() {
 fn a_killed_deploy_leaves_no_shims_behind_the_next() {
     let mut site = Site::new();
     site.hold_server();
-    killed_deploy(&site, "djshim: deploy: record migrations");
+    killed_deploy(&site, "djshim: deploy: check and record migrations");
     let shims = site.world.path("profiles/.mywebsite-prod.shims");
     assert!(
         shims.is_dir(),
