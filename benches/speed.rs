@@ -152,75 +152,97 @@ fn account_overhead(runs: usize, env_file: bool) {
     );
 }
 
-/// What `djshim deploy` adds to a deploy beyond the programs it runs
-/// (git, the build, the Python probes, manage.py, restart, health): the
-/// wall time minus the durations of those steps, which it prints; and a
-/// deploy of the commit that already runs, which does nothing.
-fn deploy_overhead(runs: usize) {
+/// The world of [`deploy_costs`]: releases A and B, an interpreter that
+/// notes each start in the log, the config.
+fn deploy_world() -> (
+    World,
+    camino::Utf8PathBuf,
+    camino::Utf8PathBuf,
+    camino::Utf8PathBuf,
+) {
     let world = World::new();
-    let repo = world.path("repo");
-    support::copy_tree(&support::root().join("examples/mywebsite"), &repo);
-    let git = |args: &[&str]| {
-        let status = Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(args)
-            .env("GIT_AUTHOR_NAME", "bench")
-            .env("GIT_AUTHOR_EMAIL", "bench@djshim.invalid")
-            .env("GIT_COMMITTER_NAME", "bench")
-            .env("GIT_COMMITTER_EMAIL", "bench@djshim.invalid")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    git(&["init", "--quiet", "--initial-branch=main"]);
-    git(&["add", "."]);
-    git(&["commit", "--quiet", "-m", "0"]);
+    let a = world.path("a");
+    support::copy_tree(&support::root().join("examples/mywebsite"), &a);
+    let b = world.path("b");
+    support::copy_tree(&a, &b);
+    std::fs::copy(
+        support::root().join("examples/migrations/0002_question_votes.py"),
+        b.join("polls/migrations/0002_question_votes.py"),
+    )
+    .unwrap();
+    let models = std::fs::read_to_string(b.join("polls/models.py")).unwrap();
+    let models = models.replace(
+        "    published = models.DateTimeField(auto_now_add=True)\n",
+        "    published = models.DateTimeField(auto_now_add=True)\n    votes = models.IntegerField(default=0)\n",
+    );
+    std::fs::write(b.join("polls/models.py"), models).unwrap();
+    let log = world.path("python.log");
+    let python = world.write(
+        "py/python3",
+        &format!(
+            "#!/bin/sh\n{{ printf start; for a; do case $a in *manage.py) printf ' manage.py';; esac; \
+             done; echo; }} >> {log}\nexec {}/bin/python3 \"$@\"\n",
+            venv()
+        ),
+    );
+    std::fs::set_permissions(&python, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     std::fs::create_dir_all(world.path("var")).unwrap();
     world.write(
         "djshim.toml",
         &format!(
             "project = \"mywebsite\"\nprofiles_dir = \"profiles\"\n\
-             [build]\nrepo = \"repo\"\nref = \"main\"\ncommand = [\"true\"]\nreleases_dir = \"releases\"\n\
-             [instances.prod]\npython = \"{}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
+             [instances.prod]\npython = \"{python}\"\nsettings = \"mywebsite.settings.production\"\n\
              state_dir = \"var\"\nenv = {{ MYWEBSITE_DB = \"{}\" }}\n\
-             [instances.prod.deploy]\nsteps = []\nrestart = [\"true\"]\n",
-            venv(),
+             [instances.prod.deploy]\nsteps = [[\"migrate\", \"--noinput\"]]\nrestart = [\"true\"]\n",
             world.path("var/db.sqlite3")
         ),
     );
+    (world, a, b, log)
+}
+
+/// What `djshim deploy` and `rollback` cost beyond the programs they
+/// run: wall time minus the durations of the steps they print, and how
+/// many times each starts Python (and Django: `manage.py`), counted by an
+/// interpreter that notes each start. Releases are given with `--path`
+/// (no build): A, the example project; B, A with a migration. Each round
+/// deploys B over A and rolls back to A; one step (`migrate`) is the
+/// user's.
+fn deploy_costs(runs: usize) {
+    let (world, a, b, log) = deploy_world();
+    // The durations of the steps djshim runs children for (not its own
+    // bookkeeping: new generation, switch, record).
     let children = |stderr: &str| -> f64 {
         stderr
             .lines()
-            .filter(|l| !l.starts_with("djshim: deploy: switch:"))
             .filter_map(|l| {
-                let (step, rest) = l
-                    .strip_prefix("djshim: deploy: ")?
-                    .split_once(": done in ")?;
-                (!step.contains(": ")).then_some(())?;
-                rest.strip_suffix(" s")?.parse::<f64>().ok()
+                let rest = l.strip_prefix("djshim: ")?;
+                let (step, time) = rest.rsplit_once(": done in ")?;
+                let child = [
+                    "manage.py",
+                    "migrate ",
+                    "check and record",
+                    "check",
+                    "restart",
+                    "start",
+                    "health",
+                ]
+                .iter()
+                .any(|w| step.split(": ").any(|part| part.starts_with(w)));
+                child.then_some(())?;
+                time.strip_suffix(" s")?.parse::<f64>().ok()
             })
             .sum::<f64>()
-            + stderr
-                .lines()
-                .filter_map(|l| {
-                    let rest = l.strip_prefix("djshim: deploy: restart: ")?;
-                    rest.rsplit_once(": done in ")?
-                        .1
-                        .strip_suffix(" s")?
-                        .parse::<f64>()
-                        .ok()
-                })
-                .sum::<f64>()
     };
-    let (mut own, mut noop) = (Vec::new(), Vec::new());
-    for i in 0..runs {
-        world.write("repo/CHANGES", &format!("{i}\n"));
-        git(&["add", "."]);
-        git(&["commit", "--quiet", "-m", &i.to_string()]);
+    let starts = || -> (usize, usize) {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        let python = text.lines().count();
+        let django = text.lines().filter(|l| l.contains("manage.py")).count();
+        (python, django)
+    };
+    let run = |args: &[&str]| -> (Duration, f64, (usize, usize)) {
         let start = Instant::now();
-        let output = world.djshim(&["deploy", "prod"]);
+        let output = world.djshim(args);
         let total = start.elapsed();
         assert!(
             output.status.success(),
@@ -228,16 +250,39 @@ fn deploy_overhead(runs: usize) {
             String::from_utf8_lossy(&output.stderr)
         );
         let stderr = String::from_utf8_lossy(&output.stderr);
-        own.push(total.saturating_sub(Duration::from_secs_f64(children(&stderr))));
-        let start = Instant::now();
-        assert!(world.djshim(&["deploy", "prod"]).status.success());
-        noop.push(start.elapsed());
+        (total, children(&stderr), starts())
+    };
+    run(&["deploy", "prod", "--path", a.as_str()]);
+    let (mut deploy_wall, mut deploy_own, mut back_wall, mut back_own) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut deploy_starts, mut back_starts) = ((0, 0), (0, 0));
+    for _ in 0..runs {
+        let (total, kids, counted) = run(&["deploy", "prod", "--path", b.as_str()]);
+        deploy_wall.push(total);
+        deploy_own.push(total.saturating_sub(Duration::from_secs_f64(kids)));
+        deploy_starts = counted;
+        let (total, kids, counted) = run(&["rollback", "prod"]);
+        back_wall.push(total);
+        back_own.push(total.saturating_sub(Duration::from_secs_f64(kids)));
+        back_starts = counted;
     }
     println!(
-        "deploy, median of {runs}: djshim's own part (wall time minus the steps it runs) {:.1} ms \
-         (target < 100 ms); a deploy of the commit that runs (nothing to do) {:.1} ms (target < 1 s)",
-        ms(median(own)),
-        ms(median(noop)),
+        "deploy of a release with one migration, median of {runs}: {:.0} ms wall, djshim's own \
+         part {:.1} ms (target < 100 ms); Python started {} times, Django {} times, of which 1 \
+         is the user's step (target: djshim's checks and record at most 1 Django start)",
+        ms(median(deploy_wall)),
+        ms(median(deploy_own)),
+        deploy_starts.0,
+        deploy_starts.1,
+    );
+    println!(
+        "rollback of it, median of {runs}: {:.0} ms wall, djshim's own part {:.1} ms; Python \
+         started {} times, Django {} times, of which 1 is the user's step (its check 1, the way \
+         back 1)",
+        ms(median(back_wall)),
+        ms(median(back_own)),
+        back_starts.0,
+        back_starts.1,
     );
 }
 
@@ -293,7 +338,7 @@ fn main() {
     shim_overhead(200);
     account_overhead(200, false);
     account_overhead(200, true);
-    deploy_overhead(5);
+    deploy_costs(5);
     let tmp = std::env::temp_dir();
     let mut bases = vec![tmp.to_str().unwrap().to_owned()];
     if std::path::Path::new("/dev/shm").is_dir() {

@@ -94,12 +94,14 @@ fn http_status(host: &str, port: u16, path: &str, deadline: Instant) -> Result<(
     stream
         .set_write_timeout(Some(left()?))
         .map_err(|e| e.to_string())?;
-    write!(
-        stream,
+    // One write: a server may read the request with one recv.
+    let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n",
         authority(host, port)
-    )
-    .map_err(|e| format!("{url}: {e}"))?;
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("{url}: {e}"))?;
     // The status line is all that counts: read up to its end, each read
     // bounded by what is left of the deadline.
     let mut answer = Vec::new();

@@ -158,7 +158,11 @@ fn deploy_plan(
             targets: Some(migrations.targets.clone()),
             irreversible: migrations.irreversible(),
         },
-        undo: Undo::nothing(),
+        // Last of the undo: its migrations are reversed by then.
+        undo: Undo::Steps(vec![Step::Reversed {
+            numbers: vec![number],
+            reversed: true,
+        }]),
     }];
     let back = match old {
         Some(old) => {
@@ -354,6 +358,8 @@ fn rollback_plan(
     let top = now.map_or(target.number, |g| g.number);
     let mut steps = Vec::new();
     let mut deployed = false;
+    // The generations whose migrations this rollback reverses.
+    let mut reversed = Vec::new();
     for g in generations
         .iter()
         .rev()
@@ -363,6 +369,9 @@ fn rollback_plan(
             continue;
         };
         deployed = true;
+        if record.reversed {
+            continue;
+        }
         if !record.irreversible.is_empty() {
             return Err(Error::Problem(format!(
                 "generation {} of instance `{name}` brought migrations that cannot be reversed \
@@ -374,6 +383,7 @@ fn rollback_plan(
                 g.number
             )));
         }
+        reversed.push(g.number);
         let code = Code::Generation {
             number: g.number,
             package: g.target.clone(),
@@ -390,6 +400,18 @@ fn rollback_plan(
                 }]),
             });
         }
+    }
+    if !reversed.is_empty() {
+        steps.push(Planned {
+            step: Step::Reversed {
+                numbers: reversed.clone(),
+                reversed: true,
+            },
+            undo: Undo::Steps(vec![Step::Reversed {
+                numbers: reversed,
+                reversed: false,
+            }]),
+        });
     }
     let mut forward = vec![Step::Switch {
         to: now.map(|g| g.number),
@@ -663,6 +685,7 @@ impl plan::World for Live<'_> {
                         targets: targets.clone(),
                         healthy: false,
                         irreversible: irreversible.clone(),
+                        reversed: false,
                     }
                     .write(&self.profile, *number)?;
                 }
@@ -702,6 +725,15 @@ impl plan::World for Live<'_> {
                 })?;
                 record.healthy = true;
                 record.write(&self.profile, *number)
+            }
+            Step::Reversed { numbers, reversed } => {
+                for number in numbers {
+                    if let Some(mut record) = Record::of(&self.profile, *number)? {
+                        record.reversed = *reversed;
+                        record.write(&self.profile, *number)?;
+                    }
+                }
+                Ok(())
             }
         }
     }

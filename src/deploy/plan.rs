@@ -87,6 +87,9 @@ pub enum Step {
     Health { probe: Probe },
     /// Marks generation `number`'s deploy record healthy.
     Healthy { number: u32 },
+    /// Marks the deploy records of `numbers` as reversed (set `false`:
+    /// applied again).
+    Reversed { numbers: Vec<u32>, reversed: bool },
 }
 
 impl fmt::Display for Step {
@@ -108,6 +111,15 @@ impl fmt::Display for Step {
             Step::Run { what, argv } => write!(f, "{what}: {}", argv.join(" ")),
             Step::Health { .. } => write!(f, "health"),
             Step::Healthy { number } => write!(f, "record generation {number} as healthy"),
+            Step::Reversed { numbers, reversed } => {
+                let numbers: Vec<String> = numbers.iter().map(u32::to_string).collect();
+                let how = if *reversed { "reversed" } else { "applied" };
+                write!(
+                    f,
+                    "record the migrations of generation {} as {how}",
+                    numbers.join(", ")
+                )
+            }
         }
     }
 }

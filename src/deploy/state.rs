@@ -27,6 +27,10 @@ pub struct Record {
     /// `--allow-irreversible`): no rollback takes the database past them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub irreversible: Vec<String>,
+    /// Its migrations were reversed (by the undo of its deploy, or by a
+    /// rollback past it): a later rollback has nothing to reverse of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reversed: bool,
 }
 
 impl Record {

@@ -613,7 +613,12 @@ fn server(site: &Site, family: &str, behaviour: &str) -> (Child, u16) {
          s.bind((host, 0)); s.listen(16)\n\
          print(s.getsockname()[1], flush=True)\n\
          def serve(c):\n\
-         \x20   data = c.recv(4096).decode()\n\
+         \x20   data = b''\n\
+         \x20   while b'\\r\\n\\r\\n' not in data:\n\
+         \x20       chunk = c.recv(4096)\n\
+         \x20       if not chunk: break\n\
+         \x20       data += chunk\n\
+         \x20   data = data.decode()\n\
          \x20   if sys.argv[2] == 'trickle':\n\
          \x20       for b in b'HTTP/1.0 200 OK\\r\\n\\r\\n' * 1000:\n\
          \x20           c.send(bytes([b])); time.sleep(0.5)\n\
