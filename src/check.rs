@@ -76,8 +76,9 @@ fn problems(instance: &Instance, import: bool) -> Vec<Problem> {
         problem(
             "package",
             format!(
-                "the profile {} points at no package; pin one with `djshim pin`",
-                instance.package
+                "the profile {} points at no package yet: deploy one with `djshim deploy {}` \
+                 (or pin one with `djshim pin {} PATH`)",
+                instance.package, instance.name, instance.name
             ),
         );
         false

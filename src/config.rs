@@ -125,6 +125,7 @@ pub struct RawInstance {
 #[serde(deny_unknown_fields)]
 pub struct RawDeploy {
     pub steps: Option<Spanned<Vec<StrList>>>,
+    pub after: Option<Spanned<Vec<StrList>>>,
     pub restart: Option<StrList>,
     pub start: Option<StrList>,
     pub stop: Option<StrList>,

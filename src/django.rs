@@ -316,7 +316,11 @@ for key, want in expected["roots"].items():
     have = getattr(settings, key, None)
     have = os.path.normpath(str(have)) if have else None
     if want is not None and have != os.path.normpath(want):
-        problems.append(f"Django's {key} is {have!r}, not {want!r} as configured")
+        env = "DJANGO_" + key
+        problems.append(f"Django's {key} is {have!r}, not {want!r} as configured: the settings set it "
+            f"themselves; give the instance a settings module of its own that imports the "
+            f"application's and then sets `{key} = os.environ[{env!r}]` (djshim exports {env}), "
+            f"and point `settings` at it")
 for module in expected["modules"]:
     try:
         found = importlib.util.find_spec(module) is not None

@@ -216,6 +216,7 @@ fn deploy_plan(
         });
     }
     steps.extend(health(instance));
+    steps.extend(after_steps(instance));
     steps.push(Planned {
         step: Step::Healthy { number },
         undo: Undo::nothing(),
@@ -438,6 +439,7 @@ fn rollback_plan(
             undo: Undo::nothing(),
         });
         steps.extend(health(instance));
+        steps.extend(after_steps(instance));
     }
     Ok(Plan {
         operation: "rollback".into(),
@@ -765,6 +767,20 @@ fn run(what: &str, argv: &[String]) -> Step {
         what: what.into(),
         argv: argv.to_vec(),
     }
+}
+
+/// The steps once the new code serves (`after`): nothing of their own to
+/// undo, and a failure undoes the plan.
+fn after_steps(instance: &Instance) -> Vec<Planned> {
+    instance
+        .deploy
+        .after
+        .iter()
+        .map(|args| Planned {
+            step: manage(args),
+            undo: Undo::nothing(),
+        })
+        .collect()
 }
 
 /// The health probe, if the instance has one.

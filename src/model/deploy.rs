@@ -12,6 +12,9 @@ use crate::config::{RawDeploy, RawHealth, StrList};
 pub struct Deploy {
     /// manage.py commands run through the shim after a switch.
     pub steps: Vec<Vec<String>>,
+    /// manage.py commands run once the new code serves (after the health
+    /// probe); a failure rolls back as any step's does.
+    pub after: Vec<Vec<String>>,
     /// The command that restarts the instance's processes.
     pub restart: Vec<String>,
     /// The command that starts them, at a first deploy (when nothing of
@@ -81,6 +84,15 @@ impl Builder<'_> {
                 .filter_map(|(i, step)| self.command(step, &scope(format!("{key}[{i}]"))))
                 .collect(),
         };
+        let after = match key!(after) {
+            None => Vec::new(),
+            Some((list, key)) => list
+                .get_ref()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, step)| self.command(step, &scope(format!("{key}[{i}]"))))
+                .collect(),
+        };
         let (restart, start, stop) = self.commands(project, instance, defaults, own);
         let health = key!(health).and_then(|(v, key)| match v.get_ref() {
             RawHealth::Url(url) => {
@@ -127,6 +139,7 @@ impl Builder<'_> {
         };
         Deploy {
             steps,
+            after,
             restart,
             start,
             stop,

@@ -771,3 +771,45 @@ fn squashed_migrations_are_recorded_and_reversed() {
     );
     assert!(!site.migrations("staging").contains("[X] 0003"));
 }
+
+/// Issue 17, item 8: steps once the new code serves (`after`), after the
+/// restart and the health probe; a failing one rolls the deploy back.
+#[test]
+fn after_steps_run_once_the_new_code_serves() {
+    let site = Site::new();
+    assert_status(&site.deploy(&["staging"]), 0);
+    let first = site.generation_target("staging");
+    site.commit(&[("polls/extra.py", "X = 1\n")], "second");
+    staging_deploy(
+        &site,
+        "health = [\"true\"]\nafter = [[\"shell\", \"-c\", \"import sys; sys.exit(3)\"]]",
+    );
+    let output = site.deploy(&["staging"]);
+    assert_status(&output, 1);
+    let stderr = text(&output).1;
+    let health = stderr
+        .find("djshim: deploy: health: done")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let after = stderr
+        .find("djshim: deploy: manage.py shell -c import sys; sys.exit(3): failed")
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(health < after, "{stderr}");
+    assert!(
+        stderr.contains("djshim: deploy: undo: switch to generation 1: done"),
+        "{stderr}"
+    );
+    assert_eq!(site.generation_target("staging"), first);
+    let config = site.world.read("djshim.toml");
+    let head = &config[..config.find("[instances.staging.deploy]").unwrap()];
+    site.world.write("djshim.toml", head);
+    staging_deploy(&site, "after = [[\"shell\", \"-c\", \"print('after')\"]]");
+    let output = site.deploy(&["staging"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output)
+            .1
+            .contains("djshim: deploy: manage.py shell -c print('after'): done"),
+        "{}",
+        text(&output).1
+    );
+}
