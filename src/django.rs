@@ -147,6 +147,12 @@ pub struct Migrations {
     pub targets: BTreeMap<String, Option<String>>,
     /// The candidate's unapplied migrations: app, name, reversible.
     pub new: Vec<(String, String, bool)>,
+    /// The new migrations that the code running now may fail against
+    /// until the restart (`app.name`, what they do): a column or table
+    /// removed, renamed or altered, a NOT NULL column without a database
+    /// default.
+    #[serde(default)]
+    pub breaking: Vec<(String, Vec<String>)>,
 }
 
 impl Migrations {
@@ -358,5 +364,19 @@ def record():
         leaves = [n for n in mine if not any(c in applied and c[0] == app for c in graph.node_map[n].children)]
         targets[app] = sorted(leaves)[-1][1] if leaves else None
     new = [[m.app_label, m.name, all(op.reversible for op in m.operations)] for m, _ in plan]
-    return {"targets": targets, "new": new}
+    breaking = [[f"{m.app_label}.{m.name}", why] for m, _ in plan if (why := breaks(m))]
+    return {"targets": targets, "new": new, "breaking": breaking}
+def breaks(migration):
+    from django.db.migrations import operations as ops
+    from django.db.models import NOT_PROVIDED
+    why = []
+    for op in migration.operations:
+        if isinstance(op, (ops.RemoveField, ops.DeleteModel, ops.RenameField, ops.RenameModel, ops.AlterField)):
+            why.append(op.describe())
+        elif isinstance(op, ops.AddField):
+            field = op.field
+            no_default = getattr(field, "db_default", NOT_PROVIDED) is NOT_PROVIDED
+            if not field.null and not field.many_to_many and no_default:
+                why.append(op.describe() + " (NOT NULL, no database default)")
+    return why
 "#;

@@ -934,6 +934,15 @@ fn report_migrations(migrations: &Migrations) {
             }
         }
     }
+    // Said before the switch: the old code keeps serving while the steps
+    // migrate, until the restart.
+    for (migration, why) in &migrations.breaking {
+        eprintln!(
+            "djshim: warning: the code running now may fail against {migration} until the \
+             restart: {}",
+            why.join("; ")
+        );
+    }
 }
 
 /// A profile link that points at no generation: no "before" to go to.

@@ -813,3 +813,58 @@ fn after_steps_run_once_the_new_code_serves() {
         text(&output).1
     );
 }
+
+/// Issue 16, item 9 (the part built): before the switch, a deploy says
+/// which new migrations the code running now may fail against until the
+/// restart — a NOT NULL column without a database default, a dropped
+/// column — and says nothing of one that keeps it working.
+#[test]
+fn a_deploy_says_which_migrations_break_the_running_code() {
+    let site = Site::new();
+    assert_status(&site.deploy(&["staging"]), 0);
+    site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+        ],
+        "votes",
+    );
+    let output = site.deploy(&["staging"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output).1.contains(
+            "djshim: warning: the code running now may fail against polls.0002_question_votes \
+             until the restart: Add field votes to question (NOT NULL, no database default)"
+        ),
+        "{}",
+        text(&output).1
+    );
+    let drop = "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    \
+                dependencies = [(\"polls\", \"0002_question_votes\")]\n    \
+                operations = [migrations.RemoveField(\"question\", \"votes\")]\n";
+    let model = VOTES_MODEL.replace("    votes = models.IntegerField(default=0)\n", "");
+    site.commit(
+        &[
+            ("polls/models.py", &model),
+            ("polls/migrations/0003_remove_votes.py", drop),
+        ],
+        "drop",
+    );
+    let output = site.deploy(&["staging"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output).1.contains(
+            "against polls.0003_remove_votes until the restart: Remove field votes from question"
+        ),
+        "{}",
+        text(&output).1
+    );
+    site.commit(&[("polls/extra.py", "X = 1\n")], "no migration");
+    let output = site.deploy(&["staging"]);
+    assert_status(&output, 0);
+    assert!(
+        !text(&output).1.contains("may fail against"),
+        "{}",
+        text(&output).1
+    );
+}
