@@ -46,13 +46,21 @@ pub struct Account {
     home: String,
     /// Root builds as another account (else djshim's own account builds).
     switch: bool,
+    /// Held while a command build runs as the account: builds as one
+    /// account never overlap, since each stops all of its processes.
+    #[allow(dead_code)]
+    held: Option<std::fs::File>,
 }
 
 impl Account {
     /// The account of a command build: `[build] user`, required when
     /// djshim runs as root.
     pub fn for_build(build: &Build) -> Result<Account, Error> {
-        Account::resolve(build, "the build command")
+        let mut account = Account::resolve(build, "the build command")?;
+        if account.switch {
+            account.held = Some(lock(&account.name)?);
+        }
+        Ok(account)
     }
 
     /// The account nix-build runs as: through the Nix daemon, the build
@@ -105,6 +113,7 @@ impl Account {
             gid: user.gid.as_raw(),
             home: user.dir.to_string_lossy().into_owned(),
             switch: me.is_root(),
+            held: None,
         })
     }
 
@@ -120,6 +129,7 @@ impl Account {
             gid: nix::unistd::getegid().as_raw(),
             home: user.map_or_else(|| "/".to_owned(), |u| u.dir.to_string_lossy().into_owned()),
             switch: false,
+            held: None,
         }
     }
 
@@ -201,6 +211,23 @@ impl Account {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// The lock of builds as account `name`, in `/run` (root's alone), waited
+/// for with a line saying so.
+fn lock(name: &str) -> Result<std::fs::File, Error> {
+    let path = Utf8Path::new("/run").join(format!("djshim-build-{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    if file.try_lock().is_err() {
+        eprintln!("djshim: waiting for another build as `{name}` to end ({path}) …");
+        file.lock().map_err(|e| Error::io("lock", &path, e))?;
+    }
+    Ok(file)
 }
 
 /// The processes whose real or effective uid is `uid`.
