@@ -604,11 +604,6 @@ fn unfinished(journal: &Journal, profile: &Profile) -> Error {
     ))
 }
 
-/// Whether the instance has a run that did not end (for `check`).
-pub fn interrupted(profile: &Profile) -> Result<bool, Error> {
-    Ok(JournalFile::new(profile).read()?.is_some())
-}
-
 /// Finishes or undoes what a killed run left, as its journal says; true
 /// when there was one. A journal that cannot go on by itself (a failed
 /// undo, an undo that cannot be done) is an error every time, until the
