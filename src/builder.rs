@@ -133,6 +133,11 @@ impl Account {
         }
     }
 
+    /// Whether the build runs as another account than djshim's.
+    pub fn is_other(&self) -> bool {
+        self.switch
+    }
+
     /// Gives the export to the account for the build.
     pub fn hand(&self, dir: &Utf8Path) -> Result<(), Error> {
         if !self.switch {

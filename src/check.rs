@@ -283,7 +283,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long importing the settings' parents may take: a module that hangs
 /// on import must not hang `check`, `pin` or `deploy`.
-const IMPORT_TIMEOUT: Duration = Duration::from_secs(120);
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The fields of `getent DATABASE KEY`, if the entry exists.
 fn getent(database: &str, key: &str) -> Option<Vec<String>> {

@@ -270,16 +270,22 @@ fn nix(
     step("build: nix-build", || {
         // Restricted evaluation: the commit's Nix code reads the exported
         // source and nothing else of the machine.
-        let out = account
+        // The build account cannot write the releases directory: it builds
+        // without an out-link, and djshim (root) adds the link after.
+        let mut build = account
             .nix_build(&source, commit, &epoch)
             .arg(source.join(file))
             .args(["--option", "restrict-eval", "true", "-I"])
-            .arg(format!("src={source}"))
-            .arg("--out-link")
-            .arg(&link)
-            .output_showing_progress()?;
+            .arg(format!("src={source}"));
+        build = if account.is_other() {
+            build.arg("--no-out-link")
+        } else {
+            build.arg("--out-link").arg(&link)
+        };
+        let out = build.output_showing_progress()?;
         let text = String::from_utf8_lossy(&out);
-        text.lines()
+        let package = text
+            .lines()
             .last()
             .map(|l| Utf8PathBuf::from(l.trim()))
             .ok_or_else(|| {
@@ -287,7 +293,19 @@ fn nix(
                     "nix-build of {} printed no path",
                     source.join(file)
                 ))
-            })
+            })?;
+        if account.is_other() {
+            Process::new("nix-store")
+                .args([
+                    "--realise",
+                    package.as_str(),
+                    "--add-root",
+                    link.as_str(),
+                    "--indirect",
+                ])
+                .output()?;
+        }
+        Ok(package)
     })
 }
 

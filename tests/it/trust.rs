@@ -255,3 +255,55 @@ fn the_shim_refuses_what_systemd_refuses_or_reads_two_ways() {
     }
     assert!(!r.env.keys().any(|k| k.contains("nine")));
 }
+
+/// Item 9: a settings package that hangs on import hangs neither `check`
+/// nor `pin`: every child has a deadline (30 s for this import), and the
+/// error shows the command.
+#[test]
+fn a_settings_import_that_hangs_ends_by_its_deadline() {
+    let (world, _shim) = world("");
+    world.write("pkg/t/__init__.py", "import time\ntime.sleep(10 ** 6)\n");
+    let pkg = world.path("pkg");
+    let profiled = world.write(
+        "profiled.toml",
+        &world
+            .read("djshim.toml")
+            .replace(&format!("package = \"{pkg}\"\n"), "")
+            .replace(
+                "project = \"t\"\n",
+                "project = \"t\"\nprofiles_dir = \"profiles\"\n",
+            ),
+    );
+    let spawn = |args: &[&str]| {
+        world
+            .djshim_cmd(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut runs = [
+        spawn(&["check"]),
+        spawn(&["-c", profiled.as_str(), "pin", "app", pkg.as_str()]),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    for child in &mut runs {
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("a hanging import hung djshim");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for child in runs {
+        let output = child.wait_with_output().unwrap();
+        assert_status(&output, 1);
+        let (stdout, stderr) = text(&output);
+        assert!(
+            stdout.contains("importing the parents of `t.settings` did not end")
+                && stdout.contains("did not end within 30 s: killed"),
+            "{stdout}{stderr}"
+        );
+    }
+}
