@@ -200,3 +200,74 @@ fn a_commits_nix_code_reads_nothing_outside_its_source() {
     assert!(stderr.contains("restricted mode"), "{stderr}");
     assert!(!stderr.contains("root-only-token"), "{stderr}");
 }
+
+/// A Nix daemon this test starts (multi-user Nix, as on a server), on the
+/// default socket; stopped, and its socket removed, when dropped (the
+/// other Nix tests, under the same lock, drive the store directly).
+struct Daemon(std::process::Child, camino::Utf8PathBuf);
+
+impl Daemon {
+    /// The daemon, its log in `log`.
+    fn start(log: camino::Utf8PathBuf) -> Daemon {
+        let socket = std::path::Path::new("/nix/var/nix/daemon-socket/socket");
+        let _ = fs::remove_file(socket);
+        let child = std::process::Command::new(require("nix-daemon", "nix-bin"))
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .stdout(std::process::Stdio::null())
+            .stderr(fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nix-daemon did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Daemon(child, log)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = fs::remove_file("/nix/var/nix/daemon-socket/socket");
+    }
+}
+
+/// Item 3, with a Nix daemon: nix-build (the evaluation of the commit's
+/// Nix file) runs as the build account through the daemon, and djshim
+/// adds the out-link the account could not write.
+#[test]
+fn through_a_nix_daemon_the_build_account_evaluates() {
+    let _nix = crate::profiles::nix_lock();
+    let world = World::new();
+    let daemon = Daemon::start(world.path("daemon.log"));
+    let nix = "derivation {\n  name = \"site\";\n  \
+               system = builtins.currentSystem;\n  builder = \"/bin/sh\";\n  \
+               args = [ \"-c\" \"echo built > $out\" ];\n}\n";
+    let commit = repository(&world, "true\n", &[("default.nix", nix)]);
+    config(&world, "nix = \"default.nix\"\nuser = \"djshimt-build\"");
+    let output = world
+        .djshim_cmd(&["build"])
+        .env("NIX_CONFIG", NIX_CONFIG)
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+    let package = text(&output).0.trim().to_owned();
+    assert!(package.ends_with("-site"), "{package}");
+    // The daemon says who its client was.
+    let log = fs::read_to_string(&daemon.1).unwrap();
+    assert!(log.contains("user djshimt-build"), "{log}");
+    let link = world.path(&format!("releases/site-{}", &commit[..12]));
+    assert_eq!(
+        fs::read_link(&link).unwrap().to_str(),
+        Some(package.as_str())
+    );
+    let _ = crate::support::nix("nix-store")
+        .arg("--delete")
+        .arg(&package)
+        .output();
+}
