@@ -23,6 +23,7 @@ pub mod model;
 pub mod pins;
 pub mod process;
 pub mod profile;
+pub mod quote;
 pub mod relay;
 pub mod release;
 pub mod render;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use camino::Utf8PathBuf;
 
 use crate::error::Error;
-use crate::render::sh_quote;
+use crate::quote::sh_quote;
 
 /// How a child ended: its exit code (`None`: killed by a signal), its
 /// stdout, its stderr.

@@ -7,7 +7,6 @@
 //! key, `none`, a number) is an error, not an empty word. No I/O here.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use minijinja::{AutoEscape, Environment, ErrorKind, UndefinedBehavior, Value};
 use serde::Serialize;
@@ -389,74 +388,7 @@ impl Words<'_> {
     }
 }
 
-/// Quotes `text` as one POSIX sh word. Words made only of characters that
-/// no shell treats specially stay bare; anything else goes in double quotes
-/// with `\`, `"`, `$` and `` ` `` backslash-escaped: inside double quotes
-/// those four are the only characters a backslash or the shell acts on
-/// (POSIX 2.2.3), so the word reaches the command byte for byte, newlines
-/// included. (Single quotes would do as well, but shellcheck reads a `$`
-/// inside them as a likely mistake.)
-pub fn sh_quote(text: &str) -> Cow<'_, str> {
-    let plain = |b: u8| b.is_ascii_alphanumeric() || b"@%+=:,./_-".contains(&b);
-    if !text.is_empty() && text.bytes().all(plain) {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        if matches!(c, '\\' | '"' | '$' | '`') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    Cow::Owned(out)
-}
-
-/// Quotes `text` as one word of a systemd unit setting: bare when plain,
-/// else in double quotes with `\\` and `"` escaped and control characters
-/// written as C escapes, which systemd undoes. `%` is doubled (specifiers
-/// apply everywhere); `$` is doubled only where `$` expands (`exec`: the
-/// `Exec*=` lines), since in `Environment=` it is literal. A lone `;`, which
-/// would separate two commands, becomes `\;`.
-pub fn systemd_word(text: &str, exec: bool) -> Cow<'_, str> {
-    let plain = |b: u8| b.is_ascii_alphanumeric() || b"/._-:@+=,".contains(&b);
-    if !text.is_empty() && text.bytes().all(plain) {
-        return Cow::Borrowed(text);
-    }
-    if text == ";" {
-        return Cow::Borrowed("\\;");
-    }
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '%' => out.push_str("%%"),
-            '$' if exec => out.push_str("$$"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_ascii_control() => {
-                let _ = write!(out, "\\x{:02x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    Cow::Owned(out)
-}
-
-/// Quotes `text` for the command field of a crontab line, which cron hands
-/// to /bin/sh after turning every unescaped `%` into a newline: sh quoting,
-/// then each `%` escaped.
-pub fn cron_word(text: &str) -> Cow<'_, str> {
-    match sh_quote(text) {
-        Cow::Borrowed(s) if !s.contains('%') => Cow::Borrowed(s),
-        quoted => Cow::Owned(quoted.replace('%', "\\%")),
-    }
-}
+pub use crate::quote::{cron_word, sh_quote, systemd_word};
 
 #[cfg(test)]
 mod tests {
