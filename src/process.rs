@@ -256,41 +256,6 @@ impl Process {
         }
     }
 
-    /// Runs `self | into`: this one's stdout feeds `into`'s stdin; both
-    /// must succeed (`git archive … | tar -x …`).
-    pub fn pipe(&self, into: &Process) -> Result<(), Error> {
-        let mut first = self
-            .command()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| self.failed(format!("could not start: {e}"), ""))?;
-        let pipe = first.stdout.take().expect("piped");
-        let second = into
-            .command()
-            .stdin(Stdio::from(pipe))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output();
-        let first_out = first.wait_with_output();
-        let first_out = first_out.map_err(|e| self.failed(format!("could not wait: {e}"), ""))?;
-        if !first_out.status.success() {
-            return Err(self.failed(
-                format!("{}", first_out.status),
-                &String::from_utf8_lossy(&first_out.stderr),
-            ));
-        }
-        let second = second.map_err(|e| into.failed(format!("could not start: {e}"), ""))?;
-        if !second.status.success() {
-            return Err(into.failed(
-                format!("{}", second.status),
-                &String::from_utf8_lossy(&second.stderr),
-            ));
-        }
-        Ok(())
-    }
-
     /// Waits for the child, killing it at its deadline (`None` then); then
     /// kills what is left of its process group.
     fn wait(
