@@ -853,45 +853,47 @@ fn candidate_package(model: &Model, candidate: Candidate<'_>) -> Result<Utf8Path
     }
 }
 
-/// The machine checks of `djshim check` (but the import, which Django's
-/// own questions make next) of a candidate.
-fn machine_check(candidate: &Instance) -> Result<(), Error> {
-    let problems: Vec<String> = crate::check::machine(candidate)
+/// The problems of `djshim check` with a candidate, but warnings; with
+/// `import`, the import of its settings' parents too (a deploy leaves it
+/// to Django's own questions, asked next in one process).
+fn machine_problems(candidate: &Instance, import: bool) -> Vec<String> {
+    let found = if import {
+        crate::check::instance(candidate)
+    } else {
+        crate::check::machine(candidate)
+    };
+    found
         .into_iter()
         .filter(|p| !p.warning)
         .map(|p| p.to_string())
-        .collect();
+        .collect()
+}
+
+/// Ok, or why the candidate cannot run as its instance.
+fn cannot_run(candidate: &Instance, problems: &[String]) -> Result<(), Error> {
     if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Problem(format!(
-            "the candidate cannot run as {}:\n  {}",
-            candidate.name,
-            problems.join("\n  ")
-        )))
+        return Ok(());
     }
+    Err(Error::Problem(format!(
+        "the candidate cannot run as {}:\n  {}",
+        candidate.name,
+        problems.join("\n  ")
+    )))
+}
+
+/// The machine checks of a deploy's candidate.
+fn machine_check(candidate: &Instance) -> Result<(), Error> {
+    cannot_run(candidate, &machine_problems(candidate, false))
 }
 
 /// The deep check of a candidate: the machine checks of `djshim check`,
 /// then what Django says of it as the instance's account.
 fn deep_check(candidate: &Instance, shim: &Utf8Path) -> Result<(), Error> {
-    let mut problems: Vec<String> = crate::check::instance(candidate)
-        .into_iter()
-        .filter(|p| !p.warning)
-        .map(|p| p.to_string())
-        .collect();
+    let mut problems = machine_problems(candidate, true);
     if problems.is_empty() && django::is_django(candidate) {
         problems = django::problems(candidate, shim);
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::Problem(format!(
-            "the candidate cannot run as {}:\n  {}",
-            candidate.name,
-            problems.join("\n  ")
-        )))
-    }
+    cannot_run(candidate, &problems)
 }
 
 /// The new migrations, summarised: their number, and each that cannot be

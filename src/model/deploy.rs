@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use toml::Spanned;
+
 use super::{Builder, Scope, own_else};
 use crate::config::{RawDeploy, RawHealth, StrList};
 
@@ -77,21 +79,11 @@ impl Builder<'_> {
                     "--clear".to_owned(),
                 ],
             ],
-            Some((list, key)) => list
-                .get_ref()
-                .iter()
-                .enumerate()
-                .filter_map(|(i, step)| self.command(step, &scope(format!("{key}[{i}]"))))
-                .collect(),
+            Some((list, key)) => self.commands_of(list, &key, &scope),
         };
         let after = match key!(after) {
             None => Vec::new(),
-            Some((list, key)) => list
-                .get_ref()
-                .iter()
-                .enumerate()
-                .filter_map(|(i, step)| self.command(step, &scope(format!("{key}[{i}]"))))
-                .collect(),
+            Some((list, key)) => self.commands_of(list, &key, &scope),
         };
         let (restart, start, stop) = self.commands(project, instance, defaults, own);
         let health = key!(health).and_then(|(v, key)| match v.get_ref() {
@@ -199,6 +191,20 @@ impl Builder<'_> {
             Some((list, key)) => self.command(list, &scope(key)),
         };
         (restart, start, stop)
+    }
+
+    /// A list of manage.py commands (`steps`, `after`), each non-empty.
+    fn commands_of<'s>(
+        &mut self,
+        list: &Spanned<Vec<StrList>>,
+        key: &str,
+        scope: &dyn Fn(String) -> Scope<'s>,
+    ) -> Vec<Vec<String>> {
+        list.get_ref()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, step)| self.command(step, &scope(format!("{key}[{i}]"))))
+            .collect()
     }
 
     /// A non-empty command, its words expanded.
