@@ -20,9 +20,31 @@ fn init_writes_a_valid_starter_and_never_overwrites() {
         starter.contains("project = \"shop\"")
             && starter.contains("settings = \"shop.settings.{instance}\"")
     );
-    // The starter is a config djshim accepts as it stands.
+    // The starter is a config djshim accepts as it stands, and leads to
+    // the deploy path (issue 17, item 1): profile instances (no fixed
+    // `package`), a `[build]` with its account, the deploy keys.
     w.djshim_cmd(&["generate"]).assert().code(0);
     assert!(w.path("bin/shop-prod").is_file() && w.path("bin/shop-staging").is_file());
+    for line in [
+        "[build]",
+        "user = \"shop-build\"",
+        "[defaults.deploy]",
+        "user = \"{project}-{instance}\"",
+        "# env_file = ",
+        "# [instances.prod.server]",
+        "#   djshim deploy staging",
+    ] {
+        assert!(
+            starter.contains(line),
+            "no {line:?} in the starter:\n{starter}"
+        );
+    }
+    assert!(
+        !starter.lines().any(|l| l.starts_with("package")),
+        "{starter}"
+    );
+    let list = w.djshim(&["list"]);
+    assert!(text(&list).0.contains("profile"), "{}", text(&list).0);
 
     w.djshim_cmd(&["init"]).assert().code(1).stderr(
         "djshim: error: djshim.toml already exists; `init` never overwrites a config\n  \
