@@ -455,13 +455,7 @@ fn rollback_reverses_the_current_release_first() {
     site.hold_server();
     assert_status(&site.deploy(&["prod"]), 0);
     let first = site.generation_target("prod");
-    site.commit(
-        &[
-            ("polls/models.py", VOTES_MODEL),
-            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
-        ],
-        "votes",
-    );
+    commit_votes(&site);
     assert_status(&site.deploy(&["prod"]), 0);
     assert!(site.migrations("prod").contains("[X] 0002_question_votes"));
     let output = site.world.djshim(&["rollback", "prod"]);
@@ -506,13 +500,7 @@ fn on_postgresql_deploys_and_rollbacks_take_the_database_along() {
     };
     assert_status(&site.deploy(&["prod"]), 0);
     assert_eq!(columns(&site), "postgresql ['id', 'text', 'published']");
-    site.commit(
-        &[
-            ("polls/models.py", VOTES_MODEL),
-            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
-        ],
-        "votes",
-    );
+    commit_votes(&site);
     assert_status(&site.deploy(&["prod"]), 0);
     assert_eq!(
         columns(&site),
@@ -544,10 +532,16 @@ fn on_postgresql_deploys_and_rollbacks_take_the_database_along() {
 /// with SIGKILL (all of it: djshim, the shim, manage.py) when it prints
 /// `marker`.
 pub(crate) fn killed_deploy(site: &Site, marker: &str) {
+    killed(site, &["deploy", "prod"], marker);
+}
+
+/// `djshim ARGS` started in a process group of its own and killed with
+/// SIGKILL (all of it) when a step starting with `marker` begins.
+pub(crate) fn killed(site: &Site, args: &[&str], marker: &str) {
     use std::os::unix::process::CommandExt;
     let mut child = site
         .world
-        .djshim_cmd(&["deploy", "prod"])
+        .djshim_cmd(args)
         .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -572,7 +566,19 @@ pub(crate) fn killed_deploy(site: &Site, marker: &str) {
     let status = child.wait().unwrap();
     assert!(
         status.code().is_none(),
-        "the deploy ended before `{marker}`:\n{seen}"
+        "`djshim {}` ended before `{marker}`:\n{seen}",
+        args.join(" ")
+    );
+}
+
+/// Commits the votes migration (0002) and its model.
+pub(crate) fn commit_votes(site: &Site) {
+    site.commit(
+        &[
+            ("polls/models.py", VOTES_MODEL),
+            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+        ],
+        "votes",
     );
 }
 
@@ -584,13 +590,7 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
     site.hold_server();
     assert_status(&site.deploy(&["prod"]), 0);
     let first = site.generation_target("prod");
-    site.commit(
-        &[
-            ("polls/models.py", VOTES_MODEL),
-            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
-        ],
-        "votes",
-    );
+    commit_votes(&site);
     for (marker, switched) in [
         ("djshim: deploy: check", false),
         ("djshim: deploy: manage.py migrate", true),

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStderr, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::deploys::{Site, VOTES_MIGRATION, VOTES_MODEL, killed_deploy};
+use crate::deploys::{Site, VOTES_MODEL, commit_votes, killed, killed_deploy};
 use crate::support::{assert_status, from_cron, text};
 
 /// A migration after 0002 that adds a second column.
@@ -149,13 +149,7 @@ fn a_killed_rollback_is_finished_by_the_next() {
     site.hold_server();
     assert_status(&site.deploy(&["prod"]), 0);
     let first = site.generation_target("prod");
-    site.commit(
-        &[
-            ("polls/models.py", VOTES_MODEL),
-            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
-        ],
-        "votes",
-    );
+    commit_votes(&site);
     assert_status(&site.deploy(&["prod"]), 0);
     killed(
         &site,
@@ -176,38 +170,6 @@ fn a_killed_rollback_is_finished_by_the_next() {
     assert_eq!(site.generation_target("prod"), first);
     assert!(!site.migrations("prod").contains("[X] 0002"));
     assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
-}
-
-/// `djshim ARGS` killed (its whole process group) when it prints a line
-/// starting with `marker`.
-fn killed(site: &Site, args: &[&str], marker: &str) {
-    use std::os::unix::process::CommandExt;
-    let mut child = site
-        .world
-        .djshim_cmd(args)
-        .process_group(0)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut seen = String::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.starts_with(marker) {
-            let status = std::process::Command::new("kill")
-                .args(["-s", "KILL", "--", &format!("-{}", child.id())])
-                .status()
-                .unwrap();
-            assert!(status.success());
-            break;
-        }
-    }
-    assert!(
-        child.wait().unwrap().code().is_none(),
-        "it ended before `{marker}`:\n{seen}"
-    );
 }
 
 /// Issue 16, items 3, 4 and 14: one lock per instance, taken first.
@@ -276,13 +238,7 @@ fn a_pin_behind_a_killed_deploy_does_not_build_on_it() {
     let site = Site::new();
     assert_status(&site.deploy(&["staging"]), 0);
     let first = site.generation_target("staging");
-    site.commit(
-        &[
-            ("polls/models.py", VOTES_MODEL),
-            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
-        ],
-        "votes",
-    );
+    commit_votes(&site);
     slow_staging(&site, 20);
     let mut deploy = Running::start(
         &site,
@@ -329,13 +285,7 @@ fn rollback_to_an_older_generation_reverses_every_one_between() {
     site.hold_server();
     assert_status(&site.deploy(&["prod"]), 0);
     let first = site.generation_target("prod");
-    site.commit(
-        &[
-            ("polls/models.py", VOTES_MODEL),
-            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
-        ],
-        "votes",
-    );
+    commit_votes(&site);
     assert_status(&site.deploy(&["prod"]), 0);
     site.commit(
         &[
@@ -378,13 +328,7 @@ fn rollback_to_an_older_generation_reverses_every_one_between() {
 fn a_damaged_record_stops_the_rollback() {
     let site = Site::new();
     assert_status(&site.deploy(&["staging"]), 0);
-    site.commit(
-        &[
-            ("polls/models.py", VOTES_MODEL),
-            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
-        ],
-        "votes",
-    );
+    commit_votes(&site);
     assert_status(&site.deploy(&["staging"]), 0);
     let second = site.generation_target("staging");
     let record = site.world.path("profiles/.mywebsite-staging-2.deploy.json");
@@ -727,13 +671,7 @@ const SQUASHED: &str = "from django.db import migrations, models\n\n\nclass Migr
 #[test]
 fn squashed_migrations_are_recorded_and_reversed() {
     let site = Site::new();
-    site.commit(
-        &[
-            ("polls/models.py", VOTES_MODEL),
-            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
-        ],
-        "votes",
-    );
+    commit_votes(&site);
     assert_status(&site.deploy(&["staging"]), 0);
     for old in ["0001_initial.py", "0002_question_votes.py"] {
         fs::remove_file(site.repo.join("polls/migrations").join(old)).unwrap();
@@ -822,13 +760,7 @@ fn after_steps_run_once_the_new_code_serves() {
 fn a_deploy_says_which_migrations_break_the_running_code() {
     let site = Site::new();
     assert_status(&site.deploy(&["staging"]), 0);
-    site.commit(
-        &[
-            ("polls/models.py", VOTES_MODEL),
-            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
-        ],
-        "votes",
-    );
+    commit_votes(&site);
     let output = site.deploy(&["staging"]);
     assert_status(&output, 0);
     assert!(
