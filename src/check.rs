@@ -62,42 +62,52 @@ pub fn machine(instance: &Instance) -> Vec<Problem> {
 
 fn problems(instance: &Instance, import: bool) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let mut problem = |key: &'static str, message: String| {
+    let mut say = |key: &'static str, message: String, warning: bool| {
         problems.push(Problem {
             instance: instance.name.clone(),
             key,
             message,
-            warning: false,
+            warning,
         });
     };
     let package_ok = if instance.package.is_dir() {
         true
     } else if instance.profile {
-        problem(
+        // Where a fresh server starts: nothing to check in a package yet,
+        // and nothing wrong.
+        say(
             "package",
             format!(
-                "the profile {} points at no package yet: deploy one with `djshim deploy {}` \
-                 (or pin one with `djshim pin {} PATH`)",
+                "not deployed yet: the profile {} points at no package; deploy one with \
+                 `djshim deploy {}` (or pin one with `djshim pin {} PATH`)",
                 instance.package, instance.name, instance.name
             ),
+            true,
         );
         false
     } else {
-        problem(
+        say(
             "package",
             format!("{}: no such directory", instance.package),
+            false,
         );
         false
     };
     let manage_ok = package_ok && instance.manage.is_file();
     if package_ok && !manage_ok {
-        problem("manage", format!("{}: no such file", instance.manage));
+        say(
+            "manage",
+            format!("{}: no such file", instance.manage),
+            false,
+        );
     }
     let python_ok = is_executable(&instance.python);
-    if !python_ok {
-        problem(
+    let in_package = instance.python.starts_with(&instance.package);
+    if !python_ok && (package_ok || !in_package) {
+        say(
             "python",
             format!("{}: missing or not executable", instance.python),
+            false,
         );
     }
     for (key, dirs) in [
@@ -106,17 +116,75 @@ fn problems(instance: &Instance, import: bool) -> Vec<Problem> {
     ] {
         for dir in dirs {
             if package_ok && !dir.is_dir() {
-                problem(key, format!("{dir}: no such directory"));
+                say(key, format!("{dir}: no such directory"), false);
             }
         }
     }
     if let Some(dir) = instance.state_dir.as_ref().filter(|d| !d.is_dir()) {
-        problem("state_dir", format!("{dir}: no such directory"));
+        if package_ok || !instance.profile {
+            say("state_dir", format!("{dir}: no such directory"), false);
+        } else {
+            let message = format!("{dir} does not exist yet: the first deploy (or pin) makes it");
+            say("state_dir", message, true);
+        }
     }
     if import && manage_ok && python_ok {
-        find_settings(instance).unwrap_or_else(|message| problem("settings", message));
+        find_settings(instance).unwrap_or_else(|message| say("settings", message, false));
     }
     problems.extend(accounts(instance));
+    problems.extend(sandbox(instance));
+    problems
+}
+
+/// What the instance's units cannot reach in their sandbox: each unit has
+/// `PrivateTmp=yes`, an empty `/tmp` and `/var/tmp` of its own, so an
+/// interpreter, package or directory there (after symlinks) is not there
+/// for it: systemd fails the start (status 203/EXEC, 200/CHDIR) while the
+/// shim runs. (`ProtectHome=read-only` only stops writes, and the units'
+/// `ReadWritePaths=` open the instance's directories again: nothing under
+/// /home or /root is lost.) Warnings: the shim itself runs.
+pub fn sandbox(instance: &Instance) -> Vec<Problem> {
+    let server_private = instance.server.as_ref().is_some_and(|s| {
+        !s.service
+            .get("PrivateTmp")
+            .is_some_and(|v| ["no", "false", "0", "off"].contains(&v.as_str()))
+    });
+    if !server_private && instance.services.is_empty() && instance.jobs.is_empty() {
+        return Vec::new();
+    }
+    let mut problems = Vec::new();
+    let package = instance.package.canonicalize_utf8().ok();
+    let paths = [
+        ("python", Some(&instance.python)),
+        ("package", package.as_ref()),
+        ("state_dir", instance.state_dir.as_ref()),
+        ("static_root", instance.static_root.as_ref()),
+        ("media_root", instance.media_root.as_ref()),
+    ];
+    for (key, path) in paths {
+        let Some(path) = path else { continue };
+        // The path itself, then where its symlinks lead.
+        let real = path.canonicalize_utf8().unwrap_or_else(|_| path.clone());
+        if let Some(hidden) = [path, &real]
+            .into_iter()
+            .find(|p| p.starts_with("/tmp") || p.starts_with("/var/tmp"))
+        {
+            problems.push(Problem {
+                instance: instance.name.clone(),
+                key,
+                message: format!(
+                    "{hidden} is under {}, which the instance's units do not see \
+                     (`PrivateTmp=yes`): systemd cannot start them; move it out of /tmp",
+                    if hidden.starts_with("/tmp") {
+                        "/tmp"
+                    } else {
+                        "/var/tmp"
+                    }
+                ),
+                warning: true,
+            });
+        }
+    }
     problems
 }
 

@@ -151,7 +151,9 @@ fn check(model: &Model, args: &CheckArgs, out: &mut dyn Write) -> Result<ExitCod
     let mut problems = 0;
     for instance in model.select(&args.instances)? {
         let mut found = check::instance(instance);
-        if found.iter().all(|p| p.warning) {
+        // Django is asked only about a package that is there (a profile
+        // instance not deployed yet has none).
+        if found.iter().all(|p| p.warning) && instance.package.is_dir() {
             found.extend(crate::django::deep_problems(model, instance)?);
         }
         for problem in &found {
@@ -188,6 +190,9 @@ fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<E
 
 fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let artifacts = units::units(&Renderer::new(), model)?;
+    for problem in model.instances.values().flat_map(check::sandbox) {
+        eprintln!("djshim: {problem}");
+    }
     write_all(
         model,
         &model.units_dir,

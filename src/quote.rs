@@ -65,6 +65,24 @@ pub fn systemd_word(text: &str, exec: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `text` as the value of a systemd setting that takes it unquoted
+/// (`EnvironmentFile=`, `WorkingDirectory=`, `ListenStream=`, and the path
+/// lists `ReadWritePaths=`, `StateDirectory=` and tmpfiles.d's path field,
+/// which split on spaces and undo quotes and backslashes): as is, `%`
+/// doubled (specifiers apply there too). `None` when no spelling carries
+/// it: whitespace, control characters, quotes, backslashes.
+pub fn systemd_raw(text: &str) -> Option<Cow<'_, str>> {
+    let carried = |c: char| !(c.is_whitespace() || c.is_control() || "\"'\\".contains(c));
+    if text.is_empty() || !text.chars().all(carried) {
+        return None;
+    }
+    Some(if text.contains('%') {
+        Cow::Owned(text.replace('%', "%%"))
+    } else {
+        Cow::Borrowed(text)
+    })
+}
+
 /// Quotes `text` for the command field of a crontab line, which cron hands
 /// to /bin/sh after turning every unescaped `%` into a newline: sh quoting,
 /// then each `%` escaped.

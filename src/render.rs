@@ -131,6 +131,20 @@ impl Renderer {
             };
             out.write_str(&escaped).map_err(minijinja::Error::from)
         });
+        // A path (or socket address) in a setting systemd reads unquoted:
+        // the model has refused what cannot stand there; refused again
+        // here, so that no template can print it in a form systemd reads
+        // differently.
+        env.add_filter("raw", |value: &str| {
+            systemd_raw(value)
+                .map(|text| Value::from_safe_string(text.into_owned()))
+                .ok_or_else(|| {
+                    minijinja::Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("`{value}` cannot stand unquoted in a unit file"),
+                    )
+                })
+        });
         for (name, source) in TEMPLATES {
             env.add_template(name, source)
                 .expect("the templates in wrappers/ parse");
@@ -223,6 +237,7 @@ impl Renderer {
             path: words.list(&path),
             python: words.path(&instance.python),
             manage: manage.then(|| words.path(&instance.manage)),
+            mark: crate::units::FROM_PROFILE,
         };
         let text = self.render("launcher.sh.j2", &ctx)?;
         Ok(text.lines().collect::<Vec<_>>().join("; "))
@@ -286,6 +301,7 @@ struct LauncherContext<'a> {
     path: Value,
     python: Value,
     manage: Option<Value>,
+    mark: &'static str,
 }
 
 /// The file name of the shims' helper (`djshim-exec`, src/exec.rs) in a
@@ -388,7 +404,7 @@ impl Words<'_> {
     }
 }
 
-pub use crate::quote::{cron_word, sh_quote, systemd_word};
+pub use crate::quote::{cron_word, sh_quote, systemd_raw, systemd_word};
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,11 @@ use crate::render::{Artifact, Renderer};
 /// as the shim puts them before the caller's.
 pub const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// What a unit of an instance that runs its profile sets `PYTHONPATH`,
+/// `VIRTUAL_ENV` and `PATH` to: its launcher replaces a value still equal
+/// to this (set by no env file) with the one of the generation it starts.
+pub const FROM_PROFILE: &str = "@djshim-from-profile@";
+
 /// What every unit of an instance shares with its shim.
 #[derive(Serialize)]
 struct Base<'a> {
@@ -110,16 +115,25 @@ struct JobContext<'a> {
 /// script's directory, and `-m gunicorn mywebsite.wsgi` must import the
 /// same package.
 ///
-/// An instance that runs its profile leaves `PYTHONPATH`, `PATH` and
-/// `VIRTUAL_ENV` to its launcher ([`Renderer::launcher`]), which sets them
-/// from the generation it starts.
+/// An instance that runs its profile sets `PYTHONPATH`, `VIRTUAL_ENV` and
+/// `PATH` to [`FROM_PROFILE`]; its launcher ([`Renderer::launcher`]) sets
+/// them from the generation it starts unless an env file did: systemd
+/// applies `EnvironmentFile=` after `Environment=`, and the shim its env
+/// files after its own values, so the env file wins everywhere.
 pub fn environment(instance: &Instance, server: bool) -> Vec<(String, String)> {
     let mut vars = vec![(
         "DJANGO_SETTINGS_MODULE".to_owned(),
         instance.settings.clone(),
     )];
     if instance.profile {
-        vars.push(("PYTHONNOUSERSITE".into(), "1".into()));
+        for name in ["PYTHONPATH", "PYTHONNOUSERSITE", "VIRTUAL_ENV", "PATH"] {
+            let value = if name == "PYTHONNOUSERSITE" {
+                "1"
+            } else {
+                FROM_PROFILE
+            };
+            vars.push((name.into(), value.into()));
+        }
         vars.extend(
             instance
                 .variables()
@@ -150,20 +164,6 @@ pub fn environment(instance: &Instance, server: bool) -> Vec<(String, String)> {
     vars
 }
 
-/// Refuses paths that a unit file cannot hold as a plain value.
-fn unit_safe<'p>(instance: &Instance, path: &'p Utf8Path) -> Result<&'p str, Error> {
-    let bad = |c: char| c.is_whitespace() || c.is_control() || "\"'\\\\%$".contains(c);
-    if path.as_str().contains(bad) {
-        return Err(Error::Usage(format!(
-            "instance `{}`: the path `{path}` cannot stand in a unit file: spaces, quotes, `%`, `$` \
-             and `\\\\` have meanings there\n  = help: rename the directory, or leave `server` and \
-             `jobs` out of this instance",
-            instance.name
-        )));
-    }
-    Ok(path.as_str())
-}
-
 /// What `ExecStart=` runs: the interpreter (with manage.py for a job) and
 /// `args`; for an instance that runs its profile, `sh -c` with the
 /// launcher first, so that the unit follows the profile once, when it
@@ -186,9 +186,9 @@ fn exec_line(
             unit.to_owned(),
         ]);
     } else {
-        words.push(unit_safe(instance, &instance.python)?.to_owned());
+        words.push(instance.python.to_string());
         if !server {
-            words.push(unit_safe(instance, &instance.manage)?.to_owned());
+            words.push(instance.manage.to_string());
         }
     }
     words.extend(args.iter().cloned());
@@ -201,16 +201,17 @@ fn base<'a>(
     unit: &'a str,
     server: bool,
     exec: Vec<String>,
-) -> Result<Base<'a>, Error> {
-    let safe = |p: &'a Utf8Path| unit_safe(instance, p);
+) -> Base<'a> {
+    // Paths go into settings systemd reads unquoted: the model has
+    // refused those that cannot stand there.
     let (mut writable, mut state_directories) = (Vec::new(), Vec::new());
     for dir in writable_dirs(instance) {
         match state_directory(dir) {
             Some(relative) => state_directories.push(relative),
-            None => writable.push(safe(dir)?),
+            None => writable.push(dir.as_str()),
         }
     }
-    Ok(Base {
+    Base {
         project: &model.project,
         instance: &instance.name,
         unit,
@@ -223,17 +224,13 @@ fn base<'a>(
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect(),
-        env_files: instance
-            .env_files
-            .iter()
-            .map(|p| safe(p))
-            .collect::<Result<_, _>>()?,
-        state_dir: instance.state_dir.as_deref().map(safe).transpose()?,
+        env_files: instance.env_files.iter().map(|p| p.as_str()).collect(),
+        state_dir: instance.state_dir.as_deref().map(Utf8Path::as_str),
         writable,
         state_directories,
         exec,
         target: &instance.command,
-    })
+    }
 }
 
 /// The directories an instance writes: state, static and media.
@@ -345,7 +342,7 @@ impl Units<'_, '_> {
             &server.command,
         )?;
         let ctx = ServerContext {
-            base: base(self.model, instance, &instance.command, true, exec)?,
+            base: base(self.model, instance, &instance.command, true, exec),
             after: &server.after,
             runtime_dir: server.runtime_dir.as_deref(),
             service: server
@@ -374,7 +371,7 @@ impl Units<'_, '_> {
         };
         let exec = exec_line(self.renderer, self.instance, &service.unit, python, args)?;
         let ctx = WorkerContext {
-            base: base(self.model, self.instance, &service.unit, python, exec)?,
+            base: base(self.model, self.instance, &service.unit, python, exec),
             service: &service.name,
             after: &service.after,
         };
@@ -390,14 +387,16 @@ impl Units<'_, '_> {
         let instance = self.instance;
         let outside: Vec<&str> = writable_dirs(instance)
             .filter(|d| state_directory(d).is_none())
-            .map(|d| unit_safe(instance, d))
-            .collect::<Result<_, _>>()?;
+            .map(Utf8Path::as_str)
+            .collect();
         if !outside.is_empty() {
+            let user = instance.user.as_deref().unwrap_or("root");
+            let group = account_group(user, instance.group.as_deref());
             let ctx = TmpfilesContext {
                 project: &self.model.project,
                 instance: &instance.name,
-                user: instance.user.as_deref().unwrap_or("root"),
-                group: instance.group.as_deref().unwrap_or("-"),
+                user,
+                group: &group,
                 directories: outside,
             };
             self.add(
@@ -410,6 +409,21 @@ impl Units<'_, '_> {
     }
 }
 
+/// The group a unit of `user` runs as, as `StateDirectory=` gives it:
+/// `group` when set, else the account's primary group (by NSS), else
+/// (no such account yet) the group of the account's name, which `useradd`
+/// makes with it.
+fn account_group(user: &str, group: Option<&str>) -> String {
+    if let Some(group) = group {
+        return group.to_owned();
+    }
+    nix::unistd::User::from_name(user)
+        .ok()
+        .flatten()
+        .and_then(|account| nix::unistd::Group::from_gid(account.gid).ok().flatten())
+        .map_or_else(|| user.to_owned(), |g| g.name)
+}
+
 fn job_context<'a>(
     renderer: &Renderer,
     model: &'a Model,
@@ -418,7 +432,7 @@ fn job_context<'a>(
 ) -> Result<JobContext<'a>, Error> {
     let exec = exec_line(renderer, instance, &job.unit, false, &job.command)?;
     Ok(JobContext {
-        base: base(model, instance, &job.unit, false, exec)?,
+        base: base(model, instance, &job.unit, false, exec),
         job: &job.name,
         schedule: &job.schedule.cron,
         calendar: job.schedule.calendar(),

@@ -276,16 +276,13 @@ impl Builder<'_> {
         let env_files = self.env_files(field!(env_file), &scope);
         let user = field!(user).and_then(|(v, key)| self.account(v, &scope(key)));
         let group = field!(group).and_then(|(v, key)| self.account(v, &scope(key)));
-        if let (Some((v, key)), None) = (field!(group), field!(user)) {
-            self.error(
-                v,
-                &key,
-                "`group` without `user`".into(),
-                "set `user` too: the group is that of the account the command runs as",
-            );
-        }
+        self.group_needs_user(field!(group), field!(user).is_some());
         let confirm = self.names(field!(confirm), &scope);
         let (server, services, jobs) = self.services(project, name, defaults, inst, user.is_some());
+        if server.is_some() || !services.is_empty() || !jobs.is_empty() {
+            let dirs = [&state_dir, &static_root, &media_root];
+            self.unit_paths(&own_at, defaults, inst, dirs, &env_files);
+        }
         let deploy = self.deploy(
             project,
             instance,
@@ -321,6 +318,18 @@ impl Builder<'_> {
             deploy,
             jobs,
         })
+    }
+
+    /// `group` names the group of the account `user` runs as.
+    fn group_needs_user(&mut self, group: Option<(&Str, String)>, user: bool) {
+        if let (Some((v, key)), false) = (group, user) {
+            self.error(
+                v,
+                &key,
+                "`group` without `user`".into(),
+                "set `user` too: the group is that of the account the command runs as",
+            );
+        }
     }
 
     /// `env_file`: paths relative to the config.

@@ -7,7 +7,9 @@ use toml::Spanned;
 
 use camino::Utf8PathBuf;
 
-use super::{Builder, Job, RESERVED_UNIT, Run, Scope, Server, Service, Socket, is_name, merge};
+use super::{
+    Builder, Job, RESERVED_UNIT, Run, Scope, Server, Service, Socket, is_name, merge, own_else,
+};
 use crate::config::{RawInstance, RawService, Str, StrList};
 use crate::schedule::Schedule;
 
@@ -46,6 +48,75 @@ impl Builder<'_> {
             );
         }
         (server, services, jobs)
+    }
+
+    /// The paths the instance's units hold in settings systemd reads
+    /// unquoted (`EnvironmentFile=`, `WorkingDirectory=`, `ReadWritePaths=`,
+    /// `StateDirectory=`, tmpfiles.d), where a quote would be read as part
+    /// of the path and a space as its end: `dirs` are the resolved
+    /// `state_dir`, `static_root` and `media_root`.
+    pub(super) fn unit_paths(
+        &mut self,
+        own_at: &str,
+        defaults: &RawInstance,
+        inst: &RawInstance,
+        dirs: [&Option<Utf8PathBuf>; 3],
+        env_files: &[Utf8PathBuf],
+    ) {
+        let refuse = |b: &mut Self, v: &Str, key: &str, path: &Utf8PathBuf, glob: bool| {
+            let why = if crate::quote::systemd_raw(path.as_str()).is_none() {
+                "systemd reads this setting unquoted, so spaces, quotes, `\\` and control \
+                 characters would change the path"
+            } else if glob && path.as_str().contains(['*', '?', '[', ']']) {
+                "systemd reads `EnvironmentFile=` as a glob pattern, so `*`, `?` and `[…]` \
+                 would name other files"
+            } else {
+                return;
+            };
+            b.error(
+                v,
+                key,
+                format!("`{path}` cannot stand in a unit file: {why}"),
+                "rename the directory, or leave `server`, `services` and `jobs` out of \
+                 this instance",
+            );
+        };
+        let raw = [
+            (
+                inst.state_dir.as_ref(),
+                defaults.state_dir.as_ref(),
+                "state_dir",
+            ),
+            (
+                inst.static_root.as_ref(),
+                defaults.static_root.as_ref(),
+                "static_root",
+            ),
+            (
+                inst.media_root.as_ref(),
+                defaults.media_root.as_ref(),
+                "media_root",
+            ),
+        ];
+        for ((own, default, name), path) in raw.into_iter().zip(dirs) {
+            if let (Some((v, key)), Some(path)) =
+                (own_else(own, default, own_at, "defaults", name), path)
+            {
+                refuse(self, v, &key, path, false);
+            }
+        }
+        let list = own_else(
+            inst.env_file.as_ref(),
+            defaults.env_file.as_ref(),
+            own_at,
+            "defaults",
+            "env_file",
+        );
+        if let Some((list, key)) = list {
+            for (i, (v, path)) in list.get_ref().iter().zip(env_files).enumerate() {
+                refuse(self, v, &format!("{key}[{i}]"), path, true);
+            }
+        }
     }
 
     /// `services` of the defaults and of the instance, merged by name.

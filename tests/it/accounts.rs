@@ -566,3 +566,10 @@ fn check_does_not_take_its_tools_from_path() {
         text(&output).0
     );
 }
+
+/// The name of `user`'s primary group (`id -gn`).
+pub(crate) fn primary_group(user: &str) -> String {
+    let output = Command::new("id").args(["-gn", user]).output().unwrap();
+    assert_status(&output, 0);
+    text(&output).0.trim().to_owned()
+}

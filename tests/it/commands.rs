@@ -258,7 +258,8 @@ fn check_asks_django_itself() {
         format!(
             "project = \"mywebsite\"\n[instances.prod]\npackage = \"{pkg}\"\npython = \"{python}\"\n\
              settings = \"mywebsite.settings.production\"\nuser = \"root\"\n\
-             env = {{ MYWEBSITE_DB = \"{}\" }}\n[instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"{server}\"]\n",
+             env = {{ MYWEBSITE_DB = \"{}\" }}\n[instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"{server}\"]\n\
+             service = {{ PrivateTmp = \"no\" }}  # (the world lies under /tmp)\n",
             w.path("db.sqlite3")
         )
     };

@@ -117,6 +117,7 @@ pub fn git(repo: &Utf8Path, args: &[&str]) -> String {
 }
 
 /// A temporary world for one test.
+#[derive(Debug)]
 pub struct World {
     pub dir: tempfile::TempDir,
 }
@@ -127,6 +128,16 @@ impl World {
             dir: tempfile::Builder::new()
                 .prefix("djshim-test-")
                 .tempdir()
+                .unwrap(),
+        }
+    }
+
+    /// A world in `dir` (a directory a container sees, say).
+    pub fn new_in(dir: &Utf8Path) -> Self {
+        World {
+            dir: tempfile::Builder::new()
+                .prefix("world-")
+                .tempdir_in(dir)
                 .unwrap(),
         }
     }

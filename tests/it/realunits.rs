@@ -1,0 +1,663 @@
+//! The units djshim writes, run by a real systemd (PID 1 of the container
+//! of tests/it/machine.rs): djshim itself runs in the container, as root on
+//! a fresh Debian server would, and each test drives `systemctl` there.
+//! Each test has a project name and a port of its own: they share the
+//! container.
+
+use std::collections::BTreeMap;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use crate::machine::{Guest, Machine, machine, python};
+use crate::support::{assert_status, text};
+
+const CLIENT: &str = include_str!("../nspawn/client.py");
+
+/// The example project as instance `prod` of `project`, run by the account
+/// `project`, pinned through its profile to release `a` (answering
+/// `instance=prod`), with release `b` (answering `instance=prod-b`) beside
+/// it, state under `/var/lib/<project>-prod`, served by gunicorn behind a
+/// socket on `port` (workers recycled every 3 requests); `extra` is added
+/// to the instance's table.
+fn site(project: &str, port: u16, extra: &str) -> Guest {
+    let m = machine();
+    let guest = m.guest();
+    m.account(project, &[]);
+    guest.release("a");
+    guest.release("b");
+    guest.world.write(
+        "b/mywebsite/settings/production.py",
+        "from .base import *  # noqa: F403\n\nINSTANCE = \"prod-b\"\n",
+    );
+    guest.write("client.py", CLIENT);
+    guest.write(
+        "djshim.toml",
+        &format!(
+            "project = \"{project}\"\nprofiles_dir = \"profiles\"\nunits_dir = \"/etc/systemd/system\"\n\
+             [instances.prod]\npython = \"{python}\"\n\
+             settings = \"mywebsite.settings.production\"\nuser = \"{project}\"\n\
+             state_dir = \"/var/lib/{project}-prod\"\n\
+             env = {{ MYWEBSITE_DB = \"/var/lib/{project}-prod/db.sqlite3\", \
+             DJANGO_ALLOWED_HOSTS = \"localhost\" }}\n{extra}\n\
+             [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \
+             \"--workers\", \"2\", \"--max-requests\", \"3\"]\n\
+             socket = \"127.0.0.1:{port}\"\n",
+            python = python(),
+        ),
+    );
+    guest
+}
+
+/// Pins `prod` to `a`, writes the shims and the units, migrates through the
+/// shim (as root, which switches to the account), starts the target.
+fn start(guest: &Guest) {
+    let m = guest.machine;
+    guest.djshim_ok(&["pin", "prod", guest.path("a").as_str()]);
+    guest.djshim_ok(&["generate"]);
+    let shim = guest.path(&format!("bin/{}-prod", project(guest)));
+    let output = m.run(&[shim.as_str(), "migrate", "--noinput"]);
+    assert_status(&output, 0);
+    guest.djshim_ok(&["systemd"]);
+    m.systemctl(&["daemon-reload"]);
+    m.systemctl(&["start", &format!("{}-prod.target", project(guest))]);
+}
+
+fn project(guest: &Guest) -> String {
+    let config = guest.world.read("djshim.toml");
+    let line = config.lines().next().unwrap();
+    line.trim_start_matches("project = \"")
+        .trim_end_matches('"')
+        .to_owned()
+}
+
+/// A client loop on `port` in the container, until [`finish`].
+fn client(guest: &Guest, port: u16) -> Child {
+    guest
+        .machine
+        .command(
+            "/",
+            &[
+                &python(),
+                guest.path("client.py").as_str(),
+                &port.to_string(),
+                guest.path("client.stop").as_str(),
+                "120",
+            ],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Stops the client loop; its summary.
+fn finish(guest: &Guest, client: Child) -> serde_json::Value {
+    guest.write("client.stop", "");
+    let output = client.wait_with_output().unwrap();
+    assert_status(&output, 0);
+    serde_json::from_str(&text(&output).0).unwrap()
+}
+
+fn get(m: &Machine, port: u16) -> String {
+    m.ok(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "20",
+        "-H",
+        "Host: localhost",
+        &format!("http://127.0.0.1:{port}/"),
+    ])
+}
+
+#[test]
+fn the_server_takes_its_socket_from_systemd_and_restarts_lose_no_request() {
+    let port = 8101;
+    let guest = site("sdsock", port, "");
+    let m = guest.machine;
+    start(&guest);
+    assert_eq!(get(m, port), "instance=prod questions=0\n");
+    let main = m.property("sdsock-prod.service", "MainPID");
+    assert_eq!(m.property("sdsock-prod.service", "User"), "sdsock");
+    let status = m.ok(&["cat", &format!("/proc/{main}/status")]);
+    let uid = m.ok(&["id", "-u", "sdsock"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(uid.trim())),
+        "{status}"
+    );
+
+    // Three restarts of the instance under a client loop: none refused.
+    let loop_ = client(&guest, port);
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(1500));
+        m.systemctl(&["restart", "sdsock-prod.target"]);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let summary = finish(&guest, loop_);
+    assert_eq!(summary["failures"], 0, "{summary}");
+    assert!(summary["requests"].as_u64().unwrap() > 50, "{summary}");
+    assert_ne!(m.property("sdsock-prod.service", "MainPID"), main);
+
+    // A pin while it serves changes nothing until a restart: workers
+    // recycled every 3 requests come from the generation the server
+    // started with.
+    guest.djshim_ok(&["pin", "prod", guest.path("b").as_str()]);
+    let answers: Vec<String> = (0..15).map(|_| get(m, port)).collect();
+    assert!(
+        answers.iter().all(|a| a == "instance=prod questions=0\n"),
+        "{answers:?}"
+    );
+    m.systemctl(&["restart", "sdsock-prod.target"]);
+    assert_eq!(get(m, port), "instance=prod-b questions=0\n");
+}
+
+/// What systemd itself gives a unit's process, and the shim (run by root
+/// from a bare environment) does not: the unit's bookkeeping, its
+/// directories, the socket it hands over, the account's shell. Nothing
+/// else may differ.
+const SYSTEMD_ONLY: &[&str] = &[
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "SYSTEMD_EXEC_PID",
+    "STATE_DIRECTORY",
+    "RUNTIME_DIRECTORY",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "SHELL",
+];
+
+/// Code for `manage.py shell -c` that writes the environment manage.py
+/// was started with (`/proc/self/environ`: before Django sets `TZ`, or
+/// Python `LC_CTYPE`) as JSON to `to`.
+fn dump_env(to: &str) -> String {
+    format!(
+        "import json; env = open('/proc/self/environ', 'rb').read().split(b'\\0'); \
+         json.dump(dict(v.decode().split('=', 1) for v in env if v), open({to:?}, 'w'))"
+    )
+}
+
+fn without_systemd(mut env: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    env.retain(|k, _| !SYSTEMD_ONLY.contains(&k.as_str()));
+    env
+}
+
+/// The same environment for the shim and every unit of a profile instance,
+/// variable by variable: the server (whose `PYTHONPATH` starts with
+/// manage.py's directory, as manage.py's own `sys.path` does), a
+/// management-command service, a job. The env file lies in a directory
+/// whose name systemd would misread if quoted (`~#&%;`) and sets
+/// `VIRTUAL_ENV`, which the unit's launcher used to set over it; the state
+/// directory has such a name too (`WorkingDirectory=`, tmpfiles.d).
+#[test]
+fn every_unit_runs_with_the_shims_environment() {
+    environment_case("sdenv", "/etc/sdenv", "/srv/sdenv/state", 8102);
+}
+
+/// The same, with the env file and the state directory where systemd would
+/// misread a quoted path (`~#&;`): `EnvironmentFile=` and
+/// `WorkingDirectory=` take no quotes.
+#[test]
+fn paths_that_need_no_quotes_are_written_without() {
+    environment_case(
+        "sdpath",
+        "/etc/sdpath/a~b#c&d;e",
+        "/srv/sdpath/st~ate#1",
+        8107,
+    );
+}
+
+fn environment_case(project: &str, secrets: &str, state: &str, port: u16) {
+    let m = machine();
+    let guest = m.guest();
+    m.account(project, &[]);
+    guest.release("a");
+    m.ok(&["install", "-d", "-m", "0755", secrets]);
+    m.ok(&[
+        "sh",
+        "-c",
+        &format!(
+            "umask 077; printf 'SECRET_KEY=s3cr3t\\nVIRTUAL_ENV=/from/the/env/file\\n' > '{secrets}/prod.env'"
+        ),
+    ]);
+    guest.write(
+        "djshim.toml",
+        &format!(
+            "project = \"{project}\"\nprofiles_dir = \"profiles\"\nunits_dir = \"/etc/systemd/system\"\n\
+             [instances.prod]\npython = \"{python}\"\nsettings = \"mywebsite.settings.production\"\n\
+             user = \"{project}\"\nstate_dir = \"{state}\"\nenv_file = [\"{secrets}/prod.env\"]\n\
+             env = {{ MYWEBSITE_DB = \"{state}/db.sqlite3\", DJANGO_ALLOWED_HOSTS = \"localhost\" }}\n\
+             [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\"]\n\
+             socket = \"127.0.0.1:{port}\"\n\
+             [instances.prod.services.sendalerts]\nmanage = [\"sendalerts\"]\n\
+             [instances.prod.jobs.dumpenv]\ncommand = [\"shell\", \"-c\", {job:?}]\n\
+             schedule = \"17 3 * * *\"\n",
+            python = python(),
+            job = dump_env(&format!("{state}/job.json")),
+        ),
+    );
+    guest.djshim_ok(&["pin", "prod", guest.path("a").as_str()]);
+    guest.djshim_ok(&["generate"]);
+    m.ok(&[
+        guest.path(&format!("bin/{project}-prod")).as_str(),
+        "migrate",
+        "--noinput",
+    ]);
+    guest.djshim_ok(&["systemd"]);
+    m.ok(&[
+        "systemd-tmpfiles",
+        "--create",
+        &format!("/etc/systemd/system/{project}-prod.tmpfiles.conf"),
+    ]);
+    m.systemctl(&["daemon-reload"]);
+    m.systemctl(&["start", &format!("{project}-prod.target")]);
+    m.systemctl(&["start", &format!("{project}-prod-dumpenv.service")]);
+    let job: BTreeMap<String, String> =
+        serde_json::from_str(&m.ok(&["cat", &format!("{state}/job.json")])).unwrap();
+
+    // The shim, run by root from nothing but systemd's PATH and the
+    // system's locale (systemd passes its own `LANG` to every unit; without
+    // one Python would set `LC_CTYPE` itself, PEP 538).
+    let shim = guest.path(&format!("bin/{project}-prod"));
+    let shim_json = format!("{state}/shim.json");
+    let lang = format!("LANG={}", job["LANG"]);
+    m.ok(&[
+        "env",
+        "-i",
+        &format!("PATH={}", djshim::units::SERVICE_PATH),
+        &lang,
+        shim.as_str(),
+        "shell",
+        "-c",
+        &dump_env(&shim_json),
+    ]);
+    let shim: BTreeMap<String, String> = serde_json::from_str(&m.ok(&["cat", &shim_json])).unwrap();
+    assert_eq!(shim["VIRTUAL_ENV"], "/from/the/env/file");
+    assert_eq!(shim["SECRET_KEY"], "s3cr3t");
+    assert_eq!(shim["USER"], project);
+    assert_eq!(without_systemd(job.clone()), shim, "job vs shim");
+    assert_eq!(job["PWD"], state, "{job:?}");
+
+    m.wait_state(
+        &format!("{project}-prod-sendalerts.service"),
+        "active",
+        Duration::from_secs(20),
+    );
+    let worker = m.environ(&m.property(&format!("{project}-prod-sendalerts.service"), "MainPID"));
+    assert_eq!(without_systemd(worker), shim, "service vs shim");
+
+    assert_eq!(get(m, port), "instance=prod questions=0\n");
+    let mut server =
+        without_systemd(m.environ(&m.property(&format!("{project}-prod.service"), "MainPID")));
+    let package = m.ok(&[
+        "readlink",
+        "-f",
+        guest.path(&format!("profiles/{project}-prod")).as_str(),
+    ]);
+    assert_eq!(server["PYTHONPATH"], package.trim());
+    server.remove("PYTHONPATH");
+    let mut expected = shim.clone();
+    expected.remove("PYTHONPATH");
+    assert_eq!(server, expected, "server vs shim");
+}
+
+/// `systemctl show -P PROP UNIT` of a timestamp, in microseconds: the
+/// seconds within the minute (`07:31:00.000818` → 0.000818).
+fn seconds_in_minute(m: &Machine, unit: &str, property: &str) -> f64 {
+    let stamp = m.ok(&[
+        "systemctl",
+        "show",
+        "--timestamp=us+utc",
+        "-P",
+        property,
+        unit,
+    ]);
+    // "Wed 2026-12-02 07:31:00.000818 UTC"
+    let time = stamp.split_whitespace().nth(2).unwrap_or_default();
+    time.rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap_or_else(|_| panic!("{stamp:?}"))
+}
+
+/// Services are kept up (`Restart=always`: `kill -9` brings a new process);
+/// a job's timer fires within a second of its cron time (`AccuracySec=1s`;
+/// systemd's default would be anywhere in the minute); and restarting the
+/// instance never runs a job (systemd 252 fires a *restarted* timer at once
+/// when its last time has passed, so timers are not part of the target:
+/// they only stop with it).
+#[test]
+fn services_stay_up_and_timers_fire_on_time_but_never_on_a_restart() {
+    let m = machine();
+    let guest = m.guest();
+    m.account("sdjob", &[]);
+    guest.release("a");
+    let ticks = "/var/lib/sdjob-prod/ticks";
+    guest.write(
+        "djshim.toml",
+        &format!(
+            "project = \"sdjob\"\nprofiles_dir = \"profiles\"\nunits_dir = \"/etc/systemd/system\"\n\
+             [instances.prod]\npython = \"{python}\"\nsettings = \"mywebsite.settings.production\"\n\
+             user = \"sdjob\"\nstate_dir = \"/var/lib/sdjob-prod\"\n\
+             env = {{ MYWEBSITE_DB = \"/var/lib/sdjob-prod/db.sqlite3\" }}\n\
+             [instances.prod.services.sendalerts]\nmanage = [\"sendalerts\"]\n\
+             [instances.prod.jobs.tick]\ncommand = [\"shell\", \"-c\", {code:?}]\n\
+             schedule = \"* * * * *\"\n",
+            python = python(),
+            code = format!("import time; open({ticks:?}, 'a').write('%f\\n' % time.time())"),
+        ),
+    );
+    guest.djshim_ok(&["pin", "prod", guest.path("a").as_str()]);
+    guest.djshim_ok(&["systemd"]);
+    m.systemctl(&["daemon-reload"]);
+    m.systemctl(&["start", "sdjob-prod.target"]);
+
+    m.wait_state(
+        "sdjob-prod-sendalerts.service",
+        "active",
+        Duration::from_secs(20),
+    );
+    let first = m.property("sdjob-prod-sendalerts.service", "MainPID");
+    m.ok(&["kill", "-9", &first]);
+    let start = std::time::Instant::now();
+    while m.property("sdjob-prod-sendalerts.service", "MainPID") == first
+        || m.property("sdjob-prod-sendalerts.service", "ActiveState") != "active"
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{}",
+            m.journal("sdjob-prod-sendalerts.service")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        m.property("sdjob-prod-sendalerts.service", "NRestarts"),
+        "1"
+    );
+
+    // The first tick, at the next minute (at most a minute away; two with
+    // systemd's default accuracy).
+    let count = || m.sh(&format!("cat {ticks} 2>/dev/null | wc -l")).stdout;
+    let start = std::time::Instant::now();
+    while String::from_utf8_lossy(&count()).trim() == "0" {
+        assert!(
+            start.elapsed() < Duration::from_secs(130),
+            "{}",
+            m.journal("sdjob-prod-tick.service")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let late = seconds_in_minute(m, "sdjob-prod-tick.timer", "LastTriggerUSec");
+
+    // Right after a tick, the next is ~55 s away: two restarts of the
+    // instance run nothing.
+    let before = count();
+    for _ in 0..2 {
+        m.systemctl(&["restart", "sdjob-prod.target"]);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let after = count();
+    let mut wrong = Vec::new();
+    if after != before {
+        wrong.push(format!(
+            "restarting the instance ran the job: {} ticks, then {}",
+            String::from_utf8_lossy(&before).trim(),
+            String::from_utf8_lossy(&after).trim()
+        ));
+    }
+    if late >= 1.0 {
+        wrong.push(format!("the timer fired {late} s after the minute"));
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    assert_eq!(m.property("sdjob-prod-tick.timer", "ActiveState"), "active");
+    // Stopping the instance stops its timers.
+    m.systemctl(&["stop", "sdjob-prod.target"]);
+    m.wait_state("sdjob-prod-tick.timer", "inactive", Duration::from_secs(10));
+    m.wait_state(
+        "sdjob-prod-sendalerts.service",
+        "inactive",
+        Duration::from_secs(20),
+    );
+}
+
+/// The directories the units make, and who the processes are: the state
+/// directory (`StateDirectory=`) and the media directory (tmpfiles.d)
+/// belong to the account and its group alike; the server runs with the
+/// account's uid, gid and supplementary groups, as the shim does.
+#[test]
+fn the_units_directories_and_groups_are_the_accounts() {
+    let port = 8104;
+    let m = machine();
+    m.ok(&["groupadd", "--system", "sdgrp-extra"]);
+    let guest = site(
+        "sdgrp",
+        port,
+        "static_root = \"/var/lib/sdgrp-prod/static\"\nmedia_root = \"/srv/sdgrp/media\"",
+    );
+    m.ok(&["usermod", "-a", "-G", "sdgrp-extra", "sdgrp"]);
+    guest.djshim_ok(&["pin", "prod", guest.path("a").as_str()]);
+    guest.djshim_ok(&["generate"]);
+    let shim = guest.path("bin/sdgrp-prod");
+    m.ok(&[shim.as_str(), "migrate", "--noinput"]);
+    guest.djshim_ok(&["systemd"]);
+    m.ok(&[
+        "systemd-tmpfiles",
+        "--create",
+        "/etc/systemd/system/sdgrp-prod.tmpfiles.conf",
+    ]);
+    m.systemctl(&["daemon-reload"]);
+    m.systemctl(&["start", "sdgrp-prod.target"]);
+    assert_eq!(get(m, port), "instance=prod questions=0\n");
+    let owner = |path: &str| m.ok(&["stat", "-c", "%U:%G %a", path]).trim().to_owned();
+    assert_eq!(owner("/var/lib/sdgrp-prod"), "sdgrp:sdgrp 750");
+    assert_eq!(owner("/var/lib/sdgrp-prod/static"), "sdgrp:sdgrp 750");
+    assert_eq!(owner("/srv/sdgrp/media"), "sdgrp:sdgrp 750");
+
+    let ids = |status: &str| -> Vec<String> {
+        status
+            .lines()
+            .filter(|l| ["Uid:", "Gid:", "Groups:"].iter().any(|k| l.starts_with(k)))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let main = m.property("sdgrp-prod.service", "MainPID");
+    let server = ids(&m.ok(&["cat", &format!("/proc/{main}/status")]));
+    let by_shim = m.ok(&[
+        shim.as_str(),
+        "shell",
+        "-c",
+        "print(open('/proc/self/status').read())",
+    ]);
+    assert_eq!(server, ids(&by_shim));
+    let extra = m.ok(&["getent", "group", "sdgrp-extra"]);
+    let gid = extra.trim().split(':').nth(2).unwrap();
+    assert!(server[2].split(' ').any(|g| g == gid), "{server:?}");
+}
+
+/// `server.socket = "[::1]:PORT"` is written as systemd reads it: the
+/// socket unit listens there and the server answers.
+#[test]
+fn an_ipv6_socket_serves() {
+    let port = 8106;
+    let guest = site("sdsix", port, "");
+    let m = guest.machine;
+    let config = guest.world.read("djshim.toml");
+    guest.write(
+        "djshim.toml",
+        &config.replace("127.0.0.1:8106", "[::1]:8106"),
+    );
+    start(&guest);
+    let answer = m.ok(&[
+        "curl",
+        "-sS",
+        "-g",
+        "--max-time",
+        "20",
+        "-H",
+        "Host: localhost",
+        "http://[::1]:8106/",
+    ]);
+    assert_eq!(answer, "instance=prod questions=0\n");
+    assert_eq!(
+        m.property("sdsix-prod.socket", "Listen"),
+        "[::1]:8106 (Stream)"
+    );
+}
+
+/// A fresh server, from nothing to serving, with the commands the README
+/// gives in order, then `deploy` and `rollback` with the default `restart`
+/// (`systemctl try-restart <target>`) and a health URL: a new migration
+/// deployed; a release whose health view fails rolled back on its own (its
+/// migration reversed, the old code serving); `rollback` by hand.
+#[test]
+fn deploy_and_rollback_drive_the_real_units() {
+    let port = 8105;
+    let m = machine();
+    let guest = m.guest();
+    let repo = guest.world.path("repo");
+    crate::support::copy_tree(&crate::support::root().join("examples/mywebsite"), &repo);
+    let git = |args: &[&str]| crate::support::git(&repo, args);
+    git(&["init", "--quiet", "--initial-branch=main"]);
+    git(&["add", "."]);
+    git(&["commit", "--quiet", "-m", "first"]);
+    guest.write(
+        "djshim.toml",
+        &format!(
+            "project = \"sddeploy\"\nprofiles_dir = \"profiles\"\nunits_dir = \"/etc/systemd/system\"\n\
+             [build]\nrepo = \"repo\"\nref = \"main\"\ncommand = [\"true\"]\nreleases_dir = \"releases\"\n\
+             user = \"sddeploy-build\"\n\
+             [defaults]\npython = \"{python}\"\nsettings = \"mywebsite.settings.production\"\n\
+             user = \"sddeploy-{{instance}}\"\nstate_dir = \"/var/lib/sddeploy-{{instance}}\"\n\
+             static_root = \"/var/lib/sddeploy-{{instance}}/static\"\n\
+             env = {{ MYWEBSITE_DB = \"/var/lib/sddeploy-{{instance}}/db.sqlite3\", \
+             DJANGO_ALLOWED_HOSTS = \"localhost,127.0.0.1\" }}\n\
+             [defaults.deploy]\nhealth = \"http://127.0.0.1:{port}/health\"\nhealth_timeout = 30\n\
+             [instances.prod]\n\
+             [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--workers\", \"2\"]\n\
+             socket = \"127.0.0.1:{port}\"\n",
+            python = python(),
+        ),
+    );
+    // The first-run commands (README "On a fresh server"), in order.
+    m.account("sddeploy-build", &["--create-home"]);
+    m.account("sddeploy-prod", &[]);
+    let check = guest.djshim_ok(&["check"]);
+    assert!(
+        check.contains("prod: `package`: warning: not deployed yet"),
+        "{check}"
+    );
+    assert!(check.ends_with("prod: ok\n"), "{check}");
+    guest.djshim_ok(&["generate"]);
+    guest.djshim_ok(&["systemd"]);
+    m.systemctl(&["daemon-reload"]);
+    m.systemctl(&["enable", "sddeploy-prod.target"]);
+    let first = guest.djshim(&["deploy", "prod"]);
+    assert_status(&first, 0);
+    assert_eq!(get(m, port), "instance=prod questions=0\n");
+    assert_eq!(m.property("sddeploy-prod.service", "ActiveState"), "active");
+
+    // A new migration, deployed: the target restarted on the new code.
+    let server = m.property("sddeploy-prod.service", "MainPID");
+    let repo_commit = |files: &[(&str, &str)], message: &str| {
+        for (path, content) in files {
+            guest.world.write(&format!("repo/{path}"), content);
+        }
+        git(&["add", "."]);
+        git(&["commit", "--quiet", "-m", message]);
+    };
+    repo_commit(
+        &[
+            ("polls/models.py", crate::deploys::VOTES_MODEL),
+            (
+                "polls/migrations/0002_question_votes.py",
+                crate::deploys::VOTES_MIGRATION,
+            ),
+        ],
+        "votes",
+    );
+    assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+    assert_ne!(m.property("sddeploy-prod.service", "MainPID"), server);
+    let columns = || {
+        m.ok(&[
+            &python(),
+            "-c",
+            "import sqlite3; print([c[1] for c in sqlite3.connect('/var/lib/sddeploy-prod/db.sqlite3').execute('pragma table_info(polls_question)')])",
+        ])
+    };
+    assert!(columns().contains("'votes'"), "{}", columns());
+
+    // A release whose health view fails: undone on its own.
+    let views = guest.world.read("repo/polls/views.py").replace(
+        "list(Question.objects.all()[:1])",
+        "raise RuntimeError('broken')",
+    );
+    repo_commit(&[("polls/views.py", &views)], "broken health");
+    let broken = guest.djshim(&["deploy", "prod"]);
+    assert_status(&broken, 1);
+    assert!(
+        text(&broken).1.contains("deploy: health: failed after "),
+        "{}",
+        text(&broken).1
+    );
+    assert_eq!(get(m, port), "instance=prod questions=0\n");
+    assert!(
+        m.ok(&[
+            "curl",
+            "-sS",
+            "-H",
+            "Host: localhost",
+            &format!("http://127.0.0.1:{port}/health")
+        ]) == "ok\n"
+    );
+
+    // And back by hand, past the migration: the column is gone, the
+    // first release serves.
+    assert_status(&guest.djshim(&["rollback", "prod"]), 0);
+    assert!(!columns().contains("'votes'"), "{}", columns());
+    assert_eq!(get(m, port), "instance=prod questions=0\n");
+    assert_eq!(m.property("sddeploy-prod.service", "ActiveState"), "active");
+}
+
+/// A package under /tmp runs from the shim but not from a unit, whose
+/// `/tmp` is its own (`PrivateTmp=yes`): `check` and `djshim systemd` say
+/// so before systemd fails the start.
+#[test]
+fn a_package_under_tmp_is_reported_before_systemd_fails_it() {
+    let m = machine();
+    let guest = m.guest();
+    m.account("sdtmp", &[]);
+    guest.release("a");
+    m.ok(&["cp", "-r", guest.path("a").as_str(), "/tmp/sdtmp-a"]);
+    m.ok(&["chmod", "-R", "a+rX", "/tmp/sdtmp-a"]);
+    guest.write(
+        "djshim.toml",
+        &format!(
+            "project = \"sdtmp\"\nunits_dir = \"/etc/systemd/system\"\n\
+             [instances.prod]\npackage = \"/tmp/sdtmp-a\"\npython = \"{python}\"\n\
+             settings = \"mywebsite.settings.production\"\nuser = \"sdtmp\"\n\
+             env = {{ MYWEBSITE_DB = \"/var/lib/sdtmp/db.sqlite3\" }}\n\
+             [instances.prod.jobs.check]\ncommand = [\"check\"]\nschedule = \"@daily\"\n",
+            python = python(),
+        ),
+    );
+    let warning = "prod: `package`: warning: /tmp/sdtmp-a is under /tmp, which the instance's \
+                   units do not see (`PrivateTmp=yes`): systemd cannot start them; move it out of /tmp";
+    let check = guest.djshim_ok(&["check"]);
+    assert!(check.contains(warning), "{check}");
+    let systemd = guest.djshim(&["systemd"]);
+    assert_status(&systemd, 0);
+    assert!(text(&systemd).1.contains(warning), "{}", text(&systemd).1);
+    // The shim runs it; the unit cannot.
+    guest.djshim_ok(&["generate"]);
+    m.ok(&[guest.path("bin/sdtmp-prod").as_str(), "check"]);
+    m.systemctl(&["daemon-reload"]);
+    let start = m.run(&["systemctl", "start", "sdtmp-prod-check.service"]);
+    assert!(!start.status.success());
+    assert!(
+        m.journal("sdtmp-prod-check.service").contains("manage.py"),
+        "{}",
+        m.journal("sdtmp-prod-check.service")
+    );
+}
