@@ -525,7 +525,7 @@ fn deploy_and_rollback_drive_the_real_units() {
     guest.write(
         "djshim.toml",
         &format!(
-            "project = \"sddeploy\"\nprofiles_dir = \"profiles\"\nunits_dir = \"/etc/systemd/system\"\n\
+            "project = \"sddeploy\"\nprofiles_dir = \"profiles\"\n\
              [build]\nrepo = \"repo\"\nref = \"main\"\ncommand = [\"true\"]\nreleases_dir = \"releases\"\n\
              user = \"sddeploy-build\"\n\
              [defaults]\npython = \"{python}\"\nsettings = \"mywebsite.settings.production\"\n\
@@ -550,7 +550,7 @@ fn deploy_and_rollback_drive_the_real_units() {
     );
     assert!(check.ends_with("prod: ok\n"), "{check}");
     guest.djshim_ok(&["generate"]);
-    guest.djshim_ok(&["systemd"]);
+    guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
     m.systemctl(&["daemon-reload"]);
     m.systemctl(&["enable", "sddeploy-prod.target"]);
     let first = guest.djshim(&["deploy", "prod"]);

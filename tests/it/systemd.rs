@@ -1,8 +1,11 @@
-//! A stand-in for systemd where it cannot run (it is not PID 1 on these
-//! machines): unit files read as systemd reads them, and a service started
-//! exactly as its unit says: `ExecStart=` split and unescaped by systemd's
-//! rules, an environment of `Environment=` and `EnvironmentFile=` only, the
+//! A fast stand-in for systemd, beside the real one of realunits.rs: unit
+//! files read as systemd reads them, and a service started exactly as its
+//! unit says: `ExecStart=` split and unescaped by systemd's rules, an
+//! environment of `Environment=` and `EnvironmentFile=` only, the
 //! `WorkingDirectory=`. (`User=` is not applied: the tests run as root.)
+//! The tests that check many variants of one unit use it; what only
+//! systemd can show (sockets, timers, accounts, sandboxing) runs under the
+//! real one.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -2,9 +2,9 @@
 //! beside the server, one target per instance, the directories the units
 //! need, and restarts behind a socket that systemd holds. Real gunicorn,
 //! a real long-running management command, real systemd-analyze and
-//! systemd-tmpfiles; where systemd itself must act (it is not PID 1 here),
-//! the stand-in of tests/it/systemd.rs and a socket held as `sd_listen_fds(3)`
-//! describes.
+//! systemd-tmpfiles, the stand-in of tests/it/systemd.rs and a socket held
+//! as `sd_listen_fds(3)` describes; realunits.rs runs the same kinds of
+//! units under a real systemd.
 
 use std::collections::BTreeMap;
 use std::fs;
