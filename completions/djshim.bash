@@ -43,6 +43,9 @@ _djshim() {
             djshim,list)
                 cmd="djshim__subcmd__list"
                 ;;
+            djshim,nixos)
+                cmd="djshim__subcmd__nixos"
+                ;;
             djshim,pin)
                 cmd="djshim__subcmd__pin"
                 ;;
@@ -82,6 +85,9 @@ _djshim() {
             djshim__subcmd__help,list)
                 cmd="djshim__subcmd__help__subcmd__list"
                 ;;
+            djshim__subcmd__help,nixos)
+                cmd="djshim__subcmd__help__subcmd__nixos"
+                ;;
             djshim__subcmd__help,pin)
                 cmd="djshim__subcmd__help__subcmd__pin"
                 ;;
@@ -101,7 +107,7 @@ _djshim() {
 
     case "${cmd}" in
         djshim)
-            opts="-c -h -V --config --help --version init check generate list show pin rollback history systemd cron build deploy help"
+            opts="-c -h -V --config --help --version init check generate list show pin rollback history systemd cron nixos build deploy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -265,7 +271,7 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help)
-            opts="init check generate list show pin rollback history systemd cron build deploy help"
+            opts="init check generate list show pin rollback history systemd cron nixos build deploy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -404,6 +410,20 @@ _djshim() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        djshim__subcmd__help__subcmd__nixos)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         djshim__subcmd__help__subcmd__pin)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -515,6 +535,32 @@ _djshim() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__nixos)
+            opts="-c -h --out --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

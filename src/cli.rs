@@ -90,6 +90,17 @@ pub enum Command {
     Systemd(SystemdArgs),
     /// Print /etc/cron.d lines for the jobs, each calling its shim under `flock -n`
     Cron(CronArgs),
+    /// Write the instances as one NixOS module (to stdout, or --out FILE)
+    ///
+    /// The module declares every unit `djshim systemd` would write, with
+    /// exactly its lines (systemd.services, .sockets, .timers, .targets),
+    /// the tmpfiles rules, the accounts when `djshim.<project>.accounts` is
+    /// set, and the shims as a package built by `djshim generate` in a
+    /// derivation. Import it with `imports = [ ./<project>.nix ];` and set
+    /// `djshim.<project>.package`. A profile instance keeps following its
+    /// profile (`djshim deploy` needs no rebuild of the system); an
+    /// instance with a fixed package moves with the system.
+    Nixos(NixosArgs),
     /// Build a package from a commit of the repository, never from a working tree
     ///
     /// REF (else `[build]`'s `ref`, else the repository's HEAD) is resolved by
@@ -239,6 +250,13 @@ pub struct HistoryArgs {
 pub struct SystemdArgs {
     #[command(flatten)]
     pub write: WriteArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct NixosArgs {
+    /// Write the module to FILE (atomically) instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<Utf8PathBuf>,
 }
 
 #[derive(Debug, Args)]

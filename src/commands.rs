@@ -8,7 +8,8 @@ use std::process::ExitCode;
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::cli::{
-    CheckArgs, Cli, Command, CronArgs, GenerateArgs, InitArgs, ShowArgs, SystemdArgs, WriteArgs,
+    CheckArgs, Cli, Command, CronArgs, GenerateArgs, InitArgs, NixosArgs, ShowArgs, SystemdArgs,
+    WriteArgs,
 };
 use crate::config::{self, Source};
 use crate::error::Error;
@@ -39,6 +40,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::History(args) => pins::history(&load(config)?, args, out),
         Command::Systemd(args) => systemd(&load(config)?, args, out),
         Command::Cron(args) => cron(&load(config)?, args, out),
+        Command::Nixos(args) => nixos(&load(config)?, args, out),
         Command::Deploy(args) => pins::deploy(&load(config)?, args, out),
         Command::Build(args) => {
             crate::release::build(&load(config)?, args.reference.as_deref(), out)
@@ -201,6 +203,32 @@ fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<Exi
         &args.write,
         out,
     )
+}
+
+fn nixos(model: &Model, args: &NixosArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let text = crate::nixos::module(&Renderer::new(), model)?;
+    for problem in model.instances.values().flat_map(check::sandbox) {
+        eprintln!("djshim: {problem}");
+    }
+    match &args.out {
+        Some(file) => {
+            let name = file.file_name().ok_or_else(|| {
+                Error::Usage(format!(
+                    "`--out {file}` names no file\n  = help: e.g. `--out mywebsite.nix`"
+                ))
+            })?;
+            let dir = match file.parent() {
+                Some(dir) if !dir.as_str().is_empty() => dir,
+                _ => Utf8Path::new("."),
+            };
+            crate::write::write_atomic(dir, name, text.as_bytes(), 0o644)?;
+            say(out, format_args!("wrote {file}"))?;
+        }
+        None => out
+            .write_all(text.as_bytes())
+            .map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn cron(model: &Model, args: &CronArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {

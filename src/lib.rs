@@ -20,6 +20,7 @@ pub mod exec;
 pub mod gcroot;
 pub mod layout;
 pub mod model;
+pub mod nixos;
 pub mod pins;
 pub mod process;
 pub mod profile;

@@ -1,5 +1,5 @@
 //! The leaf escapers: a string as one word of POSIX sh, of a systemd unit
-//! setting, of a crontab command. Pure functions of their input, used by
+//! setting, of a crontab command, a Nix or a TOML string. Pure functions of their input, used by
 //! the render stage (through the template engine's auto-escape) and by
 //! process.rs (the command line in every error).
 
@@ -81,6 +81,48 @@ pub fn systemd_raw(text: &str) -> Option<Cow<'_, str>> {
     } else {
         Cow::Borrowed(text)
     })
+}
+
+/// `text` as a Nix double-quoted string: `\`, `"` and the `${` of an
+/// interpolation escaped, newline, tab and return as `\n`, `\t`, `\r`;
+/// any other character stands for itself (Nix strings hold any byte but
+/// NUL, which the model refuses).
+pub fn nix_str(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '$' if chars.peek() == Some(&'{') => out.push_str("\\$"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `text` as a TOML basic string: `\` and `"` escaped, control
+/// characters as `\uXXXX`.
+pub fn toml_str(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// Quotes `text` for the command field of a crontab line, which cron hands

@@ -24,12 +24,18 @@ pub struct Artifact {
     pub bytes: Vec<u8>,
 }
 
+/// What a unit of an instance that runs its profile sets `PYTHONPATH`,
+/// `VIRTUAL_ENV` and `PATH` to: its launcher replaces a value still equal
+/// to this (set by no env file) with the one of the generation it starts.
+pub const FROM_PROFILE: &str = "@djshim-from-profile@";
+
 const SHIM: (&str, &str) = ("shim.sh.j2", include_str!("../wrappers/shim.sh.j2"));
 
 /// Every template, compiled in. The name's last extension before `.j2`
 /// picks the escaper.
-const TEMPLATES: [(&str, &str); 12] = [
+const TEMPLATES: [(&str, &str); 13] = [
     SHIM,
+    ("module.nix.j2", include_str!("../wrappers/module.nix.j2")),
     ("launcher.sh.j2", include_str!("../wrappers/launcher.sh.j2")),
     (
         "server.service.j2",
@@ -103,6 +109,7 @@ impl Renderer {
                 Some("service" | "timer" | "socket" | "target" | "systemd") => "systemd",
                 Some("systemd-env") => "systemd-env",
                 Some("cron") => "cron",
+                Some("nix") => "nix",
                 // A template of unknown type may not print any value.
                 _ => "none",
             }))
@@ -122,6 +129,7 @@ impl Renderer {
                 AutoEscape::Custom(lang) if lang == "systemd" => systemd_word(text, true),
                 AutoEscape::Custom(lang) if lang == "systemd-env" => systemd_word(text, false),
                 AutoEscape::Custom(lang) if lang == "cron" => cron_word(text),
+                AutoEscape::Custom(lang) if lang == "nix" => Cow::Owned(nix_str(text)),
                 other => {
                     return Err(minijinja::Error::new(
                         ErrorKind::InvalidOperation,
@@ -237,7 +245,7 @@ impl Renderer {
             path: words.list(&path),
             python: words.path(&instance.python),
             manage: manage.then(|| words.path(&instance.manage)),
-            mark: crate::units::FROM_PROFILE,
+            mark: FROM_PROFILE,
         };
         let text = self.render("launcher.sh.j2", &ctx)?;
         Ok(text.lines().collect::<Vec<_>>().join("; "))
@@ -404,7 +412,7 @@ impl Words<'_> {
     }
 }
 
-pub use crate::quote::{cron_word, sh_quote, systemd_raw, systemd_word};
+pub use crate::quote::{cron_word, nix_str, sh_quote, systemd_raw, systemd_word};
 
 #[cfg(test)]
 mod tests {
@@ -432,6 +440,10 @@ mod tests {
         assert_eq!(systemd_word("K=$x%", false), r#""K=$x%%""#);
         assert_eq!(systemd_word("a\nb\u{1}", true), r#""a\nb\x01""#);
         assert_eq!(systemd_word(";", true), r"\;");
+        assert_eq!(nix_str("plain"), r#""plain""#);
+        assert_eq!(nix_str("${x} $${y} $x"), r#""\${x} $\${y} $x""#);
+        assert_eq!(nix_str("a\"b\\c\nd\te\rf"), r#""a\"b\\c\nd\te\rf""#);
+        assert_eq!(nix_str("''${x}"), r#""''\${x}""#);
         assert_eq!(systemd_word("", true), r#""""#);
         assert_eq!(cron_word("50%"), r"50\%");
         assert_eq!(cron_word("a b%"), r#""a b\%""#);

@@ -13,16 +13,11 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::model::{Instance, Job, Model, join};
-use crate::render::{Artifact, Renderer};
+use crate::render::{Artifact, FROM_PROFILE, Renderer};
 
 /// The `PATH` systemd gives services; the instance's directories go first,
 /// as the shim puts them before the caller's.
 pub const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// What a unit of an instance that runs its profile sets `PYTHONPATH`,
-/// `VIRTUAL_ENV` and `PATH` to: its launcher replaces a value still equal
-/// to this (set by no env file) with the one of the generation it starts.
-pub const FROM_PROFILE: &str = "@djshim-from-profile@";
 
 /// What every unit of an instance shares with its shim.
 #[derive(Serialize)]

@@ -66,3 +66,24 @@ proptest! {
         prop_assert_eq!(output.stdout, expected);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// Arbitrary text survives the Nix string escaper through a real Nix
+    /// evaluator (a batch per case: one `nix-instantiate` each).
+    #[test]
+    fn nix_str_round_trips_through_nix(batch in proptest::collection::vec(text(), 1..40)) {
+        let mut hostile = batch;
+        hostile.extend(["${x}", "$${x}", "\\${x}", "''${x}", "\"", "\\", "a\nb\tc\rd", "${", "$", "}"].map(String::from));
+        let expression: Vec<String> = hostile.iter().map(|s| djshim::render::nix_str(s)).collect();
+        let output = crate::support::nix("nix-instantiate")
+            .args(["--eval", "--strict", "--json", "-E"])
+            .arg(format!("[ {} ]", expression.join(" ")))
+            .output()
+            .unwrap();
+        prop_assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let back: Vec<String> = serde_json::from_slice(&output.stdout).unwrap();
+        prop_assert_eq!(back, hostile);
+    }
+}

@@ -14,6 +14,7 @@ mod escape;
 mod generate;
 mod helper;
 mod machine;
+mod nixos;
 mod plans;
 mod postgres;
 mod profiles;
