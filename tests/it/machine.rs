@@ -68,6 +68,7 @@ fn boot() -> Result<Machine, String> {
     fs::create_dir_all(&share).map_err(|e| format!("{share}: {e}"))?;
     // World-readable: the instances' accounts run from it.
     chmod(&share, 0o755);
+    // tests/nspawn/machine removes it when it has booted and torn down.
     let log = tmp.join(format!("{id}.log"));
     let mut child = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "bash"])

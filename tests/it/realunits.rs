@@ -231,6 +231,7 @@ fn environment_case(project: &str, secrets: &str, state: &str, port: u16) {
              [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\"]\n\
              socket = \"127.0.0.1:{port}\"\n\
              [instances.prod.services.sendalerts]\nmanage = [\"sendalerts\"]\n\
+             [instances.prod.services.http]\ncommand = [\"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"0\"]\n\
              [instances.prod.jobs.dumpenv]\ncommand = [\"shell\", \"-c\", {job:?}]\n\
              schedule = \"17 3 * * *\"\n",
             python = python(),
@@ -288,6 +289,11 @@ fn environment_case(project: &str, secrets: &str, state: &str, port: u16) {
     assert_eq!(without_systemd(worker), shim, "service vs shim");
 
     assert_eq!(get(m, port), "instance=prod questions=0\n");
+    // A python service and the server: manage.py's directory first on
+    // `PYTHONPATH`, as manage.py's own `sys.path` has it.
+    let http = format!("{project}-prod-http.service");
+    m.wait_state(&http, "active", Duration::from_secs(20));
+    let mut python_service = without_systemd(m.environ(&m.property(&http, "MainPID")));
     let mut server =
         without_systemd(m.environ(&m.property(&format!("{project}-prod.service"), "MainPID")));
     let package = m.ok(&[
@@ -297,9 +303,12 @@ fn environment_case(project: &str, secrets: &str, state: &str, port: u16) {
     ]);
     assert_eq!(server["PYTHONPATH"], package.trim());
     server.remove("PYTHONPATH");
+    assert_eq!(python_service["PYTHONPATH"], package.trim());
+    python_service.remove("PYTHONPATH");
     let mut expected = shim.clone();
     expected.remove("PYTHONPATH");
     assert_eq!(server, expected, "server vs shim");
+    assert_eq!(python_service, expected, "python service vs shim");
 }
 
 /// `systemctl show -P PROP UNIT` of a timestamp, in microseconds: the
