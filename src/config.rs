@@ -131,6 +131,8 @@ pub struct RawDeploy {
     pub stop: Option<StrList>,
     pub health: Option<Spanned<RawHealth>>,
     pub health_timeout: Option<Spanned<i64>>,
+    pub window: Option<Str>,
+    pub window_timeout: Option<Spanned<i64>>,
 }
 
 /// A URL that must answer 2xx, or a command that must succeed.

@@ -23,6 +23,13 @@ pub fn lock(dir: &Utf8Path, name: &str) -> Utf8PathBuf {
     dir.join(format!(".{name}.lock"))
 }
 
+/// The window of a deploy in flight (`[deploy] window`): while it exists,
+/// the server's launcher holds requests (or answers 503) instead of
+/// starting; it holds the window's deadline, in seconds since the epoch.
+pub fn window(dir: &Utf8Path, name: &str) -> Utf8PathBuf {
+    dir.join(format!(".{name}.window"))
+}
+
 /// The name of the shims' helper beside the shims of `project`.
 pub fn helper_name(project: &str) -> String {
     format!(".djshim-{project}-exec")

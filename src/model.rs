@@ -15,7 +15,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::schedule::Schedule;
 
 pub use build::{Build, BuildWith, DEFAULT_RELEASES_DIR, Repo};
-pub use deploy::{Deploy, Health};
+pub use deploy::{Deploy, Health, Window};
 
 mod build;
 mod builder;

@@ -231,6 +231,7 @@ impl Renderer {
         server: bool,
         manage: bool,
         service_path: &[Utf8PathBuf],
+        window: Option<&Utf8Path>,
     ) -> Result<String, Error> {
         let words = Words { instance };
         let pythonpath = instance.pythonpath_for(server);
@@ -246,6 +247,26 @@ impl Renderer {
             python: words.path(&instance.python),
             manage: manage.then(|| words.path(&instance.manage)),
             mark: FROM_PROFILE,
+            window: window.map(|flag| WindowContext {
+                flag: flag.as_str(),
+                mode: instance.deploy.window.name(),
+                // One line, as every statement of the launcher: the script
+                // as a string literal (JSON's escapes are Python's) to exec.
+                code: {
+                    let script = WINDOW_PY
+                        .lines()
+                        .filter(|l| !l.trim_start().starts_with('#'))
+                        .fold(String::new(), |mut script, line| {
+                            script.push_str(line);
+                            script.push('\n');
+                            script
+                        });
+                    format!(
+                        "exec({})",
+                        serde_json::to_string(&script).expect("a string serializes")
+                    )
+                },
+            }),
         };
         let text = self.render("launcher.sh.j2", &ctx)?;
         Ok(text.lines().collect::<Vec<_>>().join("; "))
@@ -310,7 +331,19 @@ struct LauncherContext<'a> {
     python: Value,
     manage: Option<Value>,
     mark: &'static str,
+    window: Option<WindowContext<'a>>,
 }
+
+/// The deploy window of a server's launcher: its file, `stop` or `503`,
+/// and wrappers/window.py, which runs it.
+#[derive(Serialize)]
+struct WindowContext<'a> {
+    flag: &'a str,
+    mode: &'static str,
+    code: String,
+}
+
+const WINDOW_PY: &str = include_str!("../wrappers/window.py");
 
 /// The file name of the shims' helper (`djshim-exec`, src/exec.rs) in a
 /// directory of shims of `project`: hidden, one per project.

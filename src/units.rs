@@ -12,7 +12,7 @@ use minijinja::Value;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::model::{Instance, Job, Model, join};
+use crate::model::{Instance, Job, Model, Window, join};
 use crate::render::{Artifact, FROM_PROFILE, Renderer};
 
 /// The `PATH` systemd gives services; the instance's directories go first,
@@ -169,6 +169,7 @@ fn exec_line(
     unit: &str,
     server: bool,
     args: &[String],
+    window: Option<&Utf8Path>,
 ) -> Result<Vec<String>, Error> {
     let mut words = Vec::new();
     if instance.profile {
@@ -177,7 +178,7 @@ fn exec_line(
         words.extend([
             "/bin/sh".to_owned(),
             "-c".to_owned(),
-            renderer.launcher(instance, server, !server, &service_path)?,
+            renderer.launcher(instance, server, !server, &service_path, window)?,
             unit.to_owned(),
         ]);
     } else {
@@ -329,12 +330,17 @@ impl Units<'_, '_> {
 
     fn server(&mut self, server: &crate::model::Server) -> Result<String, Error> {
         let instance = self.instance;
+        // The deploy window is the server's: only a profile instance is
+        // deployed, through its launcher.
+        let window = (instance.deploy.window != Window::Serve)
+            .then(|| crate::layout::window(&self.model.profiles_dir, &instance.command));
         let exec = exec_line(
             self.renderer,
             instance,
             &instance.command,
             true,
             &server.command,
+            window.as_deref(),
         )?;
         let ctx = ServerContext {
             base: base(self.model, instance, &instance.command, true, exec),
@@ -364,7 +370,14 @@ impl Units<'_, '_> {
             crate::model::Run::Manage(args) => (args, false),
             crate::model::Run::Python(args) => (args, true),
         };
-        let exec = exec_line(self.renderer, self.instance, &service.unit, python, args)?;
+        let exec = exec_line(
+            self.renderer,
+            self.instance,
+            &service.unit,
+            python,
+            args,
+            None,
+        )?;
         let ctx = WorkerContext {
             base: base(self.model, self.instance, &service.unit, python, exec),
             service: &service.name,
@@ -425,7 +438,7 @@ fn job_context<'a>(
     instance: &'a Instance,
     job: &'a Job,
 ) -> Result<JobContext<'a>, Error> {
-    let exec = exec_line(renderer, instance, &job.unit, false, &job.command)?;
+    let exec = exec_line(renderer, instance, &job.unit, false, &job.command, None)?;
     Ok(JobContext {
         base: base(model, instance, &job.unit, false, exec),
         job: &job.name,

@@ -89,7 +89,7 @@ pub fn deploy(
         machine_check(&candidate_instance)?;
         django::deploy_questions(&candidate_instance, &shim)
     })?;
-    report_migrations(&migrations);
+    report_migrations(&migrations, instance.deploy.window);
     let irreversible = migrations.irreversible();
     // A first deploy is never migrated back (see `deploy_plan`), so what
     // cannot be reversed does not stop it.
@@ -175,6 +175,14 @@ fn deploy_plan(
         }
         None => vec![Step::Switch { to: None }],
     };
+    // The window opens before the switch (the server's launcher holds
+    // requests, or answers 503, from its restart on) and closes before the
+    // restart that starts the new code; a first deploy has no old code
+    // serving.
+    let window = (old.is_some()).then(|| window_steps(instance)).flatten();
+    if let Some((open, _)) = &window {
+        steps.extend(open.iter().cloned());
+    }
     steps.push(Planned {
         step: Step::Switch { to: Some(number) },
         undo: Undo::Steps(back),
@@ -204,6 +212,9 @@ fn deploy_plan(
             undo,
         });
     }
+    if let Some((_, close)) = window {
+        steps.push(close);
+    }
     if old.is_some() {
         steps.push(Planned {
             step: run("restart", &deploy.restart),
@@ -228,6 +239,45 @@ fn deploy_plan(
         on_kill: OnKill::Undo,
         steps,
     }
+}
+
+/// The steps that open the server's deploy window (write the window file,
+/// restart the server unit, whose launcher then holds requests or answers
+/// 503), and the one that closes it; `None` when the old code serves.
+fn window_steps(instance: &Instance) -> Option<(Vec<Planned>, Planned)> {
+    let wait = match instance.deploy.window {
+        crate::model::Window::Serve => return None,
+        crate::model::Window::Stop => true,
+        crate::model::Window::Unavailable => false,
+    };
+    let close = Step::Window { seconds: 0, wait };
+    let open = vec![
+        Planned {
+            step: Step::Window {
+                seconds: instance.deploy.window_timeout.as_secs(),
+                wait,
+            },
+            undo: Undo::Steps(vec![close.clone()]),
+        },
+        Planned {
+            step: run(
+                "window",
+                &[
+                    "systemctl".to_owned(),
+                    "try-restart".to_owned(),
+                    format!("{}.service", instance.command),
+                ],
+            ),
+            undo: Undo::nothing(),
+        },
+    ];
+    Some((
+        open,
+        Planned {
+            step: close,
+            undo: Undo::nothing(),
+        },
+    ))
 }
 
 /// What `rollback` is to do.
@@ -713,6 +763,23 @@ impl plan::World for Live<'_> {
                 .timeout(COMMAND_TIMEOUT)
                 .run(),
             Step::Health { probe } => health::probe(probe),
+            Step::Window { seconds, .. } => {
+                let flag = crate::layout::window(&self.profile.dir, &self.profile.name);
+                if *seconds == 0 {
+                    return match std::fs::remove_file(&flag) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            Err(Error::io("remove", &flag, e))
+                        }
+                        _ => Ok(()),
+                    };
+                }
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                let deadline = format!("{}\n", now.as_secs() + seconds);
+                let name = flag.file_name().expect("a file name");
+                crate::write::write_atomic(&self.profile.dir, name, deadline.as_bytes(), 0o644)
+            }
             Step::Healthy { number } => {
                 let mut record = Record::of(&self.profile, *number)?.ok_or_else(|| {
                     Error::Problem(format!(
@@ -899,7 +966,7 @@ fn deep_check(candidate: &Instance, shim: &Utf8Path) -> Result<(), Error> {
 /// The new migrations, summarised: their number, and each that cannot be
 /// reversed by name (a first deploy of a large application brings
 /// hundreds).
-fn report_migrations(migrations: &Migrations) {
+fn report_migrations(migrations: &Migrations, window: crate::model::Window) {
     let count = migrations.new.len();
     let mut apps: BTreeMap<&str, usize> = BTreeMap::new();
     for (app, _, _) in &migrations.new {
@@ -932,13 +999,21 @@ fn report_migrations(migrations: &Migrations) {
         }
     }
     // Said before the switch: the old code keeps serving while the steps
-    // migrate, until the restart.
+    // migrate, until the restart — unless a window keeps it from requests.
     for (migration, why) in &migrations.breaking {
-        eprintln!(
-            "djshim: warning: the code running now may fail against {migration} until the \
-             restart: {}",
-            why.join("; ")
-        );
+        if window == crate::model::Window::Serve {
+            eprintln!(
+                "djshim: warning: the code running now may fail against {migration} until the \
+                 restart: {} (`[deploy] window = \"stop\"` or `\"503\"` keeps requests from it)",
+                why.join("; ")
+            );
+        } else {
+            eprintln!(
+                "djshim: {migration} would break the code running now ({}): the window keeps \
+                 requests from it",
+                why.join("; ")
+            );
+        }
     }
 }
 

@@ -90,6 +90,9 @@ pub enum Step {
     /// Marks the deploy records of `numbers` as reversed (set `false`:
     /// applied again).
     Reversed { numbers: Vec<u32>, reversed: bool },
+    /// Opens the server's deploy window for at most `seconds` (`wait`:
+    /// requests wait; else they get 503), or closes it (`seconds` 0).
+    Window { seconds: u64, wait: bool },
 }
 
 impl fmt::Display for Step {
@@ -111,6 +114,15 @@ impl fmt::Display for Step {
             Step::Run { what, argv } => write!(f, "{what}: {}", argv.join(" ")),
             Step::Health { .. } => write!(f, "health"),
             Step::Healthy { number } => write!(f, "record generation {number} as healthy"),
+            Step::Window { seconds: 0, .. } => write!(f, "close the window"),
+            Step::Window { seconds, wait } => {
+                let how = if *wait {
+                    "requests wait"
+                } else {
+                    "requests get 503"
+                };
+                write!(f, "open the window: {how} (at most {seconds} s)")
+            }
             Step::Reversed { numbers, reversed } => {
                 let numbers: Vec<String> = numbers.iter().map(u32::to_string).collect();
                 let how = if *reversed { "reversed" } else { "applied" };

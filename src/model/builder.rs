@@ -283,12 +283,8 @@ impl Builder<'_> {
             let dirs = [&state_dir, &static_root, &media_root];
             self.unit_paths(&own_at, defaults, inst, dirs, &env_files);
         }
-        let deploy = self.deploy(
-            project,
-            instance,
-            defaults.deploy.as_ref(),
-            inst.deploy.as_ref(),
-        );
+        let socket = server.as_ref().is_some_and(|s| s.socket.is_some());
+        let deploy = self.deploy(project, instance, [&defaults.deploy, &inst.deploy], socket);
 
         if self.errors.len() > before {
             return None;

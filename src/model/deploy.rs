@@ -7,7 +7,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::{Builder, Scope, own_else};
-use crate::config::{RawDeploy, RawHealth, StrList};
+use crate::config::{RawDeploy, RawHealth, Str, StrList};
 
 /// How an instance is deployed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +26,33 @@ pub struct Deploy {
     pub stop: Option<Vec<String>>,
     pub health: Option<Health>,
     pub health_timeout: Duration,
+    /// What the server does between the switch and the restart.
+    pub window: Window,
+    /// How long the server holds requests (or answers 503) at most.
+    pub window_timeout: Duration,
+}
+
+/// What the server does while a deploy runs its steps (`[deploy] window`):
+/// the old code keeps serving (and may fail against a schema the new
+/// migrations changed), or requests wait, or get 503.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// The old code serves until the restart (the default).
+    Serve,
+    /// The server is stopped; requests wait on the socket systemd holds.
+    Stop,
+    /// Requests get `503 Service Unavailable` with `Retry-After`.
+    Unavailable,
+}
+
+impl Window {
+    pub fn name(self) -> &'static str {
+        match self {
+            Window::Serve => "serve",
+            Window::Stop => "stop",
+            Window::Unavailable => "503",
+        }
+    }
 }
 
 /// When an instance is healthy.
@@ -48,11 +75,14 @@ impl Builder<'_> {
         &mut self,
         project: &str,
         instance: &str,
-        defaults: Option<&RawDeploy>,
-        own: Option<&RawDeploy>,
+        [defaults, own]: [&Option<RawDeploy>; 2],
+        socket: bool,
     ) -> Deploy {
         let empty = RawDeploy::default();
-        let (defaults, own) = (defaults.unwrap_or(&empty), own.unwrap_or(&empty));
+        let (defaults, own) = (
+            defaults.as_ref().unwrap_or(&empty),
+            own.as_ref().unwrap_or(&empty),
+        );
         let own_at = format!("instances.{instance}.deploy");
         macro_rules! key {
             ($f:ident) => {
@@ -112,23 +142,9 @@ impl Builder<'_> {
                 Some(Health::Command(out))
             }
         });
-        let health_timeout = match key!(health_timeout) {
-            None => Duration::from_secs(30),
-            Some((v, key)) => {
-                let seconds = *v.get_ref();
-                if (1..=3600).contains(&seconds) {
-                    Duration::from_secs(seconds.unsigned_abs())
-                } else {
-                    self.error(
-                        v,
-                        &key,
-                        format!("`{seconds}` is not a timeout"),
-                        "give seconds, 1 to 3600",
-                    );
-                    Duration::from_secs(30)
-                }
-            }
-        };
+        let health_timeout = self.seconds(key!(health_timeout), 30);
+        let window = self.window(key!(window), socket);
+        let window_timeout = self.seconds(key!(window_timeout), 300);
         Deploy {
             steps,
             after,
@@ -137,6 +153,62 @@ impl Builder<'_> {
             stop,
             health,
             health_timeout,
+            window,
+            window_timeout,
+        }
+    }
+
+    /// `window`: `serve`, `stop` or `503`; the last two need a socket
+    /// systemd holds for the server.
+    fn window(&mut self, field: Option<(&Str, String)>, socket: bool) -> Window {
+        match field {
+            None => Window::Serve,
+            Some((v, key)) => {
+                let window = match v.get_ref().as_str() {
+                    "serve" => Some(Window::Serve),
+                    "stop" => Some(Window::Stop),
+                    "503" => Some(Window::Unavailable),
+                    _ => None,
+                };
+                match window {
+                    None => self.error(
+                        v,
+                        &key,
+                        format!("`{}` is not a window", v.get_ref()),
+                        "give `serve` (the old code serves), `stop` (requests wait) or `503`",
+                    ),
+                    Some(w) if w != Window::Serve && !socket => self.error(
+                        v,
+                        &key,
+                        format!(
+                            "`window = \"{}\"` needs a server on a socket systemd holds",
+                            w.name()
+                        ),
+                        "set `server.socket` (requests wait on it, or get 503 through it)",
+                    ),
+                    Some(_) => {}
+                }
+                window.unwrap_or(Window::Serve)
+            }
+        }
+    }
+
+    /// A timeout key: seconds, 1 to 3600.
+    fn seconds(&mut self, field: Option<(&Spanned<i64>, String)>, default: u64) -> Duration {
+        let Some((v, key)) = field else {
+            return Duration::from_secs(default);
+        };
+        let seconds = *v.get_ref();
+        if (1..=3600).contains(&seconds) {
+            Duration::from_secs(seconds.unsigned_abs())
+        } else {
+            self.error(
+                v,
+                &key,
+                format!("`{seconds}` is not a timeout"),
+                "give seconds, 1 to 3600",
+            );
+            Duration::from_secs(default)
         }
     }
 

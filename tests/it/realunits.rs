@@ -515,6 +515,88 @@ fn an_ipv6_socket_serves() {
     );
 }
 
+/// The example project in a git repository of the container, deployed to
+/// instance `prod` of `project` (account `<project>-prod`, builds as
+/// `<project>-build`) by `djshim deploy` with the default `restart` and a
+/// health URL, its server behind a socket on `port`; `deploy` is added to
+/// `[defaults.deploy]`.
+struct DeploySite {
+    guest: Guest,
+    project: String,
+}
+
+impl DeploySite {
+    fn new(project: &str, port: u16, deploy: &str) -> DeploySite {
+        let guest = machine().guest();
+        let repo = guest.world.path("repo");
+        crate::support::copy_tree(&crate::support::root().join("examples/mywebsite"), &repo);
+        for args in [
+            &["init", "--quiet", "--initial-branch=main"][..],
+            &["add", "."],
+            &["commit", "--quiet", "-m", "first"],
+        ] {
+            crate::support::git(&repo, args);
+        }
+        let site = DeploySite {
+            guest,
+            project: project.to_owned(),
+        };
+        site.configure(port, deploy);
+        site
+    }
+
+    /// Writes djshim.toml with `deploy` in `[defaults.deploy]`.
+    fn configure(&self, port: u16, deploy: &str) {
+        self.guest.write(
+            "djshim.toml",
+            &format!(
+                "project = \"{project}\"\nprofiles_dir = \"profiles\"\n\
+                 [build]\nrepo = \"repo\"\nref = \"main\"\ncommand = [\"true\"]\nreleases_dir = \"releases\"\n\
+                 user = \"{project}-build\"\n\
+                 [defaults]\npython = \"{python}\"\nsettings = \"mywebsite.settings.production\"\n\
+                 user = \"{project}-{{instance}}\"\nstate_dir = \"/var/lib/{project}-{{instance}}\"\n\
+                 static_root = \"/var/lib/{project}-{{instance}}/static\"\n\
+                 env = {{ MYWEBSITE_DB = \"/var/lib/{project}-{{instance}}/db.sqlite3\", \
+                 DJANGO_ALLOWED_HOSTS = \"localhost,127.0.0.1\" }}\n\
+                 [defaults.deploy]\nhealth = \"http://127.0.0.1:{port}/health\"\nhealth_timeout = 30\n{deploy}\n\
+                 [instances.prod]\n\
+                 [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--workers\", \"2\"]\n\
+                 socket = \"127.0.0.1:{port}\"\n",
+                project = self.project,
+                python = python(),
+            ),
+        );
+    }
+
+    fn accounts(&self) {
+        let m = self.guest.machine;
+        m.account(&format!("{}-build", self.project), &["--create-home"]);
+        m.account(&format!("{}-prod", self.project), &[]);
+    }
+
+    /// Commits the files given (path in the repository, content).
+    fn commit(&self, files: &[(&str, &str)], message: &str) {
+        let repo = self.guest.world.path("repo");
+        for (path, content) in files {
+            self.guest.world.write(&format!("repo/{path}"), content);
+        }
+        crate::support::git(&repo, &["add", "."]);
+        crate::support::git(&repo, &["commit", "--quiet", "-m", message]);
+    }
+
+    /// The columns of prod's `polls_question` table.
+    fn columns(&self) -> String {
+        let db = format!("/var/lib/{}-prod/db.sqlite3", self.project);
+        self.guest.machine.ok(&[
+            &python(),
+            "-c",
+            &format!(
+                "import sqlite3; print([c[1] for c in sqlite3.connect({db:?}).execute('pragma table_info(polls_question)')])"
+            ),
+        ])
+    }
+}
+
 /// A fresh server, from nothing to serving, with the commands the README
 /// gives in order, then `deploy` and `rollback` with the default `restart`
 /// (`systemctl try-restart <target>`) and a health URL: a new migration
@@ -523,35 +605,10 @@ fn an_ipv6_socket_serves() {
 #[test]
 fn deploy_and_rollback_drive_the_real_units() {
     let port = 8105;
-    let m = machine();
-    let guest = m.guest();
-    let repo = guest.world.path("repo");
-    crate::support::copy_tree(&crate::support::root().join("examples/mywebsite"), &repo);
-    let git = |args: &[&str]| crate::support::git(&repo, args);
-    git(&["init", "--quiet", "--initial-branch=main"]);
-    git(&["add", "."]);
-    git(&["commit", "--quiet", "-m", "first"]);
-    guest.write(
-        "djshim.toml",
-        &format!(
-            "project = \"sddeploy\"\nprofiles_dir = \"profiles\"\n\
-             [build]\nrepo = \"repo\"\nref = \"main\"\ncommand = [\"true\"]\nreleases_dir = \"releases\"\n\
-             user = \"sddeploy-build\"\n\
-             [defaults]\npython = \"{python}\"\nsettings = \"mywebsite.settings.production\"\n\
-             user = \"sddeploy-{{instance}}\"\nstate_dir = \"/var/lib/sddeploy-{{instance}}\"\n\
-             static_root = \"/var/lib/sddeploy-{{instance}}/static\"\n\
-             env = {{ MYWEBSITE_DB = \"/var/lib/sddeploy-{{instance}}/db.sqlite3\", \
-             DJANGO_ALLOWED_HOSTS = \"localhost,127.0.0.1\" }}\n\
-             [defaults.deploy]\nhealth = \"http://127.0.0.1:{port}/health\"\nhealth_timeout = 30\n\
-             [instances.prod]\n\
-             [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--workers\", \"2\"]\n\
-             socket = \"127.0.0.1:{port}\"\n",
-            python = python(),
-        ),
-    );
+    let site = DeploySite::new("sddeploy", port, "");
+    let (m, guest) = (site.guest.machine, &site.guest);
     // The first-run commands (README "On a fresh server"), in order.
-    m.account("sddeploy-build", &["--create-home"]);
-    m.account("sddeploy-prod", &[]);
+    site.accounts();
     let check = guest.djshim_ok(&["check"]);
     assert!(
         check.contains("prod: `package`: warning: not deployed yet"),
@@ -569,14 +626,7 @@ fn deploy_and_rollback_drive_the_real_units() {
 
     // A new migration, deployed: the target restarted on the new code.
     let server = m.property("sddeploy-prod.service", "MainPID");
-    let repo_commit = |files: &[(&str, &str)], message: &str| {
-        for (path, content) in files {
-            guest.world.write(&format!("repo/{path}"), content);
-        }
-        git(&["add", "."]);
-        git(&["commit", "--quiet", "-m", message]);
-    };
-    repo_commit(
+    site.commit(
         &[
             ("polls/models.py", crate::deploys::VOTES_MODEL),
             (
@@ -588,13 +638,7 @@ fn deploy_and_rollback_drive_the_real_units() {
     );
     assert_status(&guest.djshim(&["deploy", "prod"]), 0);
     assert_ne!(m.property("sddeploy-prod.service", "MainPID"), server);
-    let columns = || {
-        m.ok(&[
-            &python(),
-            "-c",
-            "import sqlite3; print([c[1] for c in sqlite3.connect('/var/lib/sddeploy-prod/db.sqlite3').execute('pragma table_info(polls_question)')])",
-        ])
-    };
+    let columns = || site.columns();
     assert!(columns().contains("'votes'"), "{}", columns());
 
     // A release whose health view fails: undone on its own.
@@ -602,7 +646,7 @@ fn deploy_and_rollback_drive_the_real_units() {
         "list(Question.objects.all()[:1])",
         "raise RuntimeError('broken')",
     );
-    repo_commit(&[("polls/views.py", &views)], "broken health");
+    site.commit(&[("polls/views.py", &views)], "broken health");
     let broken = guest.djshim(&["deploy", "prod"]);
     assert_status(&broken, 1);
     assert!(
@@ -669,4 +713,126 @@ fn a_package_under_tmp_is_reported_before_systemd_fails_it() {
         "{}",
         m.journal("sdtmp-prod-check.service")
     );
+}
+
+/// A migration that adds `votes` (`add` true) or drops it: the model of
+/// the commit, and the migration file, numbered `n`.
+fn votes_commit(n: u32, add: bool) -> [(String, String); 2] {
+    let model = if add {
+        crate::deploys::VOTES_MODEL.to_owned()
+    } else {
+        fs_model_without_votes()
+    };
+    let operation = if add {
+        "migrations.AddField(\"question\", \"votes\", models.IntegerField(default=0))"
+    } else {
+        "migrations.RemoveField(\"question\", \"votes\")"
+    };
+    let previous = if n == 2 {
+        "0001_initial".to_owned()
+    } else {
+        format!("{:04}_step", n - 1)
+    };
+    let migration = format!(
+        "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
+         dependencies = [(\"polls\", \"{previous}\")]\n    operations = [\n        {operation},\n    ]\n"
+    );
+    [
+        ("polls/models.py".to_owned(), model),
+        (format!("polls/migrations/{n:04}_step.py"), migration),
+    ]
+}
+
+fn fs_model_without_votes() -> String {
+    std::fs::read_to_string(crate::support::root().join("examples/mywebsite/polls/models.py"))
+        .unwrap()
+}
+
+/// `[deploy] window` measured with a client loop on `/health` (which reads
+/// every column) through a deploy whose migration drops a column the old
+/// code still selects, with a 3 s step after the migration: keeping the
+/// old code serving (`serve`, today's default) answers 500 in that window;
+/// `stop` holds every request on the socket until the new code serves (no
+/// failure at all); `503` answers 503 with `Retry-After`, never 500.
+#[test]
+fn a_deploy_window_keeps_the_old_code_from_a_changed_schema() {
+    let port = 8108;
+    let site = DeploySite::new("sdwin", port, "");
+    let (m, guest) = (site.guest.machine, &site.guest);
+    site.accounts();
+    guest.djshim_ok(&["generate"]);
+    guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
+    m.systemctl(&["daemon-reload"]);
+    assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+
+    let mut n = 2;
+    let mut results = BTreeMap::new();
+    for window in ["serve", "stop", "503"] {
+        site.configure(
+            port,
+            &format!(
+                "window = \"{window}\"\nsteps = [[\"migrate\", \"--noinput\"], \
+                 [\"shell\", \"-c\", \"import time; time.sleep(3)\"]]"
+            ),
+        );
+        guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
+        m.systemctl(&["daemon-reload"]);
+        // The column comes, without a client loop…
+        let files = votes_commit(n, true);
+        site.commit(
+            &[(&files[0].0, &files[0].1), (&files[1].0, &files[1].1)],
+            "votes",
+        );
+        assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+        n += 1;
+        // …and goes, under one.
+        let files = votes_commit(n, false);
+        site.commit(
+            &[(&files[0].0, &files[0].1), (&files[1].0, &files[1].1)],
+            "no votes",
+        );
+        n += 1;
+        let _ = std::fs::remove_file(guest.world.path("client.stop"));
+        guest.write("client.py", CLIENT);
+        let client = guest
+            .machine
+            .command(
+                "/",
+                &[
+                    &python(),
+                    guest.path("client.py").as_str(),
+                    &port.to_string(),
+                    guest.path("client.stop").as_str(),
+                    "120",
+                    "/health",
+                ],
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let deploy = guest.djshim(&["deploy", "prod"]);
+        assert_status(&deploy, 0);
+        std::thread::sleep(Duration::from_millis(500));
+        let mut summary = finish(guest, client);
+        assert!(!site.columns().contains("'votes'"));
+        summary["deploy"] = text(&deploy).1.into();
+        results.insert(window, summary);
+    }
+    let errors = |w: &str| results[w]["errors"].as_object().unwrap().clone();
+    assert!(
+        errors("serve").contains_key("HTTP 500"),
+        "the old code served the new schema without an error: {results:#?}"
+    );
+    assert_eq!(results["stop"]["failures"], 0, "{results:#?}");
+    assert!(
+        results["stop"]["slowest"].as_f64().unwrap() > 2.0,
+        "{results:#?}"
+    );
+    let unavailable = errors("503");
+    assert!(
+        unavailable.keys().all(|k| k == "HTTP 503 Retry-After 5") && !unavailable.is_empty(),
+        "{results:#?}"
+    );
+    println!("{results:#?}");
 }

@@ -1,7 +1,8 @@
-"""A client loop for the tests under a real systemd: GET http://127.0.0.1:PORT/
-over and over until the file STOP exists (or SECONDS pass), then print a JSON
-summary: how many requests, how many failed and why, and each answer body in
-the order they changed."""
+"""A client loop for the tests under a real systemd: GET http://127.0.0.1:PORT/PATH
+(PATH default /) over and over until the file STOP exists (or SECONDS pass),
+then print a JSON summary: how many requests, how many failed and why (a 503
+with its Retry-After), each answer body in the order they changed, and the
+slowest request."""
 import http.client
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 import time
 
 port, stop, seconds = int(sys.argv[1]), sys.argv[2], float(sys.argv[3])
+path = sys.argv[4] if len(sys.argv) > 4 else "/"
 ok = fail = 0
 errors = {}
 bodies = []
@@ -18,10 +20,12 @@ while not os.path.exists(stop) and time.monotonic() - start < seconds:
     t0 = time.monotonic()
     try:
         c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        c.request("GET", "/", headers={"Host": "localhost"})
+        c.request("GET", path, headers={"Host": "localhost"})
         r = c.getresponse()
         body = r.read().decode()
         c.close()
+        if r.status == 503:
+            raise RuntimeError("HTTP 503 Retry-After %s" % r.getheader("Retry-After"))
         if r.status != 200:
             raise RuntimeError("HTTP %d" % r.status)
         ok += 1

@@ -1,0 +1,52 @@
+# The deploy window of a server (`[deploy] window`), run by the server's
+# launcher while the window file exists: ARGV flag mode. Ends when the file
+# is gone or its deadline (the file's content, seconds since the epoch) has
+# passed; the launcher then starts the server of the new generation on the
+# same socket. `stop`: requests wait in the socket's queue. `503`: each gets
+# 503 Service Unavailable with Retry-After, from the socket systemd passed
+# (fd 3), which is left as it was found (blocking).
+import os
+import select
+import socket
+import sys
+import time
+
+flag, mode = sys.argv[1], sys.argv[2]
+try:
+    with open(flag) as f:
+        deadline = float(f.read())
+except (OSError, ValueError):
+    sys.exit(0)
+
+
+def is_open():
+    return os.path.exists(flag) and time.time() < deadline
+
+
+if mode == "stop":
+    while is_open():
+        time.sleep(0.2)
+    sys.exit(0)
+
+listener = socket.socket(fileno=os.dup(3))
+body = b"deploying: try again in a few seconds\n"
+answer = (
+    b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+    % (len(body), body)
+)
+while is_open():
+    if not select.select([listener], [], [], 0.2)[0]:
+        continue
+    try:
+        client, _ = listener.accept()
+    except OSError:
+        continue
+    try:
+        client.settimeout(2)
+        client.recv(65536)
+        client.sendall(answer)
+    except OSError:
+        pass
+    finally:
+        client.close()
