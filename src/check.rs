@@ -144,12 +144,15 @@ fn problems(instance: &Instance, import: bool) -> Vec<Problem> {
 /// `ReadWritePaths=` open the instance's directories again: nothing under
 /// /home or /root is lost.) Warnings: the shim itself runs.
 pub fn sandbox(instance: &Instance) -> Vec<Problem> {
-    let server_private = instance.server.as_ref().is_some_and(|s| {
-        !s.service
+    let private = |settings: &std::collections::BTreeMap<String, String>| {
+        !settings
             .get("PrivateTmp")
             .is_some_and(|v| ["no", "false", "0", "off"].contains(&v.as_str()))
-    });
-    if !server_private && instance.services.is_empty() && instance.jobs.is_empty() {
+    };
+    let any_private = instance.server.iter().any(|s| private(&s.service))
+        || instance.services.values().any(|s| private(&s.service))
+        || instance.jobs.values().any(|j| private(&j.service));
+    if !any_private {
         return Vec::new();
     }
     let mut problems = Vec::new();

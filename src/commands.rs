@@ -53,7 +53,11 @@ pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
 pub fn load(path: &Utf8Path) -> Result<Model, Error> {
     let source = Source::read(path)?;
     let raw = config::parse(&source)?;
-    Model::build(&source, &raw)
+    let model = Model::build(&source, &raw)?;
+    for warning in &model.warnings {
+        eprintln!("djshim: warning: {warning}");
+    }
+    Ok(model)
 }
 
 /// The starter config for `project`.

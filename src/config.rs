@@ -113,6 +113,8 @@ pub struct RawInstance {
     pub user: Option<Str>,
     pub group: Option<Str>,
     pub confirm: Option<StrList>,
+    /// The instance's port: `{port}` in its values.
+    pub port: Option<Spanned<i64>>,
     pub server: Option<Spanned<RawServer>>,
     pub services: Option<Spanned<BTreeMap<Str, RawService>>>,
     pub jobs: Option<Spanned<BTreeMap<Str, RawJob>>>,
@@ -164,14 +166,19 @@ pub struct RawService {
     /// …or the interpreter's (`["-m", "celery", …]`).
     pub command: Option<StrList>,
     pub after: Option<StrList>,
+    pub service: Option<Spanned<BTreeMap<Str, Str>>>,
 }
 
 /// `[instances.NAME.jobs.JOB]`: a scheduled manage.py command.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJob {
-    pub command: StrList,
+    /// manage.py's arguments (`["clearsessions"]`).
+    pub manage: Option<StrList>,
+    /// The old spelling of `manage` (djshim 0.1), kept with a warning.
+    pub command: Option<StrList>,
     pub schedule: Str,
+    pub service: Option<Spanned<BTreeMap<Str, Str>>>,
 }
 
 /// Parses the file, turning a TOML or shape error into a diagnostic that

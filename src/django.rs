@@ -300,7 +300,7 @@ fn commands(instance: &Instance) -> Vec<String> {
     instance
         .jobs
         .values()
-        .map(|j| &j.command)
+        .map(|j| &j.manage)
         .chain(instance.services.values().filter_map(|s| s.run.manage()))
         .filter_map(|args| args.first().cloned())
         .collect()

@@ -64,6 +64,8 @@ const RESERVED_ENV: &[(&str, &str)] = &[
 pub struct Model {
     /// `project`: the first half of every shim name.
     pub project: String,
+    /// What the config should change though it is valid (an old spelling).
+    pub warnings: Vec<crate::error::Diagnostic>,
     /// Where `generate` writes, absolute.
     pub bin_dir: Utf8PathBuf,
     /// Where instance profiles live, absolute.
@@ -112,6 +114,8 @@ pub struct Instance {
     pub group: Option<String>,
     /// manage.py subcommands that need the instance name typed first.
     pub confirm: Vec<String>,
+    /// `port`: what `{port}` stands for in the instance's values.
+    pub port: Option<u16>,
     /// The application server run by systemd, if any.
     pub server: Option<Server>,
     /// Further long-running processes, by name.
@@ -166,6 +170,8 @@ pub struct Service {
     pub run: Run,
     /// Units to start first and order after.
     pub after: Vec<String>,
+    /// Further `[Service]` settings of its unit.
+    pub service: BTreeMap<String, String>,
 }
 
 /// What a service runs.
@@ -202,8 +208,10 @@ pub struct Job {
     /// `<project>-<instance>-<job>`: the unit and lock name.
     pub unit: String,
     /// manage.py's arguments.
-    pub command: Vec<String>,
+    pub manage: Vec<String>,
     pub schedule: Schedule,
+    /// Further `[Service]` settings of its unit.
+    pub service: BTreeMap<String, String>,
 }
 
 impl Instance {
@@ -330,16 +338,24 @@ mod tests {
     #[test]
     fn placeholders_expand_and_braces_escape() {
         assert_eq!(
-            expand("{project}-{instance} {{x}}", "p", Some("i")).unwrap(),
+            expand("{project}-{instance} {{x}}", "p", Some("i"), None).unwrap(),
             "p-i {x}"
         );
-        assert_eq!(expand("a{nope}", "p", Some("i")).unwrap_err().at, 1);
+        assert_eq!(expand("a{nope}", "p", Some("i"), None).unwrap_err().at, 1);
         assert_eq!(
-            expand("a}", "p", None).unwrap_err().message,
+            expand("a}", "p", None, None).unwrap_err().message,
             "unmatched `}`"
         );
-        assert!(expand("{instance}", "p", None).is_err());
-        assert_eq!(expand("{", "p", None).unwrap_err().message, "unclosed `{`");
+        assert!(expand("{instance}", "p", None, None).is_err());
+        assert_eq!(
+            expand("{", "p", None, None).unwrap_err().message,
+            "unclosed `{`"
+        );
+        assert_eq!(
+            expand("h:{port}", "p", Some("i"), Some(8001)).unwrap(),
+            "h:8001"
+        );
+        assert!(expand("{port}", "p", Some("i"), None).is_err());
     }
 
     #[test]

@@ -33,8 +33,12 @@ const SHIM: (&str, &str) = ("shim.sh.j2", include_str!("../wrappers/shim.sh.j2")
 
 /// Every template, compiled in. The name's last extension before `.j2`
 /// picks the escaper.
-const TEMPLATES: [(&str, &str); 13] = [
+const TEMPLATES: [(&str, &str); 14] = [
     SHIM,
+    (
+        "settings.systemd.j2",
+        include_str!("../wrappers/settings.systemd.j2"),
+    ),
     ("module.nix.j2", include_str!("../wrappers/module.nix.j2")),
     ("launcher.sh.j2", include_str!("../wrappers/launcher.sh.j2")),
     (

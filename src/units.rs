@@ -5,7 +5,7 @@
 //! one target per instance that they are part of; the socket systemd holds
 //! for the server; the directories they need.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use camino::{Utf8Path, Utf8PathBuf};
 use minijinja::Value;
@@ -40,6 +40,10 @@ struct Base<'a> {
     exec: Vec<String>,
     /// `<project>-<instance>`: the target every unit is part of.
     target: &'a str,
+    /// The config's further `[Service]` settings (`service = { … }`).
+    settings: Vec<Setting>,
+    /// Their names: djshim's own line of the same name is left out.
+    overridden: Vec<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -48,7 +52,6 @@ struct ServerContext<'a> {
     base: Base<'a>,
     after: &'a [String],
     runtime_dir: Option<&'a str>,
-    service: Vec<Setting>,
     /// `ListenStream=` of the socket unit, when systemd holds the socket.
     socket: Option<&'a str>,
 }
@@ -197,6 +200,7 @@ fn base<'a>(
     unit: &'a str,
     server: bool,
     exec: Vec<String>,
+    settings: &'a BTreeMap<String, String>,
 ) -> Base<'a> {
     // Paths go into settings systemd reads unquoted: the model has
     // refused those that cannot stand there.
@@ -226,6 +230,14 @@ fn base<'a>(
         state_directories,
         exec,
         target: &instance.command,
+        settings: settings
+            .iter()
+            .map(|(k, v)| Setting {
+                name: Value::from_safe_string(k.clone()),
+                value: Value::from_safe_string(v.clone()),
+            })
+            .collect(),
+        overridden: settings.keys().map(String::as_str).collect(),
     }
 }
 
@@ -343,17 +355,16 @@ impl Units<'_, '_> {
             window.as_deref(),
         )?;
         let ctx = ServerContext {
-            base: base(self.model, instance, &instance.command, true, exec),
+            base: base(
+                self.model,
+                instance,
+                &instance.command,
+                true,
+                exec,
+                &server.service,
+            ),
             after: &server.after,
             runtime_dir: server.runtime_dir.as_deref(),
-            service: server
-                .service
-                .iter()
-                .map(|(k, v)| Setting {
-                    name: Value::from_safe_string(k.clone()),
-                    value: Value::from_safe_string(v.clone()),
-                })
-                .collect(),
             socket: server.socket.as_ref().map(crate::model::Socket::listen),
         };
         self.add(
@@ -379,7 +390,14 @@ impl Units<'_, '_> {
             None,
         )?;
         let ctx = WorkerContext {
-            base: base(self.model, self.instance, &service.unit, python, exec),
+            base: base(
+                self.model,
+                self.instance,
+                &service.unit,
+                python,
+                exec,
+                &service.service,
+            ),
             service: &service.name,
             after: &service.after,
         };
@@ -438,9 +456,9 @@ fn job_context<'a>(
     instance: &'a Instance,
     job: &'a Job,
 ) -> Result<JobContext<'a>, Error> {
-    let exec = exec_line(renderer, instance, &job.unit, false, &job.command, None)?;
+    let exec = exec_line(renderer, instance, &job.unit, false, &job.manage, None)?;
     Ok(JobContext {
-        base: base(model, instance, &job.unit, false, exec),
+        base: base(model, instance, &job.unit, false, exec, &job.service),
         job: &job.name,
         schedule: &job.schedule.cron,
         calendar: job.schedule.calendar(),
@@ -486,7 +504,7 @@ pub fn crontab(
             schedule: &job.schedule.cron,
             lock: lock_dir.join(format!("{}.lock", job.unit)).into_string(),
             shim: bin.join(&instance.command).into_string(),
-            command: &job.command,
+            command: &job.manage,
         })
         .collect();
     renderer.render(

@@ -63,6 +63,8 @@ impl Model {
         let mut b = Builder {
             source,
             errors: Vec::new(),
+            warnings: Vec::new(),
+            port: None,
             seen: BTreeSet::new(),
         };
         let project = raw.project.get_ref().clone();
@@ -147,6 +149,7 @@ impl Model {
         }
         Ok(Model {
             project,
+            warnings: b.warnings,
             bin_dir: bin_dir.expect("no errors"),
             profiles_dir: profiles_dir.expect("no errors"),
             units_dir: units_dir.expect("no errors"),
@@ -191,12 +194,31 @@ pub(super) struct Scope<'a> {
 pub(super) struct Builder<'a> {
     pub(super) source: &'a Source,
     pub(super) errors: Vec<Diagnostic>,
+    /// What the config should change, though it is valid.
+    pub(super) warnings: Vec<Diagnostic>,
+    /// The `port` of the instance being built: `{port}`.
+    pub(super) port: Option<u16>,
     /// (line, column) of errors already reported: a bad value in `[defaults]`
     /// is reported once, not once per instance that inherits it.
     pub(super) seen: BTreeSet<(usize, usize)>,
 }
 
 impl Builder<'_> {
+    /// A warning: the config works, but should change.
+    pub(super) fn warn<T>(&mut self, at: &Spanned<T>, key: &str, message: String, help: &str) {
+        let d = self
+            .source
+            .diagnostic(at.span(), Some(key.to_owned()), message)
+            .help(help);
+        if !self
+            .warnings
+            .iter()
+            .any(|w| (w.line, w.column) == (d.line, d.column))
+        {
+            self.warnings.push(d);
+        }
+    }
+
     pub(super) fn error<T>(&mut self, at: &Spanned<T>, key: &str, message: String, help: &str) {
         let mut d = self
             .source
@@ -239,6 +261,7 @@ impl Builder<'_> {
             key,
         };
 
+        self.port = field!(port).and_then(|(v, key)| self.port(v, &key));
         let (package, profile) = match field!(package) {
             Some((v, key)) => (self.path(v, &scope(key), Base::None), false),
             None => (
@@ -309,11 +332,26 @@ impl Builder<'_> {
             user,
             group,
             confirm,
+            port: self.port,
             server,
             services,
             deploy,
             jobs,
         })
+    }
+
+    /// `port`: 1 to 65535.
+    fn port(&mut self, v: &Spanned<i64>, key: &str) -> Option<u16> {
+        let port = u16::try_from(*v.get_ref()).ok().filter(|p| *p > 0);
+        if port.is_none() {
+            self.error(
+                v,
+                key,
+                format!("`{}` is not a port", v.get_ref()),
+                "give a TCP port, 1 to 65535, e.g. `port = 8001`",
+            );
+        }
+        port
     }
 
     /// `group` names the group of the account `user` runs as.

@@ -118,7 +118,8 @@ impl Builder<'_> {
         let (restart, start, stop) = self.commands(project, instance, defaults, own);
         let health = key!(health).and_then(|(v, key)| match v.get_ref() {
             RawHealth::Url(url) => {
-                let parsed = parse_url(url);
+                let url = self.expand(&Spanned::new(v.span(), url.clone()), &scope(key.clone()))?;
+                let parsed = parse_url(&url);
                 if parsed.is_none() {
                     self.error(
                         v,

@@ -1,4 +1,4 @@
-//! `{project}`, `{instance}` and literal braces in string values.
+//! `{project}`, `{instance}`, `{port}` and literal braces in string values.
 
 use crate::error::backticked;
 
@@ -11,12 +11,14 @@ pub struct PlaceholderError {
     pub help: String,
 }
 
-/// Expands `{project}` and `{instance}` (the latter only inside an instance);
-/// `{{` and `}}` are literal braces; anything else in braces is an error.
+/// Expands `{project}`, `{instance}` (only inside an instance) and `{port}`
+/// (only in an instance with a `port`); `{{` and `}}` are literal braces;
+/// anything else in braces is an error.
 pub fn expand(
     raw: &str,
     project: &str,
     instance: Option<&str>,
+    port: Option<u16>,
 ) -> Result<String, PlaceholderError> {
     let mut out = String::with_capacity(raw.len());
     let mut rest = raw;
@@ -57,6 +59,17 @@ pub fn expand(
                     help: "move the value into `[defaults]` or an instance".into(),
                 });
             }
+            ("port", _) => match port {
+                Some(port) => out.push_str(&port.to_string()),
+                None => {
+                    return Err(PlaceholderError {
+                        at,
+                        len: end + 1,
+                        message: "`{port}` is not defined: the instance has no `port`".into(),
+                        help: "set `port = 8001` in the instance (each its own)".into(),
+                    });
+                }
+            },
             _ => {
                 return Err(PlaceholderError {
                     at,
@@ -64,7 +77,7 @@ pub fn expand(
                     message: format!("unknown placeholder `{{{name}}}`"),
                     help: format!(
                         "placeholders are {}; write `{{{{` and `}}}}` for literal braces",
-                        backticked(&["{project}", "{instance}"])
+                        backticked(&["{project}", "{instance}", "{port}"])
                     ),
                 });
             }

@@ -190,11 +190,13 @@ impl Builder<'_> {
             }
         };
         let after = self.after(raw.after.as_ref(), &scope("after"));
+        let service = self.unit_settings(raw.service.as_ref(), key, [project, instance]);
         Some(Service {
             name: name.to_owned(),
             unit: format!("{project}-{instance}-{name}"),
             run,
             after,
+            service,
         })
     }
 
@@ -255,8 +257,31 @@ impl Builder<'_> {
             .socket
             .as_ref()
             .and_then(|v| self.socket(v, &scope("socket")));
+        let service = self.unit_settings(raw.service.as_ref(), &prefix, [project, instance]);
+        Some(Server {
+            command: command?,
+            runtime_dir,
+            after,
+            service,
+            socket,
+        })
+    }
+
+    /// `service`: further `[Service]` settings of a unit (the server's, a
+    /// service's, a job's), by one rule for all: a setting that makes the
+    /// unit what the shim is (`ExecStart=`, `User=`, `Group=`,
+    /// `Environment=`, `EnvironmentFile=`, `WorkingDirectory=`, `Type=`) is
+    /// refused; one that djshim writes itself with a default
+    /// (`PrivateTmp=`, `Restart=` …) replaces djshim's line; any other is
+    /// added. Values are systemd syntax, written as given, on one line.
+    fn unit_settings(
+        &mut self,
+        raw: Option<&Spanned<BTreeMap<Str, Str>>>,
+        prefix: &str,
+        [project, instance]: [&str; 2],
+    ) -> BTreeMap<String, String> {
         let mut service = BTreeMap::new();
-        for (k, v) in raw.service.iter().flat_map(Spanned::get_ref) {
+        for (k, v) in raw.into_iter().flat_map(Spanned::get_ref) {
             let key = format!("{prefix}.service.{}", k.get_ref());
             let name = k.get_ref();
             if !(name.bytes().next().is_some_and(|b| b.is_ascii_uppercase())
@@ -275,17 +300,16 @@ impl Builder<'_> {
                     k,
                     &key,
                     format!("`{name}` is set by djshim itself"),
-                    "djshim derives it from the instance's keys; remove it here",
+                    "djshim derives it from the instance's keys, as for the shim; remove it here",
                 );
                 continue;
             }
-            let Some(value) = self.expand(
-                v,
-                &Scope {
-                    key: key.clone(),
-                    ..scope("")
-                },
-            ) else {
+            let scope = Scope {
+                project,
+                instance: Some(instance),
+                key: key.clone(),
+            };
+            let Some(value) = self.expand(v, &scope) else {
                 continue;
             };
             if value.contains(['\n', '\r']) {
@@ -299,13 +323,7 @@ impl Builder<'_> {
             }
             service.insert(name.clone(), value);
         }
-        Some(Server {
-            command: command?,
-            runtime_dir,
-            after,
-            service,
-            socket,
-        })
+        service
     }
 
     /// `RuntimeDirectory=`: relative, plain parts, no `..`.
@@ -385,7 +403,32 @@ impl Builder<'_> {
                 instance: Some(instance),
                 key: format!("{key}.{k}"),
             };
-            let command = self.words(&raw.command, &scope("command"), true);
+            let manage = match (&raw.manage, &raw.command) {
+                (Some(list), None) => self.words(list, &scope("manage"), true),
+                (None, Some(list)) => {
+                    self.warn(
+                        list,
+                        &scope("command").key,
+                        "`command` of a job is the old spelling of `manage` (manage.py's \
+                         arguments)"
+                            .into(),
+                        "write `manage = [...]`, as for services: `command` is the \
+                         interpreter's arguments in `server` and `services`",
+                    );
+                    self.words(list, &scope("command"), true)
+                }
+                (both, _) => {
+                    let what = if both.is_some() { "both" } else { "neither" };
+                    self.error(
+                        at,
+                        &key,
+                        format!("job `{name}` has {what} `manage` and `command`"),
+                        "give `manage = [\"clearsessions\"]`: manage.py's arguments",
+                    );
+                    None
+                }
+            };
+            let service = self.unit_settings(raw.service.as_ref(), &key, [project, instance]);
             let schedule = self
                 .expand(&raw.schedule, &scope("schedule"))
                 .and_then(|text| {
@@ -400,15 +443,16 @@ impl Builder<'_> {
                         })
                         .ok()
                 });
-            if let (Some(command), Some(schedule)) = (command, schedule) {
+            if let (Some(manage), Some(schedule)) = (manage, schedule) {
                 let unit = format!("{project}-{instance}-{name}");
                 jobs.insert(
                     name.to_owned(),
                     Job {
                         name: name.to_owned(),
                         unit,
-                        command,
+                        manage,
                         schedule,
+                        service,
                     },
                 );
             }

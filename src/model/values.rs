@@ -120,7 +120,12 @@ impl Builder<'_> {
             );
             return None;
         }
-        match expand(raw, scope.project, scope.instance) {
+        let port = if scope.instance.is_some() {
+            self.port
+        } else {
+            None
+        };
+        match expand(raw, scope.project, scope.instance, port) {
             Ok(s) => Some(s),
             Err(e) => {
                 let span = self.inner_span(v, e.at, e.len);

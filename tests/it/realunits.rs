@@ -232,7 +232,7 @@ fn environment_case(project: &str, secrets: &str, state: &str, port: u16) {
              socket = \"127.0.0.1:{port}\"\n\
              [instances.prod.services.sendalerts]\nmanage = [\"sendalerts\"]\n\
              [instances.prod.services.http]\ncommand = [\"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"0\"]\n\
-             [instances.prod.jobs.dumpenv]\ncommand = [\"shell\", \"-c\", {job:?}]\n\
+             [instances.prod.jobs.dumpenv]\nmanage = [\"shell\", \"-c\", {job:?}]\n\
              schedule = \"17 3 * * *\"\n",
             python = python(),
             job = dump_env(&format!("{state}/job.json")),
@@ -352,7 +352,7 @@ fn services_stay_up_and_timers_fire_on_time_but_never_on_a_restart() {
              user = \"sdjob\"\nstate_dir = \"/var/lib/sdjob-prod\"\n\
              env = {{ MYWEBSITE_DB = \"/var/lib/sdjob-prod/db.sqlite3\" }}\n\
              [instances.prod.services.sendalerts]\nmanage = [\"sendalerts\"]\n\
-             [instances.prod.jobs.tick]\ncommand = [\"shell\", \"-c\", {code:?}]\n\
+             [instances.prod.jobs.tick]\nmanage = [\"shell\", \"-c\", {code:?}]\n\
              schedule = \"* * * * *\"\n",
             python = python(),
             code = format!("import time; open({ticks:?}, 'a').write('%f\\n' % time.time())"),
@@ -691,7 +691,7 @@ fn a_package_under_tmp_is_reported_before_systemd_fails_it() {
              [instances.prod]\npackage = \"/tmp/sdtmp-a\"\npython = \"{python}\"\n\
              settings = \"mywebsite.settings.production\"\nuser = \"sdtmp\"\n\
              env = {{ MYWEBSITE_DB = \"/var/lib/sdtmp/db.sqlite3\" }}\n\
-             [instances.prod.jobs.check]\ncommand = [\"check\"]\nschedule = \"@daily\"\n",
+             [instances.prod.jobs.check]\nmanage = [\"check\"]\nschedule = \"@daily\"\n",
             python = python(),
         ),
     );

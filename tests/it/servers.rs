@@ -103,7 +103,7 @@ fn the_launcher_of_a_unit_is_clean_sh() {
     world.write(
         "djshim.toml",
         &(world.read("djshim.toml")
-            + "[instances.prod.jobs.clear]\ncommand = [\"clearsessions\"]\nschedule = \"@daily\"\n"),
+            + "[instances.prod.jobs.clear]\nmanage = [\"clearsessions\"]\nschedule = \"@daily\"\n"),
     );
     assert_status(&world.djshim(&["systemd"]), 0);
     for unit in ["mywebsite-prod.service", "mywebsite-prod-clear.service"] {

@@ -30,7 +30,7 @@ fn world(server: &str, extra: &str) -> World {
              state_dir = \"var\"\nstatic_root = \"var/static\"\nenv_file = [\"prod.env\"]\n\
              env = {{ MYWEBSITE_DB = \"{db}\", DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\" }}\n{extra}\n\
              [instances.prod.server]\ncommand = {server}\n\
-             [instances.prod.jobs.clearsessions]\ncommand = [\"clearsessions\"]\nschedule = \"17 3 * * *\"\n",
+             [instances.prod.jobs.clearsessions]\nmanage = [\"clearsessions\"]\nschedule = \"17 3 * * *\"\n",
             pkg = world.path("pkg"),
             venv = venv(),
             db = world.path("var/db.sqlite3"),
@@ -401,7 +401,7 @@ fn a_cron_line_runs_the_job_and_never_overlaps() {
         "djshim.toml",
         &format!(
             "project = \"cronjob\"\n[instances.prod]\npackage = \"{}\"\npython = \"{}\"\nsettings = \"x.settings\"\n\
-             user = \"djshimt-app\"\n[instances.prod.jobs.slow]\ncommand = [\"slow\", \"{}\", \"1.5\", {}]\nschedule = \"*/5 * * * *\"\n",
+             user = \"djshimt-app\"\n[instances.prod.jobs.slow]\nmanage = [\"slow\", \"{}\", \"1.5\", {}]\nschedule = \"*/5 * * * *\"\n",
             world.path("pkg"),
             require("python3", "python3-minimal").display(),
             world.path("log"),
@@ -475,4 +475,75 @@ fn a_cron_line_runs_the_job_and_never_overlaps() {
         std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777,
         0o700
     );
+}
+
+/// One shape for every unit kind (djshim.toml(5)): `manage` is manage.py's
+/// arguments in services and jobs alike (a job's `command`, the 0.1
+/// spelling, still works, with a warning that points at it); `service = {
+/// … }` on the server, a service and a job replaces djshim's line of the
+/// same name or adds one; `{port}` is written once per instance and used in
+/// the socket, the server's command and the health URL.
+#[test]
+fn every_unit_kind_takes_the_same_keys() {
+    let world = World::new();
+    world.write(
+        "djshim.toml",
+        "project = \"mywebsite\"\nunits_dir = \"units\"\nprofiles_dir = \"profiles\"\n\
+         [defaults]\npython = \"/usr/bin/python3\"\nsettings = \"mywebsite.settings\"\n\
+         user = \"mywebsite-{instance}\"\n\
+         [defaults.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--name\", \"{instance}-{port}\"]\n\
+         socket = \"127.0.0.1:{port}\"\nservice = { PrivateTmp = \"no\", LimitNOFILE = \"65536\" }\n\
+         [defaults.deploy]\nhealth = \"http://127.0.0.1:{port}/health\"\n\
+         [instances.staging]\nport = 8002\n\
+         [instances.prod]\nport = 8001\n\
+         [instances.prod.services.worker]\nmanage = [\"runworker\"]\nservice = { Restart = \"on-failure\" }\n\
+         [instances.prod.jobs.clearsessions]\ncommand = [\"clearsessions\"]\nschedule = \"@daily\"\n\
+         service = { Nice = \"10\" }\n",
+    );
+    let output = world.djshim(&["systemd"]);
+    assert_status(&output, 0);
+    let expected = "djshim: warning: djshim.toml:22:11: instances.prod.jobs.clearsessions.command: \
+                    `command` of a job is the old spelling of `manage` (manage.py's arguments)\n   \
+                    |\n22 | command = [\"clearsessions\"]\n   |           ^^^^^^^^^^^^^^^^^\n   \
+                    = help: write `manage = [...]`, as for services: `command` is the \
+                    interpreter's arguments in `server` and `services`\n";
+    assert_eq!(text(&output).1, expected);
+    let unit = |name: &str| Unit::parse(&world.read(&format!("units/{name}")));
+    for (instance, port) in [("prod", 8001), ("staging", 8002)] {
+        let socket = unit(&format!("mywebsite-{instance}.socket"));
+        assert_eq!(socket.one("ListenStream"), format!("127.0.0.1:{port}"));
+        let server = unit(&format!("mywebsite-{instance}.service"));
+        assert!(
+            server
+                .one("ExecStart")
+                .ends_with(&format!("--name {instance}-{port}"))
+        );
+        assert_eq!(server.one("PrivateTmp"), "no");
+        assert_eq!(server.one("LimitNOFILE"), "65536");
+        assert_eq!(server.one("Restart"), "on-failure");
+    }
+    let worker = unit("mywebsite-prod-worker.service");
+    assert_eq!(worker.one("Restart"), "on-failure");
+    assert_eq!(worker.one("PrivateTmp"), "yes");
+    let job = unit("mywebsite-prod-clearsessions.service");
+    assert_eq!(job.one("Nice"), "10");
+    assert!(
+        job.one("ExecStart")
+            .ends_with("/manage.py \\\"$$@\\\"\" mywebsite-prod-clearsessions clearsessions"),
+        "{}",
+        job.one("ExecStart")
+    );
+    let source = djshim::config::Source::read(&world.path("djshim.toml")).unwrap();
+    let model =
+        djshim::model::Model::build(&source, &djshim::config::parse(&source).unwrap()).unwrap();
+    for (instance, port) in [("prod", 8001), ("staging", 8002)] {
+        assert_eq!(
+            model.instances[instance].deploy.health,
+            Some(djshim::model::Health::Url {
+                host: "127.0.0.1".into(),
+                port,
+                path: "/health".into()
+            })
+        );
+    }
 }

@@ -73,7 +73,7 @@ fn workers_world(port: u16) -> World {
              socket = \"127.0.0.1:{port}\"\n\
              [instances.prod.services.sendalerts]\nmanage = [\"sendalerts\"]\n\
              [instances.prod.services.http]\ncommand = [\"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"0\"]\n\
-             [instances.prod.jobs.clearsessions]\ncommand = [\"clearsessions\"]\nschedule = \"@daily\"\n",
+             [instances.prod.jobs.clearsessions]\nmanage = [\"clearsessions\"]\nschedule = \"@daily\"\n",
             pkg = world.path("pkg"),
             venv = venv(),
             db = world.path("var/db.sqlite3"),
