@@ -94,25 +94,23 @@ pub fn module(renderer: &Renderer, model: &Model) -> Result<String, Error> {
             ctx.units.push(nix_unit(&artifact.name, &text));
         }
     }
-    for instance in model.instances.values() {
-        if let Some(user) = &instance.user {
-            let group = instance.group.clone().unwrap_or_else(|| user.clone());
-            ctx.groups.insert(group.clone());
-            if !ctx.accounts.iter().any(|a| &a.name == user) {
-                ctx.accounts.push(Account {
-                    name: user.clone(),
-                    group,
-                    home: None,
-                });
-            }
+    // The accounts the instances and builds run as (root is NixOS's own).
+    let build = model.build.as_ref().and_then(|b| b.user.as_ref());
+    let users = model
+        .instances
+        .values()
+        .filter_map(|i| Some((i.user.as_ref()?, i.group.as_ref(), false)))
+        .chain(build.map(|user| (user, None, true)));
+    for (user, group, builds) in users {
+        if user == "root" || ctx.accounts.iter().any(|a| &a.name == user) {
+            continue;
         }
-    }
-    if let Some(user) = model.build.as_ref().and_then(|b| b.user.as_ref()) {
-        ctx.groups.insert(user.clone());
+        let group = group.unwrap_or(user).clone();
+        ctx.groups.insert(group.clone());
         ctx.accounts.push(Account {
             name: user.clone(),
-            group: user.clone(),
-            home: Some(format!("/var/lib/{user}")),
+            group,
+            home: builds.then(|| format!("/var/lib/{user}")),
         });
     }
     renderer.render("module.nix.j2", &ctx)

@@ -29,7 +29,6 @@ fn site(project: &str, port: u16, extra: &str) -> Guest {
         "b/mywebsite/settings/production.py",
         "from .base import *  # noqa: F403\n\nINSTANCE = \"prod-b\"\n",
     );
-    guest.write("client.py", CLIENT);
     guest.write(
         "djshim.toml",
         &format!(
@@ -70,8 +69,11 @@ fn project(guest: &Guest) -> String {
         .to_owned()
 }
 
-/// A client loop on `port` in the container, until [`finish`].
-fn client(guest: &Guest, port: u16) -> Child {
+/// A client loop on `http://127.0.0.1:PORT/PATH` in the container (at
+/// most 120 s), until [`finish`].
+fn client(guest: &Guest, port: u16, path: &str) -> Child {
+    let _ = std::fs::remove_file(guest.world.path("client.stop"));
+    guest.write("client.py", CLIENT);
     guest
         .machine
         .command(
@@ -82,6 +84,7 @@ fn client(guest: &Guest, port: u16) -> Child {
                 &port.to_string(),
                 guest.path("client.stop").as_str(),
                 "120",
+                path,
             ],
         )
         .stdout(Stdio::piped())
@@ -128,7 +131,7 @@ fn the_server_takes_its_socket_from_systemd_and_restarts_lose_no_request() {
     );
 
     // Three restarts of the instance under a client loop: none refused.
-    let loop_ = client(&guest, port);
+    let loop_ = client(&guest, port, "/");
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(1500));
         m.systemctl(&["restart", "sdsock-prod.target"]);
@@ -792,24 +795,7 @@ fn a_deploy_window_keeps_the_old_code_from_a_changed_schema() {
             "no votes",
         );
         n += 1;
-        let _ = std::fs::remove_file(guest.world.path("client.stop"));
-        guest.write("client.py", CLIENT);
-        let client = guest
-            .machine
-            .command(
-                "/",
-                &[
-                    &python(),
-                    guest.path("client.py").as_str(),
-                    &port.to_string(),
-                    guest.path("client.stop").as_str(),
-                    "120",
-                    "/health",
-                ],
-            )
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let client = client(guest, port, "/health");
         std::thread::sleep(Duration::from_millis(500));
         let deploy = guest.djshim(&["deploy", "prod"]);
         assert_status(&deploy, 0);
