@@ -35,6 +35,12 @@ fn as_postgres(bin: &std::path::Path, program: &str, args: &[&str]) {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_in(Utf8Path::from_path(&std::env::temp_dir()).unwrap())
+    }
+
+    /// The server with its directory (and socket) in `parent`: a directory
+    /// the systemd container sees, say.
+    pub fn start_in(parent: &Utf8Path) -> Postgres {
         let bin = fs::read_dir("/usr/lib/postgresql")
             .ok()
             .and_then(|entries| {
@@ -52,7 +58,7 @@ impl Postgres {
             });
         let dir = tempfile::Builder::new()
             .prefix("djshim-pg-")
-            .tempdir()
+            .tempdir_in(parent)
             .unwrap();
         let base = Utf8Path::from_path(dir.path()).unwrap().to_owned();
         fs::set_permissions(&base, fs::Permissions::from_mode(0o755)).unwrap();

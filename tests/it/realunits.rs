@@ -526,10 +526,19 @@ fn an_ipv6_socket_serves() {
 struct DeploySite {
     guest: Guest,
     project: String,
+    /// The PostgreSQL server prod's database is on (else SQLite).
+    postgres: Option<crate::postgres::Postgres>,
 }
 
 impl DeploySite {
     fn new(project: &str, port: u16, deploy: &str) -> DeploySite {
+        DeploySite::on(project, port, deploy, false)
+    }
+
+    /// The site, its database on a PostgreSQL server of its own (`pg`),
+    /// which runs on this machine with its socket in the world the
+    /// container sees.
+    fn on(project: &str, port: u16, deploy: &str, pg: bool) -> DeploySite {
         let guest = machine().guest();
         let repo = guest.world.path("repo");
         crate::support::copy_tree(&crate::support::root().join("examples/mywebsite"), &repo);
@@ -540,9 +549,11 @@ impl DeploySite {
         ] {
             crate::support::git(&repo, args);
         }
+        let postgres = pg.then(|| crate::postgres::Postgres::start_in(&guest.world.path("")));
         let site = DeploySite {
             guest,
             project: project.to_owned(),
+            postgres,
         };
         site.configure(port, deploy);
         site
@@ -560,13 +571,17 @@ impl DeploySite {
                  user = \"{project}-{{instance}}\"\nstate_dir = \"/var/lib/{project}-{{instance}}\"\n\
                  static_root = \"/var/lib/{project}-{{instance}}/static\"\n\
                  env = {{ MYWEBSITE_DB = \"/var/lib/{project}-{{instance}}/db.sqlite3\", \
-                 DJANGO_ALLOWED_HOSTS = \"localhost,127.0.0.1\" }}\n\
+                 DJANGO_ALLOWED_HOSTS = \"localhost,127.0.0.1\"{pg} }}\n\
                  [defaults.deploy]\nhealth = \"http://127.0.0.1:{port}/health\"\nhealth_timeout = 30\n{deploy}\n\
                  [instances.prod]\n\
                  [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--workers\", \"2\"]\n\
                  socket = \"127.0.0.1:{port}\"\n",
                 project = self.project,
                 python = python(),
+                pg = self.postgres.as_ref().map_or_else(String::new, |pg| {
+                    let dir = pg.socket_dir.strip_prefix(self.guest.world.path("")).unwrap();
+                    format!(", MYWEBSITE_PG_HOST = \"{}\"", self.guest.path(dir.as_str()))
+                }),
             ),
         );
     }
@@ -589,6 +604,12 @@ impl DeploySite {
 
     /// The columns of prod's `polls_question` table.
     fn columns(&self) -> String {
+        if self.postgres.is_some() {
+            let shim = self.guest.path(&format!("bin/{}-prod", self.project));
+            let code = "from django.db import connection; c = connection.cursor(); \
+                        print([col.name for col in connection.introspection.get_table_description(c, 'polls_question')])";
+            return self.guest.machine.ok(&[shim.as_str(), "shell", "-c", code]);
+        }
         let db = format!("/var/lib/{}-prod/db.sqlite3", self.project);
         self.guest.machine.ok(&[
             &python(),
@@ -759,8 +780,17 @@ fn fs_model_without_votes() -> String {
 /// failure at all); `503` answers 503 with `Retry-After`, never 500.
 #[test]
 fn a_deploy_window_keeps_the_old_code_from_a_changed_schema() {
-    let port = 8108;
-    let site = DeploySite::new("sdwin", port, "");
+    window_case("sdwin", 8108, false);
+}
+
+/// The same on PostgreSQL.
+#[test]
+fn a_deploy_window_keeps_the_old_code_from_a_changed_schema_on_postgresql() {
+    window_case("sdwinpg", 8109, true);
+}
+
+fn window_case(project: &str, port: u16, pg: bool) {
+    let site = DeploySite::on(project, port, "", pg);
     let (m, guest) = (site.guest.machine, &site.guest);
     site.accounts();
     guest.djshim_ok(&["generate"]);
