@@ -61,6 +61,24 @@ fn start(guest: &Guest) {
     m.systemctl(&["start", &format!("{}-prod.target", project(guest))]);
 }
 
+/// [`start`], with the tmpfiles.d file the units need installed first.
+fn start_with_tmpfiles(guest: &Guest) {
+    let m = guest.machine;
+    let project = project(guest);
+    guest.djshim_ok(&["pin", "prod", guest.path("a").as_str()]);
+    guest.djshim_ok(&["generate"]);
+    let shim = guest.path(&format!("bin/{project}-prod"));
+    m.ok(&[shim.as_str(), "migrate", "--noinput"]);
+    guest.djshim_ok(&["systemd"]);
+    m.ok(&[
+        "systemd-tmpfiles",
+        "--create",
+        &format!("/etc/systemd/system/{project}-prod.tmpfiles.conf"),
+    ]);
+    m.systemctl(&["daemon-reload"]);
+    m.systemctl(&["start", &format!("{project}-prod.target")]);
+}
+
 fn project(guest: &Guest) -> String {
     let config = guest.world.read("djshim.toml");
     let line = config.lines().next().unwrap();
@@ -449,18 +467,8 @@ fn the_units_directories_and_groups_are_the_accounts() {
         "static_root = \"/var/lib/sdgrp-prod/static\"\nmedia_root = \"/srv/sdgrp/media\"",
     );
     m.ok(&["usermod", "-a", "-G", "sdgrp-extra", "sdgrp"]);
-    guest.djshim_ok(&["pin", "prod", guest.path("a").as_str()]);
-    guest.djshim_ok(&["generate"]);
+    start_with_tmpfiles(&guest);
     let shim = guest.path("bin/sdgrp-prod");
-    m.ok(&[shim.as_str(), "migrate", "--noinput"]);
-    guest.djshim_ok(&["systemd"]);
-    m.ok(&[
-        "systemd-tmpfiles",
-        "--create",
-        "/etc/systemd/system/sdgrp-prod.tmpfiles.conf",
-    ]);
-    m.systemctl(&["daemon-reload"]);
-    m.systemctl(&["start", "sdgrp-prod.target"]);
     assert_eq!(get(m, port), "instance=prod questions=0\n");
     let owner = |path: &str| m.ok(&["stat", "-c", "%U:%G %a", path]).trim().to_owned();
     assert_eq!(owner("/var/lib/sdgrp-prod"), "sdgrp:sdgrp 750");
@@ -851,4 +859,43 @@ fn window_case(project: &str, port: u16, pg: bool) {
         "{results:#?}"
     );
     println!("{results:#?}");
+}
+
+/// With `group`, the server's group is that group (`Group=`), as the
+/// shim's, and the directories the units make are the account's and that
+/// group's.
+#[test]
+fn an_instance_group_is_the_units_group() {
+    let port = 8110;
+    let m = machine();
+    m.ok(&["groupadd", "--system", "sdgid-web"]);
+    let guest = site(
+        "sdgid",
+        port,
+        "group = \"sdgid-web\"\nmedia_root = \"/srv/sdgid/media\"",
+    );
+    start_with_tmpfiles(&guest);
+    assert_eq!(get(m, port), "instance=prod questions=0\n");
+    let owner = |path: &str| m.ok(&["stat", "-c", "%U:%G", path]).trim().to_owned();
+    assert_eq!(owner("/var/lib/sdgid-prod"), "sdgid:sdgid-web");
+    assert_eq!(owner("/srv/sdgid/media"), "sdgid:sdgid-web");
+    let main = m.property("sdgid-prod.service", "MainPID");
+    let gid = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with("Gid:"))
+            .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
+            .unwrap()
+    };
+    let server = gid(&m.ok(&["cat", &format!("/proc/{main}/status")]));
+    let shim = guest.path("bin/sdgid-prod");
+    let by_shim = gid(&m.ok(&[
+        shim.as_str(),
+        "shell",
+        "-c",
+        "print(open('/proc/self/status').read())",
+    ]));
+    let web = m.ok(&["getent", "group", "sdgid-web"]);
+    assert_eq!(server, web.trim().split(':').nth(2).unwrap());
+    assert_eq!(server, by_shim);
 }
