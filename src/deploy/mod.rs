@@ -179,10 +179,8 @@ fn deploy_plan(
     // requests, or answers 503, from its restart on) and closes before the
     // restart that starts the new code; a first deploy has no old code
     // serving.
-    let window = (old.is_some()).then(|| window_steps(instance)).flatten();
-    if let Some((open, _)) = &window {
-        steps.extend(open.iter().cloned());
-    }
+    let (open, close) = old.and_then(|_| window_steps(instance)).unzip();
+    steps.extend(open.into_iter().flatten());
     steps.push(Planned {
         step: Step::Switch { to: Some(number) },
         undo: Undo::Steps(back),
@@ -212,9 +210,7 @@ fn deploy_plan(
             undo,
         });
     }
-    if let Some((_, close)) = window {
-        steps.push(close);
-    }
+    steps.extend(close);
     if old.is_some() {
         steps.push(Planned {
             step: run("restart", &deploy.restart),
