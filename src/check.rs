@@ -168,21 +168,19 @@ pub fn sandbox(instance: &Instance) -> Vec<Problem> {
         let Some(path) = path else { continue };
         // The path itself, then where its symlinks lead.
         let real = path.canonicalize_utf8().unwrap_or_else(|_| path.clone());
-        if let Some(hidden) = [path, &real]
-            .into_iter()
-            .find(|p| p.starts_with("/tmp") || p.starts_with("/var/tmp"))
-        {
+        let hidden = [path, &real].into_iter().find_map(|p| {
+            ["/tmp", "/var/tmp"]
+                .into_iter()
+                .find(|tmp| p.starts_with(tmp))
+                .map(|tmp| (p, tmp))
+        });
+        if let Some((hidden, tmp)) = hidden {
             problems.push(Problem {
                 instance: instance.name.clone(),
                 key,
                 message: format!(
-                    "{hidden} is under {}, which the instance's units do not see \
-                     (`PrivateTmp=yes`): systemd cannot start them; move it out of /tmp",
-                    if hidden.starts_with("/tmp") {
-                        "/tmp"
-                    } else {
-                        "/var/tmp"
-                    }
+                    "{hidden} is under {tmp}, which the instance's units do not see \
+                     (`PrivateTmp=yes`): systemd cannot start them; move it out of {tmp}"
                 ),
                 warning: true,
             });

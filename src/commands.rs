@@ -196,9 +196,7 @@ fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<E
 
 fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let artifacts = units::units(&Renderer::new(), model)?;
-    for problem in model.instances.values().flat_map(check::sandbox) {
-        eprintln!("djshim: {problem}");
-    }
+    warn_sandbox(model);
     write_all(
         model,
         &model.units_dir,
@@ -209,11 +207,17 @@ fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<Exi
     )
 }
 
-fn nixos(model: &Model, args: &NixosArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
-    let text = crate::nixos::module(&Renderer::new(), model)?;
+/// What the units of `model` cannot reach in their sandbox, said before
+/// they are written (`check` says it too).
+fn warn_sandbox(model: &Model) {
     for problem in model.instances.values().flat_map(check::sandbox) {
         eprintln!("djshim: {problem}");
     }
+}
+
+fn nixos(model: &Model, args: &NixosArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let text = crate::nixos::module(&Renderer::new(), model)?;
+    warn_sandbox(model);
     match &args.out {
         Some(file) => {
             let name = file.file_name().ok_or_else(|| {

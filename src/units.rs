@@ -124,14 +124,15 @@ pub fn environment(instance: &Instance, server: bool) -> Vec<(String, String)> {
         instance.settings.clone(),
     )];
     if instance.profile {
-        for name in ["PYTHONPATH", "PYTHONNOUSERSITE", "VIRTUAL_ENV", "PATH"] {
-            let value = if name == "PYTHONNOUSERSITE" {
-                "1"
-            } else {
-                FROM_PROFILE
-            };
-            vars.push((name.into(), value.into()));
-        }
+        vars.extend(
+            [
+                ("PYTHONPATH", FROM_PROFILE),
+                ("PYTHONNOUSERSITE", "1"),
+                ("VIRTUAL_ENV", FROM_PROFILE),
+                ("PATH", FROM_PROFILE),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
         vars.extend(
             instance
                 .variables()
