@@ -57,6 +57,9 @@ fn boot() -> Result<Machine, String> {
     require("systemd-nspawn", "systemd-container");
     require("unshare", "util-linux");
     require("nsenter", "util-linux");
+    // The container runs this machine's programs: the tests ask the
+    // servers in it with curl.
+    require("curl", "curl");
     let venv = venv();
     let bin = Utf8Path::new(env!("CARGO_BIN_EXE_djshim"))
         .parent()
