@@ -469,3 +469,61 @@ fn is_executable(path: &Utf8Path) -> bool {
     path.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
+
+/// The units djshim installed for this project (its manifest is in
+/// `units_dir`) that differ from what `djshim systemd` writes now, each
+/// as a problem of the instance whose unit it is: systemd would run
+/// another environment, another `window`, than the shims and the deploy
+/// expect. Nothing when the units were never installed there.
+pub fn installed_units(model: &crate::model::Model) -> Result<Vec<Problem>, crate::error::Error> {
+    let dir = &model.units_dir;
+    if !dir
+        .join(crate::write::manifest_name(&model.project))
+        .is_file()
+    {
+        return Ok(Vec::new());
+    }
+    let artifacts = crate::units::units(&crate::render::Renderer::new(), model)?;
+    let options = crate::write::Options {
+        dry_run: true,
+        force: false,
+    };
+    let changes = crate::write::sync(
+        dir,
+        &model.project,
+        &artifacts,
+        &crate::units::wanted(&artifacts),
+        options,
+        &mut std::io::sink(),
+    )?;
+    let mut found = Vec::new();
+    for (name, change) in changes {
+        let how = match change {
+            crate::write::Change::Unchanged => continue,
+            crate::write::Change::Create => "is missing",
+            crate::write::Change::Update => "differs from what the config makes now",
+            crate::write::Change::Remove => "is no longer in the config",
+        };
+        // The instance whose unit it is: the longest command its name
+        // starts with (`mywebsite-prod.service`, `mywebsite-prod-x.timer`).
+        let owner = model
+            .instances
+            .values()
+            .filter(|i| {
+                name.strip_prefix(i.command.as_str())
+                    .is_some_and(|rest| rest.starts_with(['.', '-']))
+            })
+            .max_by_key(|i| i.command.len());
+        found.push(Problem {
+            instance: owner.map_or_else(|| model.project.clone(), |i| i.name.clone()),
+            key: "units_dir",
+            message: format!(
+                "the installed unit {} {how}: run `djshim systemd`, then `systemctl \
+                 daemon-reload`",
+                dir.join(&name)
+            ),
+            warning: false,
+        });
+    }
+    Ok(found)
+}

@@ -155,8 +155,24 @@ fn init(path: &Utf8Path, args: &InitArgs, out: &mut dyn Write) -> Result<ExitCod
 
 fn check(model: &Model, args: &CheckArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let mut problems = 0;
-    for instance in model.select(&args.instances)? {
+    let units = check::installed_units(model)?;
+    let selected = model.select(&args.instances)?;
+    // A unit of no instance (one the config dropped) is said once.
+    for problem in units
+        .iter()
+        .filter(|p| !model.instances.contains_key(&p.instance))
+    {
+        say(out, format_args!("{problem}"))?;
+        problems += 1;
+    }
+    for instance in selected {
         let mut found = check::instance(instance);
+        found.extend(
+            units
+                .iter()
+                .filter(|p| p.instance == instance.name)
+                .cloned(),
+        );
         // Django is asked only about a package that is there (a profile
         // instance not deployed yet has none).
         if found.iter().all(|p| p.warning) && instance.package.is_dir() {
@@ -179,8 +195,13 @@ fn check(model: &Model, args: &CheckArgs, out: &mut dyn Write) -> Result<ExitCod
 
 fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let selected = model.select(&args.instances)?;
-    let dir = args.write.out.as_deref().unwrap_or(&model.bin_dir);
-    let mut artifacts = Renderer::new().shims(model, &selected, dir)?;
+    // The shims name their helper by its full path: `--out s1` is made
+    // absolute, so a shim runs from any directory.
+    let dir = match &args.write.out {
+        Some(out) => absolute(out)?,
+        None => model.bin_dir.clone(),
+    };
+    let mut artifacts = Renderer::new().shims(model, &selected, &dir)?;
     let mut wanted: BTreeSet<String> = model
         .instances
         .values()
@@ -191,7 +212,18 @@ fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<E
         wanted.insert(helper.name.clone());
         artifacts.push(helper);
     }
-    write_all(model, &model.bin_dir, &artifacts, &wanted, &args.write, out)
+    write_all(model, &dir, &artifacts, &wanted, &args.write, out)
+}
+
+/// `path` from the current directory, when relative.
+fn absolute(path: &Utf8Path) -> Result<Utf8PathBuf, Error> {
+    let full = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
+    Utf8PathBuf::from_path_buf(full).map_err(|p| {
+        Error::Usage(format!(
+            "`{}` is not UTF-8 once made absolute",
+            crate::error::clean(&p.to_string_lossy())
+        ))
+    })
 }
 
 fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
@@ -312,7 +344,11 @@ fn write_all(
     args: &WriteArgs,
     out: &mut dyn Write,
 ) -> Result<ExitCode, Error> {
-    let dir = args.out.as_deref().unwrap_or(dir);
+    let dir = match &args.out {
+        Some(out) => absolute(out)?,
+        None => dir.to_owned(),
+    };
+    let dir = dir.as_path();
     let options = write::Options {
         dry_run: args.dry_run,
         force: args.force,
@@ -339,13 +375,17 @@ fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
     // The helper beside the shims: present, and this djshim's (when known).
     let helper_current = std::fs::read(model.bin_dir.join(render::helper_name(&model.project)))
         .is_ok_and(|bytes| render::helper(&model.project).map_or(true, |h| h.bytes == bytes));
+    // Installed units that differ from the config's: the instance's
+    // service would not run what its shim runs.
+    let units = check::installed_units(model)?;
     for instance in model.instances.values() {
         let shim: Utf8PathBuf = model.bin_dir.join(&instance.command);
         let expected = renderer.shim(model, instance, &model.bin_dir)?;
         let state = match std::fs::read(&shim) {
             Ok(_) if render::needs_helper(instance) && !helper_current => "stale",
-            Ok(bytes) if bytes == expected.bytes => "up to date",
-            Ok(_) => "stale",
+            Ok(bytes) if bytes != expected.bytes => "stale",
+            Ok(_) if units.iter().any(|p| p.instance == instance.name) => "units stale",
+            Ok(_) => "up to date",
             Err(_) => "missing",
         };
         let mut package = if instance.profile {

@@ -153,6 +153,11 @@ pub struct Migrations {
     /// default.
     #[serde(default)]
     pub breaking: Vec<(String, Vec<String>)>,
+    /// Migrations the database has applied that the candidate does not
+    /// know (`app.name`, of apps it has): a newer release applied them, and
+    /// only its code can reverse them.
+    #[serde(default)]
+    pub unknown: Vec<String>,
 }
 
 impl Migrations {
@@ -365,7 +370,11 @@ def record():
         targets[app] = sorted(leaves)[-1][1] if leaves else None
     new = [[m.app_label, m.name, all(op.reversible for op in m.operations)] for m, _ in plan]
     breaking = [[f"{m.app_label}.{m.name}", why] for m, _ in plan if (why := breaks(m))]
-    return {"targets": targets, "new": new, "breaking": breaking}
+    apps = {n[0] for n in graph.node_map}
+    replaced = {r for m in executor.loader.replacements.values() for r in m.replaces}
+    unknown = sorted(f"{a}.{n}" for a, n in executor.loader.applied_migrations
+                     if a in apps and (a, n) not in graph.node_map and (a, n) not in replaced)
+    return {"targets": targets, "new": new, "breaking": breaking, "unknown": unknown}
 def breaks(migration):
     from django.db.migrations import operations as ops
     from django.db.models import NOT_PROVIDED

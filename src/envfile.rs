@@ -40,14 +40,20 @@ pub struct Reading {
     /// of the comment, from 254 on it is read): the shim refuses the file,
     /// so that it never sees another environment than the unit.
     pub versions_differ: Vec<(usize, String)>,
-    /// What else a reader of the file should know: a NUL byte.
-    pub notes: Vec<(usize, String)>,
+    /// The line of a NUL byte: systemd 252 refuses the whole file
+    /// (`load_env_file` fails with EBADMSG, the unit does not start), and
+    /// so does the shim (exit 78).
+    pub nul: Option<usize>,
 }
 
 impl Reading {
     /// Every finding that makes the file unfit, as `(line, message)`.
     pub fn problems(&self) -> Vec<(usize, String)> {
-        let mut found = self.notes.clone();
+        let mut found: Vec<(usize, String)> = self
+            .nul
+            .iter()
+            .map(|line| (*line, NUL.to_owned()))
+            .collect();
         found.extend(self.versions_differ.iter().cloned());
         found.extend(self.refused.iter().map(|(line, key)| {
             (
@@ -103,6 +109,10 @@ enum State {
     CommentEscape,
 }
 
+/// What a NUL byte in an env file means.
+pub const NUL: &str = "a NUL byte: systemd refuses the whole file (the unit does not start), the \
+                       shim too (exit 78)";
+
 /// Reads `bytes` the way systemd does, noting what the shim refuses.
 pub fn read(bytes: &[u8]) -> Reading {
     let mut parser = Parser {
@@ -115,11 +125,7 @@ pub fn read(bytes: &[u8]) -> Reading {
     };
     let mut text = bytes;
     if let Some(nul) = bytes.iter().position(|&b| b == 0) {
-        let line = bytes[..nul].split(|&b| b == b'\n').count();
-        parser.reading.notes.push((
-            line,
-            "a NUL byte: systemd and the shim ignore the rest of the file".into(),
-        ));
+        parser.reading.nul = Some(bytes[..nul].split(|&b| b == b'\n').count());
         text = &bytes[..nul];
     }
     for &c in text {
@@ -370,8 +376,8 @@ mod tests {
             [(1, "the value of `A`".to_owned())]
         );
         let nul = read(b"A=1\0B=2\n");
-        assert_eq!(nul.notes.len(), 1);
-        assert_eq!(nul.assignments.len(), 1, "the rest is ignored: {nul:?}");
+        assert_eq!(nul.nul, Some(1));
+        assert_eq!(nul.problems(), vec![(1, NUL.to_owned())]);
     }
 
     /// systemd's own test vectors (`src/test/test-env-file.c`: every

@@ -415,6 +415,15 @@ fn read(mut file: File, path: &Path) -> Result<Vec<(String, Vec<u8>)>, Failure> 
             ),
         );
     }
+    if let Some(line) = reading.nul {
+        return fail(
+            78,
+            format!(
+                "{shown}:{line}: a NUL byte: systemd refuses such a file (the unit does not \
+                 start), and so does the shim"
+            ),
+        );
+    }
     if let Some((line, what)) = reading.not_utf8.first() {
         return fail(
             78,

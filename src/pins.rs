@@ -130,8 +130,10 @@ pub fn history(model: &Model, args: &HistoryArgs, out: &mut dyn Write) -> Result
     let commits = crate::release::commits(model);
     for g in &generations {
         let mut mark = String::new();
-        if Record::of(&profile, g.number)?.is_some_and(|r| !r.healthy) {
-            mark.push_str("   (failed deploy: rollback skips it)");
+        match Record::of(&profile, g.number)? {
+            Some(r) if !r.healthy => mark.push_str("   (failed deploy: rollback skips it)"),
+            Some(r) if r.reversed => mark.push_str("   (rolled back: rollback skips it)"),
+            _ => {}
         }
         if current == Current::Generation(g.number) {
             mark.push_str("   (current)");

@@ -12,6 +12,7 @@
 pub mod health;
 pub mod plan;
 pub mod state;
+pub mod window;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -89,6 +90,17 @@ pub fn deploy(
         machine_check(&candidate_instance)?;
         django::deploy_questions(&candidate_instance, &shim)
     })?;
+    if !migrations.unknown.is_empty() {
+        return Err(Error::Problem(format!(
+            "not switching {name} to {package}: its database has migrations this package does \
+             not know ({}), applied by a newer release; its code would run on a schema it does \
+             not know, and only the code that applied them can reverse them\n  = help: roll \
+             back to a generation without them (`djshim rollback {name}`, or `--to N`: \
+             `djshim history {name}`), which migrates back with the newer code, or deploy a \
+             package that has them",
+            migrations.unknown.join(", ")
+        )));
+    }
     report_migrations(&migrations, instance.deploy.window);
     let irreversible = migrations.irreversible();
     // A first deploy is never migrated back (see `deploy_plan`), so what
@@ -100,6 +112,11 @@ pub fn deploy(
              (RunPython's reverse_code, RunSQL's reverse_sql), or pass --allow-irreversible",
             irreversible.join(", ")
         )));
+    }
+    if old.is_some() && instance.deploy.window != crate::model::Window::Serve {
+        step("deploy: check that systemd runs the units on disk", || {
+            window::ready(instance)
+        })?;
     }
     let number = profile.next_number(&generations)?;
     let plan = deploy_plan(instance, &package, number, old.as_ref(), &migrations);
@@ -179,7 +196,7 @@ fn deploy_plan(
     // requests, or answers 503, from its restart on) and closes before the
     // restart that starts the new code; a first deploy has no old code
     // serving.
-    let (open, close) = old.and_then(|_| window_steps(instance)).unzip();
+    let (open, close) = old.and_then(|_| window::steps(instance)).unzip();
     steps.extend(open.into_iter().flatten());
     steps.push(Planned {
         step: Step::Switch { to: Some(number) },
@@ -235,45 +252,6 @@ fn deploy_plan(
         on_kill: OnKill::Undo,
         steps,
     }
-}
-
-/// The steps that open the server's deploy window (write the window file,
-/// restart the server unit, whose launcher then holds requests or answers
-/// 503), and the one that closes it; `None` when the old code serves.
-fn window_steps(instance: &Instance) -> Option<(Vec<Planned>, Planned)> {
-    let wait = match instance.deploy.window {
-        crate::model::Window::Serve => return None,
-        crate::model::Window::Stop => true,
-        crate::model::Window::Unavailable => false,
-    };
-    let close = Step::Window { seconds: 0, wait };
-    let open = vec![
-        Planned {
-            step: Step::Window {
-                seconds: instance.deploy.window_timeout.as_secs(),
-                wait,
-            },
-            undo: Undo::Steps(vec![close.clone()]),
-        },
-        Planned {
-            step: run(
-                "window",
-                &[
-                    "systemctl".to_owned(),
-                    "try-restart".to_owned(),
-                    format!("{}.service", instance.command),
-                ],
-            ),
-            undo: Undo::nothing(),
-        },
-    ];
-    Some((
-        open,
-        Planned {
-            step: close,
-            undo: Undo::nothing(),
-        },
-    ))
 }
 
 /// What `rollback` is to do.
@@ -339,6 +317,15 @@ pub fn rollback(model: &Model, name: &str, back: Back) -> Result<Moved, Error> {
             })?
         }
     };
+    if let Some(now) = now.filter(|now| target.number > now.number) {
+        return Err(Error::Problem(format!(
+            "generation {} of instance `{name}` is newer than the one it runs ({}): a rollback \
+             only goes back, and moving the profile forward would skip the migrations, the \
+             steps, the restart and the health probe\n  = help: go forward with `djshim deploy \
+             {name} --path {}`",
+            target.number, now.number, target.target
+        )));
+    }
     if now.is_some_and(|c| c.number == target.number) {
         return Ok(Moved::Already {
             number: target.number,
@@ -367,8 +354,10 @@ pub fn rollback(model: &Model, name: &str, back: Back) -> Result<Moved, Error> {
     }
 }
 
-/// The newest generation older than `now` that runs another package and
-/// was not a failed deploy.
+/// The newest generation older than `now` that runs another package, was
+/// not a failed deploy, and was not itself rolled back (its migrations
+/// reversed): going "back" to one that a rollback undid would go forward
+/// to code the instance left.
 fn previous<'g>(
     profile: &Profile,
     generations: &'g [Generation],
@@ -377,7 +366,7 @@ fn previous<'g>(
     for g in generations.iter().rev() {
         if g.number < now.number
             && g.target != now.target
-            && Record::of(profile, g.number)?.is_none_or(|r| r.healthy)
+            && Record::of(profile, g.number)?.is_none_or(|r| r.healthy && !r.reversed)
         {
             return Ok(Some(g));
         }
@@ -776,6 +765,11 @@ impl plan::World for Live<'_> {
                 let name = flag.file_name().expect("a file name");
                 crate::write::write_atomic(&self.profile.dir, name, deadline.as_bytes(), 0o644)
             }
+            Step::Held { unit, wait } => window::held(
+                unit,
+                &crate::layout::window(&self.profile.dir, &self.profile.name),
+                *wait,
+            ),
             Step::Healthy { number } => {
                 let mut record = Record::of(&self.profile, *number)?.ok_or_else(|| {
                     Error::Problem(format!(

@@ -93,6 +93,9 @@ pub enum Step {
     /// Opens the server's deploy window for at most `seconds` (`wait`:
     /// requests wait; else they get 503), or closes it (`seconds` 0).
     Window { seconds: u64, wait: bool },
+    /// Proves that the server's launcher (of `unit`) holds requests the way
+    /// `wait` says, after the window's restart: never trusted, checked.
+    Held { unit: String, wait: bool },
 }
 
 impl fmt::Display for Step {
@@ -122,6 +125,14 @@ impl fmt::Display for Step {
                     "requests get 503"
                 };
                 write!(f, "open the window: {how} (at most {seconds} s)")
+            }
+            Step::Held { unit, wait } => {
+                let how = if *wait {
+                    "holds requests"
+                } else {
+                    "answers 503"
+                };
+                write!(f, "check that {unit} {how}")
             }
             Step::Reversed { numbers, reversed } => {
                 let numbers: Vec<String> = numbers.iter().map(u32::to_string).collect();

@@ -14,7 +14,7 @@ use crate::support::{
 
 /// A repository holding the example project, committed on `main`, with a
 /// build script and a Nix file; the commit id.
-fn repository(world: &World) -> (Utf8PathBuf, String) {
+pub(crate) fn repository(world: &World) -> (Utf8PathBuf, String) {
     let repo = world.path("repo");
     copy_tree(&root().join("examples/mywebsite"), &repo);
     fs::write(
@@ -35,7 +35,7 @@ fn repository(world: &World) -> (Utf8PathBuf, String) {
     (repo, commit)
 }
 
-fn config(world: &World, how: &str) {
+pub(crate) fn config(world: &World, how: &str) {
     // The build account, and a world it can walk into.
     crate::accounts::accounts();
     fs::set_permissions(world.path(""), fs::Permissions::from_mode(0o755)).unwrap();

@@ -748,3 +748,95 @@ fn two_deploys_at_once_do_not_interleave() {
     let history = text(&site.world.djshim(&["history", "staging"])).0;
     assert_eq!(history.lines().count(), 1, "{history}");
 }
+
+/// The schema a generation runs on, through the ways a deploy or a
+/// rollback could miss it: an older package over newer migrations is
+/// refused (which command reverses them is named); `rollback --to` a newer
+/// generation is refused (only `deploy` goes forward, with every step);
+/// `rollback` never goes to a generation a rollback undid (on a `NetBox`: 1, 2,
+/// back to 1, then 3 — `rollback` went to 2 and applied its migrations),
+/// and `history` marks it.
+#[test]
+fn every_generation_runs_on_the_schema_it_knows() {
+    let mut site = Site::new();
+    site.hold_server();
+    assert_status(&site.deploy(&["prod"]), 0);
+    let first = site.generation_target("prod");
+    commit_votes(&site);
+    assert_status(&site.deploy(&["prod"]), 0);
+    let second = site.generation_target("prod");
+
+    // An older package over the newer schema.
+    let output = site.deploy(&["prod", "--path", first.as_str()]);
+    assert_status(&output, 1);
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains(&format!(
+            "djshim: error: not switching prod to {first}: its database has migrations this \
+             package does not know (polls.0002_question_votes), applied by a newer release"
+        )) && stderr
+            .contains("= help: roll back to a generation without them (`djshim rollback prod`"),
+        "{stderr}"
+    );
+    assert_eq!(site.generation_target("prod"), second);
+    assert!(site.migrations("prod").contains("[X] 0002_question_votes"));
+
+    assert_status(&site.world.djshim(&["rollback", "prod"]), 0);
+    assert_eq!(site.generation_target("prod"), first);
+    let history = text(&site.world.djshim(&["history", "prod"])).0;
+    let lines: Vec<&str> = history.lines().collect();
+    assert!(lines[0].ends_with("(current)"), "{history}");
+    assert!(
+        lines[1].ends_with("(rolled back: rollback skips it)"),
+        "{history}"
+    );
+
+    // Forward through `rollback --to`: refused.
+    let output = site.world.djshim(&["rollback", "prod", "--to", "2"]);
+    assert_status(&output, 1);
+    assert_eq!(
+        text(&output).1,
+        format!(
+            "djshim: error: generation 2 of instance `prod` is newer than the one it runs (1): a \
+             rollback only goes back, and moving the profile forward would skip the migrations, \
+             the steps, the restart and the health probe\n  = help: go forward with `djshim \
+             deploy prod --path {second}`\n"
+        )
+    );
+    assert_eq!(site.generation_target("prod"), first);
+    assert!(!site.migrations("prod").contains("[X] 0002"));
+
+    // Generation 3: the first release and a migration of its own.
+    let note = "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
+         dependencies = [(\"polls\", \"0001_initial\")]\n    operations = [\n        \
+         migrations.AddField(\"question\", \"note\", models.TextField(default=\"\")),\n    ]\n";
+    git(
+        &site.repo,
+        &["rm", "--quiet", "polls/migrations/0002_question_votes.py"],
+    );
+    let model = std::fs::read_to_string(root().join("examples/mywebsite/polls/models.py")).unwrap();
+    site.commit(
+        &[
+            ("polls/models.py", &model.replace(
+                "    published = models.DateTimeField(auto_now_add=True)\n",
+                "    published = models.DateTimeField(auto_now_add=True)\n    note = models.TextField(default=\"\")\n",
+            )),
+            ("polls/migrations/0002_question_note.py", note),
+        ],
+        "a note",
+    );
+    assert_status(&site.deploy(&["prod"]), 0);
+    assert!(site.migrations("prod").contains("[X] 0002_question_note"));
+    let output = site.world.djshim(&["rollback", "prod"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output)
+            .1
+            .contains("djshim: rollback: switch to generation 1: done in "),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!(site.generation_target("prod"), first);
+    let migrations = site.migrations("prod");
+    assert!(!migrations.contains("[X] 0002"), "{migrations}");
+}

@@ -530,7 +530,7 @@ fn check_says_where_systemd_and_the_shim_read_a_file_differently() {
             "app: `env_file`: warning: {old}:3: skipped by systemd and the shim alike: `export X` is not a variable name"
         ),
         format!(
-            "app: `env_file`: {bad}:4: a NUL byte: systemd and the shim ignore the rest of the file"
+            "app: `env_file`: {bad}:4: a NUL byte: systemd refuses the whole file (the unit does not start), the shim too (exit 78)"
         ),
         format!(
             "app: `env_file`: {bad}:2: `LD_PRELOAD` may not be set from an env file: the shim refuses it (exit 78)"

@@ -199,20 +199,24 @@ fn any_number_of_env_files_are_read_in_order() {
     assert_eq!(env["LAST"], "11", "a later file wins, as in systemd");
 }
 
-/// What systemd does with a NUL byte (the rest of the file is ignored) and
-/// with a value that is not UTF-8 (the file is refused), the shim does.
+/// What systemd 252 does with a NUL byte (`load_env_file` refuses the whole
+/// file: EBADMSG, the unit does not start) and with a value that is not
+/// UTF-8 (the file is refused), the shim does: exit 78, nothing runs.
 #[test]
-fn a_nul_ends_an_env_file_and_a_value_that_is_not_utf8_refuses_it() {
+fn a_nul_or_a_value_that_is_not_utf8_refuses_an_env_file() {
     let scratch = World::new();
     let nul = env_file(&scratch, "nul.env", b"A=1\nB=2\0C=3\nD=4\n");
     let world = world(&[&nul]);
     assert_status(&world.djshim(&["generate"]), 0);
-    let (output, report) = run(&world.path("bin/t-app"));
-    assert_status(&output, 0);
-    let env = &report.unwrap()["env"];
-    assert_eq!(env["A"], "1");
-    assert_eq!(env["B"], "2");
-    assert!(env.get("C").is_none() && env.get("D").is_none(), "{env}");
+    let (output, _) = run(&world.path("bin/t-app"));
+    assert_status(&output, 78);
+    assert_eq!(
+        text(&output).1,
+        format!(
+            "t-app: {nul}:2: a NUL byte: systemd refuses such a file (the unit does not start), and so does the shim\n"
+        )
+    );
+    assert!(output.stdout.is_empty(), "manage.py ran");
 
     let latin1 = env_file(&scratch, "latin1.env", b"A=1\nNAME=caf\xe9\n");
     world.write("djshim.toml", &config(&world, &[&latin1]));
@@ -243,4 +247,28 @@ fn an_account_that_does_not_exist_stops_the_shim() {
         "t-app: the account djshimt-ghost does not exist\n"
     );
     assert!(output.stdout.is_empty(), "manage.py ran");
+}
+
+/// `generate --out DIR` with a relative DIR names the helper by its full
+/// path: the shim runs from any directory (it ran only from the one
+/// `generate` ran in).
+#[test]
+fn a_relative_out_directory_gives_shims_that_run_from_anywhere() {
+    let scratch = World::new();
+    let env = env_file(&scratch, "site.env", b"A=1\n");
+    let world = world(&[&env]);
+    let output = world.djshim(&["generate", "--out", "s1"]);
+    assert_status(&output, 0);
+    let shim = world.path("s1/t-app");
+    let text_of_shim = fs::read_to_string(&shim).unwrap();
+    let helper = world.path("s1/.djshim-t-exec");
+    assert!(
+        text_of_shim.contains(&format!("exec {helper} ")),
+        "{text_of_shim}"
+    );
+    // `run` starts it from the tests' own directory, not the world's.
+    assert_ne!(std::env::current_dir().unwrap(), world.path(""));
+    let (output, report) = run(&shim);
+    assert_status(&output, 0);
+    assert_eq!(report.unwrap()["env"]["A"], "1");
 }

@@ -40,6 +40,21 @@ pub struct Machine {
     _keepalive: Mutex<ChildStdin>,
 }
 
+/// The ids of the accounts and groups the tests make in the container:
+/// far from the host's system ids (below 1000) and its users'.
+const GUEST_ID_MIN: u32 = 40000;
+const GUEST_ID_MAX: u32 = 49999;
+const GUEST_IDS: [&str; 8] = [
+    "-K",
+    "SYS_UID_MIN=40000",
+    "-K",
+    "SYS_UID_MAX=49999",
+    "-K",
+    "SYS_GID_MIN=40000",
+    "-K",
+    "SYS_GID_MAX=49999",
+];
+
 /// The container of this test run, booted on first use (about a second).
 pub fn machine() -> &'static Machine {
     static MACHINE: OnceLock<Result<Machine, String>> = OnceLock::new();
@@ -162,17 +177,43 @@ impl Machine {
     }
 
     /// Makes a system account `name` in the container (its group too),
-    /// one `useradd` at a time (they lock `/etc/passwd`).
+    /// one `useradd` at a time (they lock `/etc/passwd`), with an id from
+    /// [`GUEST_IDS`].
+    ///
+    /// The container's `/etc/passwd` is a copy-on-write view of this
+    /// machine's, taken when the container starts: accounts that the tests
+    /// running here make afterwards (`djshimt-build`…) are unknown in it, so
+    /// `useradd --system` in both would hand out the same numbers. The host
+    /// sees every process of the container, and a build here stops every
+    /// process of its build account's uid: on a fresh machine, where the
+    /// host's test accounts were made during the run, that killed the
+    /// container's launchers and steps of the same number (the deploy
+    /// window "held nothing"). Ids apart from the host's, checked here.
     pub fn account(&self, name: &str, extra: &[&str]) {
         static USERADD: Mutex<()> = Mutex::new(());
         let _one = USERADD
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut argv = vec!["useradd", "--system", "--user-group"];
+        argv.extend(GUEST_IDS);
         if !extra.contains(&"--create-home") {
             argv.push("--no-create-home");
         }
         argv.extend_from_slice(extra);
+        argv.push(name);
+        self.ok(&argv);
+        let uid: u32 = self.ok(&["id", "-u", name]).trim().parse().unwrap();
+        assert!(
+            (GUEST_ID_MIN..=GUEST_ID_MAX).contains(&uid),
+            "{name} got uid {uid}, outside the container's range"
+        );
+    }
+
+    /// Makes a system group `name` in the container, with an id from
+    /// [`GUEST_IDS`] (see [`Machine::account`]).
+    pub fn group(&self, name: &str) {
+        let mut argv = vec!["groupadd", "--system"];
+        argv.extend(GUEST_IDS);
         argv.push(name);
         self.ok(&argv);
     }

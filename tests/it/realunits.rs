@@ -460,7 +460,7 @@ fn services_stay_up_and_timers_fire_on_time_but_never_on_a_restart() {
 fn the_units_directories_and_groups_are_the_accounts() {
     let port = 8104;
     let m = machine();
-    m.ok(&["groupadd", "--system", "sdgrp-extra"]);
+    m.group("sdgrp-extra");
     let guest = site(
         "sdgrp",
         port,
@@ -869,7 +869,7 @@ fn window_case(project: &str, port: u16, pg: bool) {
 fn an_instance_group_is_the_units_group() {
     let port = 8110;
     let m = machine();
-    m.ok(&["groupadd", "--system", "sdgid-web"]);
+    m.group("sdgid-web");
     let guest = site(
         "sdgid",
         port,
@@ -899,4 +899,127 @@ fn an_instance_group_is_the_units_group() {
     let web = m.ok(&["getent", "group", "sdgid-web"]);
     assert_eq!(server, web.trim().split(':').nth(2).unwrap());
     assert_eq!(server, by_shim);
+}
+
+/// A build here stops every process of its build account, found in /proc,
+/// which also shows the container's processes: one there with the build
+/// account's number (another account of the container's own) is left
+/// alone. On a fresh machine the container's accounts got the numbers the
+/// host's test accounts got later, and the host's builds killed the
+/// container's launchers and deploy steps.
+#[test]
+fn a_build_here_leaves_a_containers_process_of_the_same_uid_alone() {
+    let m = machine();
+    let build = crate::accounts::accounts().build_uid.to_string();
+    // `-o`: the number may already be known in the container's view.
+    m.ok(&[
+        "useradd",
+        "--system",
+        "--no-create-home",
+        "-o",
+        "--uid",
+        &build,
+        "sdsameuid",
+    ]);
+    let started = m.sh(&format!(
+        "setpriv --reuid={build} --regid={build} --clear-groups sleep 300 \
+         </dev/null >/dev/null 2>&1 & echo $!"
+    ));
+    assert_status(&started, 0);
+    let pid = text(&started).0.trim().to_owned();
+    let alive = || m.run(&["kill", "-0", &pid]).status.success();
+    assert!(alive());
+
+    let world = crate::support::World::new();
+    crate::builds::repository(&world);
+    crate::builds::config(&world, "command = [\"sh\", \"build.sh\"]");
+    assert_status(&world.djshim(&["build"]), 0);
+    let survived = alive();
+    m.run(&["kill", &pid]);
+    assert!(
+        survived,
+        "the build on the host killed the container's process {pid}"
+    );
+}
+
+/// A window is checked, never trusted: with `window = "stop"` in the config
+/// but the units systemd runs written without one (the new user's case), or
+/// written anew but not loaded (`daemon-reload` missing), the deploy stops
+/// before the migration, says why, and the old code keeps its schema. Once
+/// the units are written and loaded, the same deploy goes through.
+#[test]
+fn a_window_the_running_units_do_not_hold_stops_the_deploy_before_the_migration() {
+    let port = 8112;
+    let site = DeploySite::on("sdstale", port, "", false);
+    let (m, guest) = (site.guest.machine, &site.guest);
+    site.accounts();
+    guest.djshim_ok(&["generate"]);
+    guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
+    m.systemctl(&["daemon-reload"]);
+    assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+    site.configure(
+        port,
+        "window = \"stop\"\nsteps = [[\"migrate\", \"--noinput\"]]",
+    );
+    let files = votes_commit(2, true);
+    site.commit(
+        &[(&files[0].0, &files[0].1), (&files[1].0, &files[1].1)],
+        "votes",
+    );
+    let history = || guest.djshim_ok(&["history", "prod"]);
+
+    // The units on disk and in systemd were written under `serve`.
+    let deploy = guest.djshim(&["deploy", "prod"]);
+    assert_status(&deploy, 1);
+    let stderr = text(&deploy).1;
+    assert!(
+        stderr.contains(
+            "djshim: error: the deploy of /srv/djshim-it/"
+        ) && stderr.contains(
+            "the deploy window did not open: sdstale-prod.service does not run the `stop` window \
+             (its main process runs /srv/djshim-venv/bin/python3 -m gunicorn mywebsite.wsgi)"
+        ),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("manage.py migrate"), "{stderr}");
+    assert!(!site.columns().contains("'votes'"), "{}", site.columns());
+    assert_eq!(get(m, port), "instance=prod questions=0\n");
+
+    // Written anew, not loaded.
+    guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
+    let deploy = guest.djshim(&["deploy", "prod"]);
+    assert_status(&deploy, 1);
+    let stderr = text(&deploy).1;
+    assert!(
+        stderr.contains(
+            "djshim: error: deploy: check that systemd runs the units on disk: \
+             sdstale-prod.service changed on disk since systemd loaded it, so the \
+             deploy window (`window = \"stop\"`) could not be trusted to hold requests\n  = help: \
+             run `systemctl daemon-reload` (after `djshim systemd`), then deploy again\n"
+        ),
+        "{stderr}"
+    );
+    assert!(!site.columns().contains("'votes'"));
+    // The first refusal was undone (a failed generation 2), the second
+    // came before any plan: generation 1 runs.
+    let after = history();
+    let lines: Vec<&str> = after.lines().collect();
+    assert_eq!(lines.len(), 2, "{after}");
+    assert!(lines[0].ends_with("(current)"), "{after}");
+    assert!(
+        lines[1].ends_with("(failed deploy: rollback skips it)"),
+        "{after}"
+    );
+
+    m.systemctl(&["daemon-reload"]);
+    let deploy = guest.djshim(&["deploy", "prod"]);
+    assert_status(&deploy, 0);
+    assert!(
+        text(&deploy)
+            .1
+            .contains("check that sdstale-prod.service holds requests: done"),
+        "{}",
+        text(&deploy).1
+    );
+    assert!(site.columns().contains("'votes'"));
 }

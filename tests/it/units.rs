@@ -547,3 +547,74 @@ fn every_unit_kind_takes_the_same_keys() {
         );
     }
 }
+
+/// Installed units that differ from what the config makes now are a
+/// problem of `check` (naming each unit and the way out) and make `list`
+/// say so: a new user set `window = "stop"` after writing the units under
+/// `serve`, `check` said ok, `list` said up to date, and the deploy's
+/// window held nothing.
+#[test]
+fn check_and_list_see_installed_units_that_the_config_no_longer_makes() {
+    let world = world("[\"-m\", \"gunicorn\", \"mywebsite.wsgi\"]", "");
+    // (The worlds are under /tmp, which `check` warns of: left out here.)
+    let said = |output: &std::process::Output| {
+        let (out, err) = text(output);
+        let out: String = out
+            .split_inclusive('\n')
+            .filter(|l| !l.contains(": warning: "))
+            .collect();
+        (out, err)
+    };
+    // Never installed here: nothing to compare.
+    assert_status(&world.djshim(&["generate"]), 0);
+    let check = world.djshim(&["check"]);
+    assert_status(&check, 0);
+    assert_eq!(said(&check), ("prod: ok\n".into(), String::new()));
+    assert_status(&world.djshim(&["systemd"]), 0);
+    let check = world.djshim(&["check"]);
+    assert_eq!(said(&check), ("prod: ok\n".into(), String::new()));
+
+    let config = world.read("djshim.toml");
+    world.write(
+        "djshim.toml",
+        &config.replace(
+            "DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\"",
+            "DJANGO_ALLOWED_HOSTS = \"example.org\"",
+        ),
+    );
+    let check = world.djshim(&["check"]);
+    assert_status(&check, 1);
+    let units = world.path("units");
+    let differs = |unit: &str| {
+        format!(
+            "prod: `units_dir`: the installed unit {units}/{unit} differs from what the config \
+             makes now: run `djshim systemd`, then `systemctl daemon-reload`\n"
+        )
+    };
+    assert_eq!(
+        said(&check),
+        (
+            [
+                differs("mywebsite-prod-clearsessions.service"),
+                differs("mywebsite-prod.service"),
+            ]
+            .concat(),
+            "djshim: error: check found 2 problems\n".into()
+        )
+    );
+    assert_status(&world.djshim(&["generate"]), 0);
+    let list = text(&world.djshim(&["list"])).0;
+    assert!(
+        list.lines().nth(1).unwrap().ends_with("  units stale"),
+        "{list}"
+    );
+
+    assert_status(&world.djshim(&["systemd"]), 0);
+    let check = world.djshim(&["check"]);
+    assert_eq!(said(&check), ("prod: ok\n".into(), String::new()));
+    let list = text(&world.djshim(&["list"])).0;
+    assert!(
+        list.lines().nth(1).unwrap().ends_with("  up to date"),
+        "{list}"
+    );
+}

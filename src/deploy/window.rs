@@ -1,0 +1,221 @@
+//! The deploy window (`[deploy] window = "stop" | "503"`): while a
+//! deploy's steps change the schema, the server's launcher holds requests
+//! on the systemd socket, or answers 503, instead of serving them with the
+//! old code. A window djshim only *believes* open holds nothing, so it is
+//! checked twice before the migration: systemd must run the unit files on
+//! disk (`NeedDaemonReload=no`), and after the window's restart the
+//! server's launcher must be seen holding (its `window.py` child, with
+//! this window's file and mode).
+
+use std::time::{Duration, Instant};
+
+use camino::Utf8Path;
+
+use super::plan::{Planned, Step, Undo};
+use crate::error::Error;
+use crate::model::{Instance, Window};
+use crate::process::Process;
+
+/// How long the launcher may take from its restart to holding requests.
+const HOLD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long one `systemctl show` may take.
+const SHOW_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The server unit whose launcher runs the window.
+pub fn unit(instance: &Instance) -> String {
+    format!("{}.service", instance.command)
+}
+
+/// The steps that open the server's deploy window (write the window file,
+/// restart the server unit, check that its launcher holds), and the one
+/// that closes it; `None` when the old code serves. The window's restart
+/// is always `systemctl try-restart` of the server unit, whatever
+/// `restart` says: the window is the launcher's, and only a restart of
+/// that unit runs it.
+pub fn steps(instance: &Instance) -> Option<(Vec<Planned>, Planned)> {
+    let wait = match instance.deploy.window {
+        Window::Serve => return None,
+        Window::Stop => true,
+        Window::Unavailable => false,
+    };
+    let unit = unit(instance);
+    let close = Step::Window { seconds: 0, wait };
+    let open = vec![
+        Planned {
+            step: Step::Window {
+                seconds: instance.deploy.window_timeout.as_secs(),
+                wait,
+            },
+            undo: Undo::Steps(vec![close.clone()]),
+        },
+        Planned {
+            step: Step::Run {
+                what: "window".into(),
+                argv: vec!["systemctl".into(), "try-restart".into(), unit.clone()],
+            },
+            undo: Undo::nothing(),
+        },
+        Planned {
+            step: Step::Held { unit, wait },
+            undo: Undo::nothing(),
+        },
+    ];
+    Some((
+        open,
+        Planned {
+            step: close,
+            undo: Undo::nothing(),
+        },
+    ))
+}
+
+/// Before a deploy with a window: systemd must have loaded the server
+/// unit as it is on disk, else the window's restart would start the
+/// launcher systemd remembers (written for another `window`, or none).
+pub fn ready(instance: &Instance) -> Result<(), Error> {
+    let unit = unit(instance);
+    if show(&unit, "NeedDaemonReload")? == "yes" {
+        return Err(Error::Problem(format!(
+            "{unit} changed on disk since systemd loaded it, so the deploy window \
+             (`window = \"{}\"`) could not be trusted to hold requests\n  = help: run \
+             `systemctl daemon-reload` (after `djshim systemd`), then deploy again",
+            instance.deploy.window.name()
+        )));
+    }
+    Ok(())
+}
+
+/// After the window's restart: the launcher of `unit` runs window.py on
+/// `flag` in the mode `wait` says, or the unit is not running at all (then
+/// no old code serves, and a request that starts it finds the window).
+/// Waits up to [`HOLD_TIMEOUT`] for it.
+pub fn held(unit: &str, flag: &Utf8Path, wait: bool) -> Result<(), Error> {
+    let mode = if wait { "stop" } else { "503" };
+    let start = Instant::now();
+    loop {
+        let state = show(unit, "ActiveState")?;
+        if !matches!(state.as_str(), "active" | "activating" | "reloading") {
+            eprintln!("djshim: {unit} is {state}: no old code serves during the window");
+            return Ok(());
+        }
+        let main: i32 = show(unit, "MainPID")?.parse().unwrap_or(0);
+        let seen = if main == 0 {
+            Seen::NotYet(format!("{unit} is {state}, with no main process yet"))
+        } else {
+            launcher(main, flag, mode)
+        };
+        let what = match seen {
+            Seen::Held => return Ok(()),
+            Seen::NotYet(_) if start.elapsed() < HOLD_TIMEOUT => {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Seen::NotYet(what) | Seen::Never(what) => what,
+        };
+        return Err(Error::Problem(format!(
+            "the deploy window did not open: {unit} does not run the `{mode}` window ({what}), \
+             so the old code would serve while the schema changes\n  = help: the unit systemd \
+             runs was written for another `window` (or none): run `djshim systemd` and \
+             `systemctl daemon-reload`, then deploy again"
+        )));
+    }
+}
+
+/// What the server's main process shows of the window.
+enum Seen {
+    /// A child runs window.py on this window's file, in its mode.
+    Held,
+    /// The launcher (`sh -c`) runs, and has not started window.py yet.
+    NotYet(String),
+    /// The launcher is past the window, or runs another one.
+    Never(String),
+}
+
+/// What `main`, the server's main process, shows of the window `flag` in
+/// `mode`.
+fn launcher(main: i32, flag: &Utf8Path, mode: &str) -> Seen {
+    let argv = cmdline(main);
+    let is_shell = argv.get(1).map(String::as_str) == Some("-c")
+        && argv.first().is_some_and(|p| p.ends_with("sh"));
+    let mut seen = vec![format!("its main process runs {}", shown(&argv))];
+    if !is_shell {
+        return Seen::Never(seen.join("; "));
+    }
+    for pid in children(main) {
+        let argv = cmdline(pid);
+        // `PYTHON -c CODE FLAG MODE`, as the launcher starts it.
+        if argv.len() == 5 && argv[1] == "-c" && argv[2].contains("is_open") {
+            if argv[3] == flag.as_str() && argv[4] == mode {
+                return Seen::Held;
+            }
+            seen.push(format!("its window is {} on {}", argv[4], argv[3]));
+            return Seen::Never(seen.join("; "));
+        }
+        seen.push(format!("a child runs {}", shown(&argv)));
+    }
+    Seen::NotYet(seen.join("; "))
+}
+
+/// `systemctl show -P PROPERTY UNIT`.
+fn show(unit: &str, property: &str) -> Result<String, Error> {
+    let out = Process::new("systemctl")
+        .args(["show", "-P", property, unit])
+        .timeout(SHOW_TIMEOUT)
+        .output()?;
+    Ok(String::from_utf8_lossy(&out).trim().to_owned())
+}
+
+/// The arguments of process `pid` (empty when it is gone).
+fn cmdline(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|bytes| {
+            bytes
+                .split(|&b| b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A command line for a message: the first words, each cut short.
+fn shown(argv: &[String]) -> String {
+    let words: Vec<String> = argv
+        .iter()
+        .take(4)
+        .map(|a| {
+            let a = crate::error::clean(a);
+            if a.chars().count() > 40 {
+                format!("{}…", a.chars().take(40).collect::<String>())
+            } else {
+                a
+            }
+        })
+        .collect();
+    if words.is_empty() {
+        "gone".into()
+    } else {
+        words.join(" ")
+    }
+}
+
+/// The processes whose parent is `pid`.
+fn children(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // After the command's closing parenthesis: state, ppid.
+                    let rest = &stat[stat.rfind(')')? + 1..];
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
