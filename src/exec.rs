@@ -193,14 +193,29 @@ impl Account {
     /// for `User=` and `Group=`: the account's groups from NSS
     /// (`getgrouplist`) with the instance's group as the base, so the
     /// shim, its terminal relay and the unit all get the same set.
+    ///
+    /// The kernel clears the parent-death signal when the credentials
+    /// change: the one djshim set on its step (so that a killed deploy
+    /// takes its `migrate` along) is set again once the switch is done,
+    /// and if the parent died in between, nothing runs.
     fn become_it(&self) -> Result<(), Failure> {
         let name = &self.user.name;
+        let death = rustix::process::parent_process_death_signal().unwrap_or(None);
+        let parent = rustix::process::getppid();
         nix::unistd::initgroups(&self.c_name(), self.gid)
             .or_else(|e| fail(77, format!("cannot set the groups of {name}: {e}")))?;
         nix::unistd::setresgid(self.gid, self.gid, self.gid)
             .or_else(|e| fail(77, format!("cannot switch to the group of {name}: {e}")))?;
         nix::unistd::setresuid(self.user.uid, self.user.uid, self.user.uid)
-            .or_else(|e| fail(77, format!("cannot switch to {name}: {e}")))
+            .or_else(|e| fail(77, format!("cannot switch to {name}: {e}")))?;
+        if death.is_some() {
+            rustix::process::set_parent_process_death_signal(death)
+                .or_else(|e| fail(77, format!("cannot keep the parent-death signal: {e}")))?;
+            if rustix::process::getppid() != parent {
+                return fail(77, "the process that started this command has ended");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -383,6 +398,19 @@ fn hand_over(
     };
     let mut command = Command::new(&me);
     command.args(again).arg("--").args(&request.program);
+    // The account's side dies with this relay, as this relay dies with
+    // whoever asked for a parent-death signal (djshim's steps).
+    if let Ok(Some(signal)) = rustix::process::parent_process_death_signal() {
+        // SAFETY: the closure runs in the child between fork and exec and
+        // makes one system call (prctl), which is async-signal-safe.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, move || {
+                rustix::process::set_parent_process_death_signal(Some(signal))
+                    .map_err(std::io::Error::from)
+            });
+        }
+    }
     if let Some(pty) = &pty {
         pty.attach(&mut command, terminals)
             .or_else(|e| fail(77, format!("cannot open a pty: {e}")))?;

@@ -573,3 +573,60 @@ pub(crate) fn primary_group(user: &str) -> String {
     assert_status(&output, 0);
     text(&output).0.trim().to_owned()
 }
+
+/// A parent-death signal set on the shim (as djshim sets it on every step)
+/// survives the switch to the account: the kernel clears it when the uid
+/// changes, and the helper sets it again. Before, `kill -9` of a deploy
+/// left the account's `migrate` running, which committed after the next
+/// command had rolled back.
+#[test]
+fn the_accounts_process_dies_with_the_process_that_started_it() {
+    let (world, shim) = world("");
+    world.write(
+        "pkg/manage.py",
+        "import os, time\nopen(os.path.join(os.path.dirname(__file__), '..', 'pid'), 'w').write(str(os.getpid()))\ntime.sleep(60)\n",
+    );
+    let mut parent = Command::new("sh")
+        .args([
+            "-c",
+            "setpriv --pdeathsig KILL -- \"$0\" & wait",
+            shim.as_str(),
+        ])
+        .env_clear()
+        .env("PATH", CRON_PATH)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = world.path("pid");
+    let start = std::time::Instant::now();
+    let pid = loop {
+        if let Ok(pid) = fs::read_to_string(&pid_file)
+            && !pid.is_empty()
+        {
+            break pid;
+        }
+        assert!(start.elapsed().as_secs() < 20, "manage.py never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let proc = Utf8PathBuf::from(format!("/proc/{pid}"));
+    assert_eq!(
+        fs::metadata(&proc).unwrap().uid(),
+        accounts().app_uid,
+        "manage.py runs as the account"
+    );
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let start = std::time::Instant::now();
+    while proc.exists() {
+        let state = fs::read_to_string(proc.join("stat")).unwrap_or_default();
+        if state.contains(") Z") {
+            break;
+        }
+        assert!(
+            start.elapsed().as_secs() < 10,
+            "the account's manage.py ({pid}) outlived the process that started it"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
