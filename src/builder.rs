@@ -46,6 +46,11 @@ pub struct Account {
     home: String,
     /// Root builds as another account (else djshim's own account builds).
     switch: bool,
+    /// The account's home for this build: made empty for it, removed
+    /// after (the account's own home would carry a `.pth` or a config from
+    /// one branch's build into the next).
+    #[allow(dead_code)]
+    fresh_home: Option<tempfile::TempDir>,
     /// Held while a command build runs as the account: builds as one
     /// account never overlap, since each stops all of its processes.
     #[allow(dead_code)]
@@ -107,14 +112,27 @@ impl Account {
                 "only root can build as `{name}`: run djshim as root, or as `{name}`"
             )));
         }
-        Ok(Account {
+        let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
+        let mut account = Account {
             name: name.clone(),
-            uid: user.uid.as_raw(),
-            gid: user.gid.as_raw(),
+            uid,
+            gid,
             home: user.dir.to_string_lossy().into_owned(),
             switch: me.is_root(),
             held: None,
-        })
+            fresh_home: None,
+        };
+        if account.switch {
+            let home = tempfile::Builder::new()
+                .prefix(&format!("djshim-build-home-{name}-"))
+                .tempdir_in("/tmp")
+                .map_err(|e| Error::io("make a home for the build in", Utf8Path::new("/tmp"), e))?;
+            std::os::unix::fs::chown(home.path(), Some(uid), Some(gid))
+                .map_err(|e| Error::io("give the build's home to", Utf8Path::new(name), e))?;
+            account.home = home.path().to_string_lossy().into_owned();
+            account.fresh_home = Some(home);
+        }
+        Ok(account)
     }
 
     /// djshim's own account, with a clean environment all the same.
@@ -130,6 +148,7 @@ impl Account {
             home: user.map_or_else(|| "/".to_owned(), |u| u.dir.to_string_lossy().into_owned()),
             switch: false,
             held: None,
+            fresh_home: None,
         }
     }
 
@@ -195,6 +214,7 @@ impl Account {
             .env("USER", &self.name)
             .env("LOGNAME", &self.name)
             .env("LANG", "C.UTF-8")
+            .env("PYTHONNOUSERSITE", "1")
     }
 
     /// Stops every process of the build account (one made for building

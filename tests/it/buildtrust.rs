@@ -39,6 +39,7 @@ fn config(world: &World, build: &str) {
 }
 
 const RECORDER: &str = "set -e\nid -u > uid\nenv | sort > env\npwd > pwd\n\
+    ls -A \"$HOME\" > home\ntouch \"$HOME/left-by-the-build\"\n\
     cp /bin/true suid && chmod 4755 suid\ntouch open && chmod 666 open\n\
     printf '#!%s/venv/bin/python\\n' \"$DJSHIM_RELEASE\" > script\n";
 
@@ -92,8 +93,8 @@ fn a_build_runs_as_the_build_account_and_leaves_a_frozen_release() {
     for line in [
         format!("DJSHIM_COMMIT={commit}"),
         format!("SOURCE_DATE_EPOCH={epoch}"),
-        "HOME=/nonexistent".to_owned(),
         "LANG=C.UTF-8".to_owned(),
+        "PYTHONNOUSERSITE=1".to_owned(),
         "USER=djshimt-build".to_owned(),
         format!("DJSHIM_RELEASE={release}"),
     ] {
@@ -103,6 +104,21 @@ fn a_build_runs_as_the_build_account_and_leaves_a_frozen_release() {
         env.lines()
             .any(|l| l.starts_with("PATH=") && !l.contains("/root"))
     );
+    // A home of its own for this build, empty, and gone after it: the
+    // account's own home (here /nonexistent) is never the build's, so
+    // nothing one build leaves there (a `.pth` in the user site) reaches
+    // the next.
+    let home = env
+        .lines()
+        .find_map(|l| l.strip_prefix("HOME="))
+        .unwrap()
+        .to_owned();
+    assert!(
+        home.starts_with("/tmp/djshim-build-home-djshimt-build-"),
+        "{home}"
+    );
+    assert_eq!(read("home").trim(), "");
+    assert!(!std::path::Path::new(&home).exists(), "{home} was left");
     // Built where it stays: what names its own path keeps working.
     assert_eq!(read("pwd").trim(), release.as_str());
     assert!(read("script").starts_with(&format!("#!{release}/venv/bin/python")));
