@@ -18,6 +18,7 @@ pub mod envrule;
 pub mod error;
 pub mod exec;
 pub mod gcroot;
+pub mod interrupt;
 pub mod layout;
 pub mod model;
 pub mod nixos;

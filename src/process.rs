@@ -272,12 +272,17 @@ impl Process {
         &self,
         child: &mut std::process::Child,
     ) -> Result<Option<std::process::ExitStatus>, Error> {
-        let Some(deadline) = self.ends_at() else {
+        let deadline = self.ends_at();
+        let interruptible = crate::interrupt::armed();
+        if deadline.is_none() && !interruptible {
             return child
                 .wait()
                 .map(Some)
                 .map_err(|e| self.failed(format!("could not wait: {e}"), ""));
-        };
+        }
+        // A Ctrl-C, SIGTERM or hang-up from now on stops it (djshim counts
+        // them instead of dying: the plan undoes the step).
+        let signals = crate::interrupt::count();
         let mut nap = Duration::from_millis(1);
         loop {
             if let Some(status) = child
@@ -286,12 +291,21 @@ impl Process {
             {
                 return Ok(Some(status));
             }
-            if Instant::now() >= deadline {
+            if interruptible && crate::interrupt::count() > signals {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(self.failed(
+                    format!("stopped: djshim was {}", crate::interrupt::interrupted()),
+                    "",
+                ));
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Ok(None);
             }
-            std::thread::sleep(nap.min(deadline.saturating_duration_since(Instant::now())));
+            std::thread::sleep(nap.min(left.unwrap_or(nap)));
             nap = (nap * 2).min(Duration::from_millis(20));
         }
     }

@@ -16,18 +16,24 @@ pub fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), Err
 }
 
 /// Runs `f` as the step `name`.
+///
+/// The lines are written without panicking on a failed write: after a
+/// hang-up the terminal is gone, and the plan must still be undone.
 pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-    eprintln!("djshim: {name} …");
+    let _ = writeln!(std::io::stderr(), "djshim: {name} …");
     let start = Instant::now();
     let result = f();
     let seconds = start.elapsed().as_secs_f64();
     match result {
         Ok(value) => {
-            eprintln!("djshim: {name}: done in {seconds:.2} s");
+            let _ = writeln!(std::io::stderr(), "djshim: {name}: done in {seconds:.2} s");
             Ok(value)
         }
         Err(e) => {
-            eprintln!("djshim: {name}: failed after {seconds:.2} s");
+            let _ = writeln!(
+                std::io::stderr(),
+                "djshim: {name}: failed after {seconds:.2} s"
+            );
             Err(Error::Step {
                 step: name.to_owned(),
                 source: Box::new(e),

@@ -315,7 +315,11 @@ fn resume(
     world: &mut dyn World,
     store: &mut dyn Store,
 ) -> Result<Outcome, Error> {
+    crate::interrupt::catch()?;
     let operation = journal.plan.operation.clone();
+    // A Ctrl-C, SIGTERM or hang-up during a step is that step's failure
+    // (its process, if any, was stopped), and the plan is undone.
+    let signals = crate::interrupt::count();
     if let State::Forward { next, .. } = journal.state {
         for i in next..journal.plan.steps.len() {
             journal.state = State::Forward {
@@ -324,7 +328,13 @@ fn resume(
             };
             store.save(&journal)?;
             let planned = journal.plan.steps[i].step.clone();
-            let result = step(&format!("{operation}: {planned}"), || world.run(&planned));
+            let result = step(&format!("{operation}: {planned}"), || {
+                world.run(&planned)?;
+                if crate::interrupt::count() > signals {
+                    return Err(crate::interrupt::interrupted());
+                }
+                Ok(())
+            });
             match result {
                 Ok(()) => {
                     journal.state = State::Forward {
@@ -358,6 +368,7 @@ fn resume(
         store.clear()?;
         return Ok(Outcome::Done);
     };
+    let undoing = crate::interrupt::count();
     for i in (0..=from).rev() {
         let undo = journal.plan.steps[i].undo.clone();
         let subs = match undo {
@@ -381,7 +392,19 @@ fn resume(
                 sub: s,
             };
             store.save(&journal)?;
-            if let Err(e) = step(&format!("{operation}: undo: {sub}"), || world.run(sub)) {
+            let undone = step(&format!("{operation}: undo: {sub}"), || world.run(sub));
+            if crate::interrupt::count() > undoing {
+                // A second signal: stop here, the journal says where.
+                return Err(Error::Problem(format!(
+                    "{summary} failed ({error}), and its undo was {what} at `{sub}`: the journal \
+                     is kept, and the next `djshim deploy {instance}` or `djshim rollback \
+                     {instance}` finishes the undo",
+                    summary = journal.plan.summary,
+                    what = crate::interrupt::interrupted(),
+                    instance = journal.plan.instance,
+                )));
+            }
+            if let Err(e) = undone {
                 journal.state = State::Stuck {
                     error: error.clone(),
                     undo_error: e.to_string(),

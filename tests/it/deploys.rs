@@ -840,3 +840,107 @@ fn every_generation_runs_on_the_schema_it_knows() {
     let migrations = site.migrations("prod");
     assert!(!migrations.contains("[X] 0002"), "{migrations}");
 }
+
+/// Sends `signal` to djshim (the process alone, as a terminal's Ctrl-C or
+/// a hang-up reaches its foreground group, which the steps are not in)
+/// each time a line of `markers` appears, in turn; djshim's output.
+fn signalled(site: &Site, args: &[&str], signal: &str, markers: &[&str]) -> std::process::Output {
+    let mut child = site
+        .world
+        .djshim_cmd(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut markers = markers.iter().peekable();
+    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if markers
+            .peek()
+            .is_some_and(|m| line.starts_with(**m) && line.ends_with('…'))
+        {
+            markers.next();
+            // The step's process starts a moment after its line.
+            std::thread::sleep(Duration::from_millis(500));
+            let status = Command::new("kill")
+                .args(["-s", signal, &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(markers.peek().is_none(), "not every marker came:\n{seen}");
+    std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: seen.into_bytes(),
+    }
+}
+
+/// Ctrl-C (SIGINT), SIGTERM or a hang-up during a deploy is a failed step:
+/// the running step's process is stopped, the plan undone (migration
+/// reversed, profile back), and djshim says so. A second one during the
+/// undo stops it there and leaves the journal, which the next command
+/// finishes. Before, the signal killed djshim on the spot: profile on the
+/// candidate, migration applied, nothing said.
+#[test]
+fn a_signal_during_a_deploy_undoes_it() {
+    let mut site = Site::new();
+    site.hold_server();
+    assert_status(&site.deploy(&["prod"]), 0);
+    let first = site.generation_target("prod");
+    let config = site.world.read("djshim.toml");
+    site.world.write(
+        "djshim.toml",
+        &config.replace(
+            "health_timeout = 8\n",
+            "health_timeout = 8\nsteps = [[\"migrate\", \"--noinput\"], [\"shell\", \"-c\", \"import time; time.sleep(4)\"]]\n",
+        ),
+    );
+    commit_votes(&site);
+    let sleep = "djshim: deploy: manage.py shell -c import time; time.sleep(4)";
+    for signal in ["INT", "TERM", "HUP"] {
+        let output = signalled(&site, &["deploy", "prod"], signal, &[sleep]);
+        assert_status(&output, 1);
+        let stderr = text(&output).1;
+        for line in [
+            "djshim: deploy: undo: migrate polls 0001_initial",
+            "djshim: deploy: undo: switch to generation 1: done in ",
+        ] {
+            assert!(stderr.contains(line), "{signal}: no {line:?} in:\n{stderr}");
+        }
+        assert!(
+            stderr.contains("stopped: djshim was interrupted by SIG"),
+            "{stderr}"
+        );
+        assert_eq!(site.generation_target("prod"), first, "{signal}");
+        assert!(!site.migrations("prod").contains("[X] 0002"), "{signal}");
+    }
+
+    // Twice: the second comes while the undo runs the old code's steps.
+    let undo_sleep = "djshim: deploy: undo: manage.py shell -c import time; time.sleep(4)";
+    let output = signalled(&site, &["deploy", "prod"], "INT", &[sleep, undo_sleep]);
+    assert_status(&output, 1);
+    let stderr = text(&output).1;
+    assert!(
+        stderr.contains("and its undo was interrupted by SIGINT (Ctrl-C) at `manage.py shell -c")
+            && stderr.contains(
+                "the journal is kept, and the next `djshim deploy prod` or `djshim rollback prod` \
+                 finishes the undo"
+            ),
+        "{stderr}"
+    );
+    let output = site.world.djshim(&["rollback", "prod"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output).1.contains("was interrupted; undoing it"),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!(site.generation_target("prod"), first);
+    assert!(!site.migrations("prod").contains("[X] 0002"));
+}
