@@ -164,6 +164,7 @@ fn export(repo: &Utf8Path, commit: &str, dir: &Utf8Path) -> Result<(), Error> {
             dir.as_std_path().join(path),
         ));
     }
+    refuse_overlaps(&entries, dir, commit)?;
     let blobs: Vec<&str> = entries
         .iter()
         .filter(|(_, kind, _, _)| kind == b"blob")
@@ -217,7 +218,17 @@ fn export(repo: &Utf8Path, commit: &str, dir: &Utf8Path) -> Result<(), Error> {
             std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(content), path)
                 .map_err(|e| io(path, e))?;
         } else {
-            fs::write(path, content).map_err(|e| io(path, e))?;
+            // A new file, never through a link (the check above leaves
+            // none in the way; this holds even so).
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits().cast_signed())
+                .open(path)
+                .and_then(|mut f| f.write_all(content))
+                .map_err(|e| io(path, e))?;
             let mode = if mode == b"100755" { 0o755 } else { 0o644 };
             fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| io(path, e))?;
         }
@@ -230,6 +241,49 @@ fn export(repo: &Utf8Path, commit: &str, dir: &Utf8Path) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// Refuses a tree that names a path twice, or a file, link or submodule
+/// and then something inside it (`a -> /etc` and then `a/x`: `git mktree`
+/// makes such trees, and fetch accepts them). Written as listed, the
+/// second entry would go through the link the first made, and root would
+/// write outside the release.
+fn refuse_overlaps(
+    entries: &[(Vec<u8>, Vec<u8>, String, std::path::PathBuf)],
+    dir: &Utf8Path,
+    commit: &str,
+) -> Result<(), Error> {
+    let mut leaves = std::collections::BTreeSet::new();
+    for (.., path) in entries {
+        if !leaves.insert(path.as_path()) {
+            return Err(overlap(dir, commit, path, "twice"));
+        }
+    }
+    for (.., path) in entries {
+        for ancestor in path.ancestors().skip(1) {
+            if leaves.contains(ancestor) {
+                return Err(overlap(
+                    dir,
+                    commit,
+                    ancestor,
+                    &format!(
+                        "as a file, link or submodule, and {} inside it",
+                        path.strip_prefix(dir).unwrap_or(path).display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn overlap(dir: &Utf8Path, commit: &str, path: &std::path::Path, how: &str) -> Error {
+    Error::Problem(format!(
+        "commit {commit}'s tree names `{}` {how}: no checkout can hold it, and writing it would \
+         follow what the commit put there; nothing was exported\n  = help: such a tree is made \
+         by hand (`git mktree`); build another commit",
+        crate::error::clean(&path.strip_prefix(dir).unwrap_or(path).to_string_lossy())
+    ))
 }
 
 /// The first line of `bytes` (without its newline) and the rest.

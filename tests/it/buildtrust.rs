@@ -287,3 +287,77 @@ fn through_a_nix_daemon_the_build_account_evaluates() {
         .arg(&package)
         .output();
 }
+
+/// A tree that names `a` as a link to a directory outside and then `a/x`
+/// (`git mktree` makes it; fetch accepts it): written as listed, root's
+/// export would follow the link and write outside the release. It is
+/// refused before anything is written, and the directory it points at
+/// stays untouched.
+#[test]
+fn a_tree_that_names_a_path_twice_is_refused_before_anything_is_written() {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let world = World::new();
+    repository(&world, RECORDER, &[]);
+    config(
+        &world,
+        "command = [\"sh\", \"build.sh\"]\nuser = \"djshimt-build\"",
+    );
+    let repo = world.path("repo");
+    let victim = world.path("victim");
+    fs::create_dir_all(&victim).unwrap();
+    let with_input = |args: &[&str], input: &str| {
+        let mut child = Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert_status(&output, 0);
+        text(&output).0.trim().to_owned()
+    };
+    let link = with_input(&["hash-object", "-w", "--stdin"], victim.as_str());
+    let owned = with_input(&["hash-object", "-w", "--stdin"], "written by root\n");
+    let inner = with_input(&["mktree"], &format!("100644 blob {owned}\tx\n"));
+    let manage = git(&repo, &["rev-parse", "HEAD:manage.py"]);
+    let build = git(&repo, &["rev-parse", "HEAD:build.sh"]);
+    let top = with_input(
+        &["mktree"],
+        &format!(
+            "100644 blob {manage}\tmanage.py\n100644 blob {build}\tbuild.sh\n\
+             120000 blob {link}\ta\n040000 tree {inner}\ta\n"
+        ),
+    );
+    let listing = git(&repo, &["ls-tree", "-r", &top]);
+    assert!(
+        listing.contains("\ta\n") && listing.contains("\ta/x"),
+        "git made another tree:\n{listing}"
+    );
+    let commit = git(&repo, &["commit-tree", &top, "-p", "HEAD", "-m", "evil"]);
+    git(&repo, &["update-ref", "refs/heads/main", &commit]);
+
+    let output = world.djshim(&["build"]);
+    assert_status(&output, 1);
+    assert!(
+        text(&output).1.contains(&format!(
+            "commit {commit}'s tree names `a` as a file, link or submodule, and a/x inside it: no \
+             checkout can hold it"
+        )),
+        "{}",
+        text(&output).1
+    );
+    assert!(!victim.join("x").exists(), "root wrote through the link");
+    let left: Vec<_> = fs::read_dir(world.path("releases"))
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
