@@ -132,38 +132,7 @@ fn resolve(repo: &Utf8Path, reference: &str) -> Result<String, Error> {
 fn export(repo: &Utf8Path, commit: &str, dir: &Utf8Path) -> Result<(), Error> {
     use std::os::unix::ffi::OsStrExt as _;
     fs::create_dir(dir).map_err(|e| Error::io("create directory", dir, e))?;
-    let listing = git(repo)
-        .args(["ls-tree", "-r", "-z", "--full-tree", commit])
-        .output()?;
-    let mut entries = Vec::new();
-    for record in listing.split(|&b| b == 0).filter(|r| !r.is_empty()) {
-        let bad = || {
-            Error::Problem(format!(
-                "git ls-tree printed `{}`",
-                String::from_utf8_lossy(record)
-            ))
-        };
-        let tab = record.iter().position(|&b| b == b'\t').ok_or_else(bad)?;
-        let mut fields = record[..tab].split(|&b| b == b' ');
-        let (Some(mode), Some(kind), Some(object)) = (fields.next(), fields.next(), fields.next())
-        else {
-            return Err(bad());
-        };
-        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&record[tab + 1..]));
-        if path.is_absolute()
-            || path
-                .components()
-                .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        {
-            return Err(bad());
-        }
-        entries.push((
-            mode.to_vec(),
-            kind.to_vec(),
-            String::from_utf8_lossy(object).into_owned(),
-            dir.as_std_path().join(path),
-        ));
-    }
+    let entries = tree(repo, commit, dir)?;
     refuse_overlaps(&entries, dir, commit)?;
     let blobs: Vec<&str> = entries
         .iter()
@@ -243,13 +212,56 @@ fn export(repo: &Utf8Path, commit: &str, dir: &Utf8Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// One entry of a commit's tree: mode, kind, object id, and the path it
+/// is written to under the export's directory.
+type Entry = (Vec<u8>, Vec<u8>, String, std::path::PathBuf);
+
+/// The entries of `commit`'s tree (`git ls-tree -r`), each path under `dir`;
+/// a path that is absolute or holds `..` is refused.
+fn tree(repo: &Utf8Path, commit: &str, dir: &Utf8Path) -> Result<Vec<Entry>, Error> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let listing = git(repo)
+        .args(["ls-tree", "-r", "-z", "--full-tree", commit])
+        .output()?;
+    let mut entries = Vec::new();
+    for record in listing.split(|&b| b == 0).filter(|r| !r.is_empty()) {
+        let bad = || {
+            Error::Problem(format!(
+                "git ls-tree printed `{}`",
+                String::from_utf8_lossy(record)
+            ))
+        };
+        let tab = record.iter().position(|&b| b == b'\t').ok_or_else(bad)?;
+        let mut fields = record[..tab].split(|&b| b == b' ');
+        let (Some(mode), Some(kind), Some(object)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(bad());
+        };
+        let path = std::path::Path::new(std::ffi::OsStr::from_bytes(&record[tab + 1..]));
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(bad());
+        }
+        entries.push((
+            mode.to_vec(),
+            kind.to_vec(),
+            String::from_utf8_lossy(object).into_owned(),
+            dir.as_std_path().join(path),
+        ));
+    }
+    Ok(entries)
+}
+
 /// Refuses a tree that names a path twice, or a file, link or submodule
 /// and then something inside it (`a -> /etc` and then `a/x`: `git mktree`
 /// makes such trees, and fetch accepts them). Written as listed, the
 /// second entry would go through the link the first made, and root would
 /// write outside the release.
 fn refuse_overlaps(
-    entries: &[(Vec<u8>, Vec<u8>, String, std::path::PathBuf)],
+    entries: &[Entry],
     dir: &Utf8Path,
     commit: &str,
 ) -> Result<(), Error> {
