@@ -260,11 +260,7 @@ fn tree(repo: &Utf8Path, commit: &str, dir: &Utf8Path) -> Result<Vec<Entry>, Err
 /// makes such trees, and fetch accepts them). Written as listed, the
 /// second entry would go through the link the first made, and root would
 /// write outside the release.
-fn refuse_overlaps(
-    entries: &[Entry],
-    dir: &Utf8Path,
-    commit: &str,
-) -> Result<(), Error> {
+fn refuse_overlaps(entries: &[Entry], dir: &Utf8Path, commit: &str) -> Result<(), Error> {
     let mut leaves = std::collections::BTreeSet::new();
     for (.., path) in entries {
         if !leaves.insert(path.as_path()) {
