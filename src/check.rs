@@ -527,3 +527,101 @@ pub fn installed_units(model: &crate::model::Model) -> Result<Vec<Problem>, crat
     }
     Ok(found)
 }
+
+/// Whether only root can change what `path` is: walked from `/` one
+/// component at a time, every directory on the way (and `path` itself, if
+/// it exists) root's and writable by no one else — or, for a directory on
+/// the way, sticky (`/tmp`) with the next component already root's, which
+/// no one else can then rename or remove. A link is followed where it lies
+/// (in a directory already found root-only), at most 40 of them. What does
+/// not exist yet is made later by root in the last directory found, which
+/// must be root-only itself. Else the component and what is wrong with it.
+pub fn root_only_way(path: &std::path::Path) -> Result<(), (std::path::PathBuf, String)> {
+    use std::collections::VecDeque;
+    use std::path::{Component, PathBuf};
+    let mut todo: VecDeque<PathBuf> = path
+        .components()
+        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+        .map(|c| PathBuf::from(c.as_os_str()))
+        .collect();
+    let mut at = PathBuf::from("/");
+    let mut links = 0;
+    // The directory `at`, already found root's: whether only root writes
+    // it (else it is sticky, and only its root-owned entries are safe).
+    let mut sealed = root_only(&at).map_err(|w| (at.clone(), w))?;
+    while let Some(next) = todo.pop_front() {
+        if next.as_os_str() == ".." {
+            at.pop();
+            sealed = root_only(&at).map_err(|w| (at.clone(), w))?;
+            continue;
+        }
+        let candidate = at.join(&next);
+        let meta = match std::fs::symlink_metadata(&candidate) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if sealed {
+                    return Ok(());
+                }
+                return Err((
+                    at,
+                    "is writable by others than root, who could make what is not there yet".into(),
+                ));
+            }
+            Err(e) => return Err((candidate, format!("cannot be inspected: {e}"))),
+            Ok(meta) => meta,
+        };
+        if !sealed && meta.uid() != 0 {
+            return Err((
+                candidate,
+                format!(
+                    "belongs to uid {} in a directory others can write",
+                    meta.uid()
+                ),
+            ));
+        }
+        if meta.file_type().is_symlink() {
+            links += 1;
+            if links > 40 {
+                return Err((candidate, "has too many links on the way".into()));
+            }
+            let target = std::fs::read_link(&candidate)
+                .map_err(|e| (candidate.clone(), format!("cannot be read: {e}")))?;
+            if target.is_absolute() {
+                at = PathBuf::from("/");
+            }
+            for c in target.components().rev() {
+                if matches!(c, Component::Normal(_) | Component::ParentDir) {
+                    todo.push_front(PathBuf::from(c.as_os_str()));
+                }
+            }
+            sealed = root_only(&at).map_err(|w| (at.clone(), w))?;
+            continue;
+        }
+        at = candidate;
+        sealed = root_only(&at).map_err(|w| (at.clone(), w))?;
+    }
+    if sealed {
+        Ok(())
+    } else {
+        Err((at, "is writable by others than root".into()))
+    }
+}
+
+/// Ok(true) for a directory of root's that only root writes, Ok(false) for
+/// one of root's that is sticky (others may add entries), else why not.
+fn root_only(dir: &std::path::Path) -> Result<bool, String> {
+    let meta = std::fs::metadata(dir).map_err(|e| format!("cannot be inspected: {e}"))?;
+    if !meta.is_dir() {
+        return Err("is not a directory".into());
+    }
+    if meta.uid() != 0 {
+        return Err(format!("belongs to uid {}, not root", meta.uid()));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 == 0 {
+        Ok(true)
+    } else if mode & 0o1000 != 0 {
+        Ok(false)
+    } else {
+        Err(format!("is writable by others than root (mode {mode:o})"))
+    }
+}

@@ -298,38 +298,20 @@ fn cron(model: &Model, args: &CronArgs, out: &mut dyn Write) -> Result<ExitCode,
 
 /// The cron jobs' locks must lie where only root can make or take them:
 /// in a world-writable directory (`/run/lock`), anyone could create and
-/// hold a job's lock first, and the job would never run. The directory, or
-/// the one it will be made in, must be root's and not group- or
-/// world-writable.
+/// hold a job's lock first, and the job would never run. Every directory
+/// from `/` to it (links followed where they lie) must be root's and not
+/// group- or world-writable ([`check::root_only_way`]): a root-only
+/// `locks` inside an account's directory could be swapped for a link, and
+/// root's `flock` would create the link's target.
 fn lock_dir_is_roots(dir: &Utf8Path) -> Result<(), Error> {
-    use std::os::unix::fs::MetadataExt as _;
-    let (judged, meta) = if let Ok(meta) = dir.symlink_metadata() {
-        (dir, meta)
-    } else {
-        let parent = dir.parent().unwrap_or(Utf8Path::new("/"));
-        let meta = parent
-            .metadata()
-            .map_err(|e| Error::io("inspect", parent, e))?;
-        (parent, meta)
-    };
-    let wrong = if !meta.is_dir() {
-        Some("is not a directory".to_owned())
-    } else if meta.uid() != 0 {
-        Some(format!("belongs to uid {}, not root", meta.uid()))
-    } else if meta.mode() & 0o022 != 0 {
-        Some(format!(
-            "is writable by others than root (mode {:o})",
-            meta.mode() & 0o7777
-        ))
-    } else {
-        None
-    };
-    match wrong {
-        None => Ok(()),
-        Some(wrong) => Err(Error::Problem(format!(
-            "the lock directory {dir}: {judged} {wrong}, so another account could take a job's \
-             lock first and the job would never run\n  = help: give a directory only root can \
-             write, e.g. `--lock-dir /run/djshim-cron` (the cron lines make it)"
+    match check::root_only_way(dir.as_std_path()) {
+        Ok(()) => Ok(()),
+        Err((judged, wrong)) => Err(Error::Problem(format!(
+            "the lock directory {dir}: {} {wrong}, so another account could take a job's lock \
+             first (or have root's `flock` create a file where it points) and the job would \
+             never run\n  = help: give a directory only root can write, on a way only root can \
+             change, e.g. `--lock-dir /run/djshim-cron` (the cron lines make it)",
+            crate::error::clean(&judged.to_string_lossy())
         ))),
     }
 }

@@ -618,3 +618,51 @@ fn check_and_list_see_installed_units_that_the_config_no_longer_makes() {
         "{list}"
     );
 }
+
+/// The lock directory is judged from `/`: a root-only `locks` inside a
+/// directory an account owns could be swapped for a link by that account,
+/// and root's `flock` would create the link's target. Refused, as is a
+/// link to a root-only place that lies in the account's directory; a link
+/// that lies where only root writes is followed and judged at its target.
+#[test]
+fn the_lock_directory_is_judged_from_the_root_down() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let a = accounts();
+    let world = World::new();
+    world.write(
+        "djshim.toml",
+        "project = \"cronway\"\n[instances.prod]\npackage = \"/srv/none\"\npython = \"/usr/bin/python3\"\n\
+         settings = \"x.settings\"\nuser = \"djshimt-app\"\n[instances.prod.jobs.j]\nmanage = [\"check\"]\nschedule = \"@daily\"\n",
+    );
+    let base = crate::support::root_dir();
+    let base = Utf8Path::from_path(base.path()).unwrap().to_owned();
+    let account_dir = base.join("account");
+    fs::create_dir(&account_dir).unwrap();
+    std::os::unix::fs::chown(&account_dir, Some(a.app_uid), Some(a.app_gid)).unwrap();
+    let locks = account_dir.join("locks");
+    fs::create_dir(&locks).unwrap();
+    fs::set_permissions(&locks, fs::Permissions::from_mode(0o700)).unwrap();
+    let sealed = base.join("sealed");
+    fs::create_dir(&sealed).unwrap();
+    fs::set_permissions(&sealed, fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::symlink(&sealed, account_dir.join("link")).unwrap();
+    std::os::unix::fs::symlink(&sealed, base.join("roots-link")).unwrap();
+
+    for dir in [locks.clone(), account_dir.join("link")] {
+        let output = world.djshim(&["cron", "--lock-dir", dir.as_str()]);
+        assert_status(&output, 1);
+        assert!(
+            text(&output).1.starts_with(&format!(
+                "djshim: error: the lock directory {dir}: {account_dir} belongs to uid {}, not root",
+                a.app_uid
+            )),
+            "{}",
+            text(&output).1
+        );
+        assert!(text(&output).0.is_empty());
+    }
+    for dir in [sealed.join("locks"), base.join("roots-link/locks")] {
+        let output = world.djshim(&["cron", "--lock-dir", dir.as_str()]);
+        assert_status(&output, 0);
+    }
+}
