@@ -5,7 +5,7 @@
 //! left running); a URL attempt has a connect and a total deadline.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
 use super::plan::Probe;
@@ -55,6 +55,29 @@ pub fn probe(probe: &Probe) -> Result<(), Error> {
     }
 }
 
+/// The addresses of `host`, within `time`. The system's resolver
+/// (`getaddrinfo`) has no deadline of its own — a silent name server holds
+/// it for its own timeouts and retries (15 s and more) — so it runs in a
+/// thread of its own that is left behind when the time is up.
+fn lookup(host: &str, port: u16, time: Duration) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let name = host.to_owned();
+    std::thread::spawn(move || {
+        let found = (name.as_str(), port)
+            .to_socket_addrs()
+            .map(Iterator::collect::<Vec<_>>)
+            .map_err(|e| e.to_string());
+        let _ = tx.send(found);
+    });
+    match rx.recv_timeout(time) {
+        Ok(found) => found,
+        Err(_) => Err(format!("the name lookup of {host}{IN_TIME}")),
+    }
+}
+
 /// `host:port` as a URL and a `Host:` header write it: an IPv6 address in
 /// brackets.
 pub fn authority(host: &str, port: u16) -> String {
@@ -75,10 +98,7 @@ fn http_status(host: &str, port: u16, path: &str, deadline: Instant) -> Result<(
             .then_some(left)
             .ok_or_else(|| format!("{url}{IN_TIME}"))
     };
-    let addresses: Vec<_> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("{url}: {e}"))?
-        .collect();
+    let addresses = lookup(host, port, left()?).map_err(|e| format!("{url}: {e}"))?;
     let mut last = format!("{url}: no address");
     let mut stream = None;
     for address in addresses {

@@ -524,9 +524,12 @@ fn staging_deploy(site: &Site, lines: &str) {
 /// Runs `djshim deploy staging`, which must end within `bound` (a deadline
 /// of the test, far above the probe's own, not a speed goal).
 fn bounded_deploy(site: &Site, bound: Duration) -> (Option<i32>, String) {
-    let mut child = site
-        .world
-        .djshim_cmd(&["deploy", "staging"])
+    bounded(site.world.djshim_cmd(&["deploy", "staging"]), bound)
+}
+
+/// Runs `command`, which must end within `bound`.
+fn bounded(mut command: std::process::Command, bound: Duration) -> (Option<i32>, String) {
+    let mut child = command
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -634,6 +637,79 @@ fn health_probes_end_by_their_deadline() {
     let _ = trickle.wait();
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("not healthy within 2 s"), "{stderr}");
+}
+
+/// The health URL's name lookup is bounded by the probe's deadline too:
+/// with a name server that never answers (and a resolver told to wait 30 s
+/// five times), a 2 s probe ends by its deadline. djshim runs in a mount
+/// namespace of its own whose `/etc/resolv.conf` names that server; the
+/// machine's is untouched.
+#[test]
+fn a_silent_name_server_does_not_outlast_the_probe() {
+    let site = Site::new();
+    assert_status(&site.deploy(&["staging"]), 0);
+    site.commit(&[("polls/extra.py", "X = 1\n")], "second");
+    let silent = site.world.write(
+        "silent.py",
+        "import socket, sys, time\n\
+         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(('127.77.0.1', 53))\n\
+         t = socket.socket(socket.AF_INET, socket.SOCK_STREAM); t.bind(('127.77.0.1', 53)); t.listen(8)\n\
+         print('ready', flush=True)\n\
+         while True:\n\
+         \x20   u.recv(4096)\n",
+    );
+    let mut server =
+        std::process::Command::new(crate::support::require("python3", "python3-minimal"))
+            .arg(&silent)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    // Gone however the test ends: it holds the test's output open.
+    let server = Killed(server);
+    assert_eq!(line, "ready\n");
+    let resolv = site.world.write(
+        "resolv.conf",
+        "nameserver 127.77.0.1\noptions timeout:30 attempts:5\n",
+    );
+    staging_deploy(
+        &site,
+        "health = \"http://health.djshim-test:8/health\"\nhealth_timeout = 2",
+    );
+    let plain = site.world.djshim_cmd(&["deploy", "staging"]);
+    let mut command = std::process::Command::new(crate::support::require("unshare", "util-linux"));
+    command
+        .args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"")
+        .arg(&resolv)
+        .arg(plain.get_program())
+        .args(plain.get_args())
+        .current_dir(site.world.path(""))
+        .env_clear()
+        .env("PATH", crate::support::CRON_PATH);
+    let (code, stderr) = bounded(command, Duration::from_secs(60));
+    drop(server);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "not healthy within 2 s: http://health.djshim-test:8/health: the name lookup of \
+             health.djshim-test: no answer in time"
+        ),
+        "{stderr}"
+    );
+}
+
+/// A child killed and reaped when this goes, however the test ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Issue 14, item 8: an IPv6 health URL is accepted and sends a valid
