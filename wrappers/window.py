@@ -9,6 +9,7 @@ import os
 import select
 import socket
 import sys
+import threading
 import time
 
 flag, mode = sys.argv[1], sys.argv[2]
@@ -35,13 +36,9 @@ answer = (
     b"Content-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
     % (len(body), body)
 )
-while is_open():
-    if not select.select([listener], [], [], 0.2)[0]:
-        continue
-    try:
-        client, _ = listener.accept()
-    except OSError:
-        continue
+
+
+def answer_one(client):
     try:
         client.settimeout(2)
         client.recv(65536)
@@ -50,3 +47,21 @@ while is_open():
         pass
     finally:
         client.close()
+
+
+# Each connection in a thread of its own: a client that sends nothing for
+# its 2 s holds no other. Those still answering when the window closes
+# finish first (an exit would reset them).
+answering = []
+while is_open():
+    if not select.select([listener], [], [], 0.2)[0]:
+        continue
+    try:
+        client, _ = listener.accept()
+    except OSError:
+        continue
+    thread = threading.Thread(target=answer_one, args=(client,), daemon=True)
+    thread.start()
+    answering = [t for t in answering if t.is_alive()] + [thread]
+for thread in answering:
+    thread.join(3)

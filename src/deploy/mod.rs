@@ -338,6 +338,16 @@ pub fn rollback(model: &Model, name: &str, back: Back) -> Result<Moved, Error> {
         deep_check(&checked, &shim)
     })?;
     let plan = rollback_plan(instance, &profile, &generations, now, target)?;
+    if plan
+        .steps
+        .iter()
+        .any(|p| matches!(p.step, Step::Held { .. }))
+    {
+        step(
+            "rollback: check that systemd runs the units on disk",
+            || window::ready(instance),
+        )?;
+    }
     match plan::run(plan, &mut world, &mut JournalFile::new(&profile))? {
         Outcome::Done => Ok(Moved::To {
             number: target.number,
@@ -392,6 +402,83 @@ fn rollback_plan(
     let name = &instance.name;
     let deploy = &instance.deploy;
     let top = now.map_or(target.number, |g| g.number);
+    let (mut steps, reversed, deployed) = reversals(instance, profile, generations, target, top)?;
+    if !reversed.is_empty() {
+        steps.push(Planned {
+            step: Step::Reversed {
+                numbers: reversed.clone(),
+                reversed: true,
+            },
+            undo: Undo::Steps(vec![Step::Reversed {
+                numbers: reversed,
+                reversed: false,
+            }]),
+        });
+    }
+    // The window holds while the schema goes back under the code that
+    // serves (the newer code, which may not run on the older schema).
+    let migrates_back = steps
+        .iter()
+        .any(|p| matches!(p.step, Step::MigrateBack { .. }));
+    let (open, close) = (migrates_back && now.is_some())
+        .then(|| window::steps(instance))
+        .flatten()
+        .unzip();
+    if let Some(open) = open {
+        steps.splice(0..0, open);
+    }
+    let mut forward = vec![Step::Switch {
+        to: now.map(|g| g.number),
+    }];
+    if deployed {
+        forward.extend(manage_steps(instance));
+        forward.push(run("restart", &deploy.restart));
+    }
+    steps.push(Planned {
+        step: Step::Switch {
+            to: Some(target.number),
+        },
+        undo: Undo::Steps(forward),
+    });
+    // Generations that pins made alone are switched, nothing more, as a
+    // pin is.
+    if deployed {
+        steps.extend(manage_steps(instance).into_iter().map(|step| Planned {
+            step,
+            undo: Undo::nothing(),
+        }));
+        steps.extend(close);
+        steps.push(Planned {
+            step: run("restart", &deploy.restart),
+            undo: Undo::nothing(),
+        });
+        steps.extend(health(instance));
+        steps.extend(after_steps(instance));
+    }
+    Ok(Plan {
+        operation: "rollback".into(),
+        instance: name.clone(),
+        summary: format!(
+            "a rollback of {name} to generation {}: {}",
+            target.number, target.target
+        ),
+        on_kill: OnKill::Finish,
+        steps,
+    })
+}
+
+/// The migrations a rollback to `target` from generation `top` reverses:
+/// one step per generation between that a deploy made and no rollback
+/// reversed yet, newest first, each with its own code; the generations
+/// they belong to; whether any generation between was a deploy's.
+fn reversals(
+    instance: &Instance,
+    profile: &Profile,
+    generations: &[Generation],
+    target: &Generation,
+    top: u32,
+) -> Result<(Vec<Planned>, Vec<u32>, bool), Error> {
+    let name = &instance.name;
     let mut steps = Vec::new();
     let mut deployed = false;
     // The generations whose migrations this rollback reverses.
@@ -437,55 +524,7 @@ fn rollback_plan(
             });
         }
     }
-    if !reversed.is_empty() {
-        steps.push(Planned {
-            step: Step::Reversed {
-                numbers: reversed.clone(),
-                reversed: true,
-            },
-            undo: Undo::Steps(vec![Step::Reversed {
-                numbers: reversed,
-                reversed: false,
-            }]),
-        });
-    }
-    let mut forward = vec![Step::Switch {
-        to: now.map(|g| g.number),
-    }];
-    if deployed {
-        forward.extend(manage_steps(instance));
-        forward.push(run("restart", &deploy.restart));
-    }
-    steps.push(Planned {
-        step: Step::Switch {
-            to: Some(target.number),
-        },
-        undo: Undo::Steps(forward),
-    });
-    // Generations that pins made alone are switched, nothing more, as a
-    // pin is.
-    if deployed {
-        steps.extend(manage_steps(instance).into_iter().map(|step| Planned {
-            step,
-            undo: Undo::nothing(),
-        }));
-        steps.push(Planned {
-            step: run("restart", &deploy.restart),
-            undo: Undo::nothing(),
-        });
-        steps.extend(health(instance));
-        steps.extend(after_steps(instance));
-    }
-    Ok(Plan {
-        operation: "rollback".into(),
-        instance: name.clone(),
-        summary: format!(
-            "a rollback of {name} to generation {}: {}",
-            target.number, target.target
-        ),
-        on_kill: OnKill::Finish,
-        steps,
-    })
+    Ok((steps, reversed, deployed))
 }
 
 /// Makes the instance's `state_dir` when it is missing, as the units'
@@ -672,6 +711,8 @@ struct Live<'m> {
     instance: &'m Instance,
     profile: Profile,
     shims: Shims,
+    /// The plan is being undone.
+    undoing: bool,
 }
 
 impl<'m> Live<'m> {
@@ -679,6 +720,7 @@ impl<'m> Live<'m> {
         Ok(Live {
             instance,
             profile: profile.clone(),
+            undoing: false,
             shims: Shims::new(
                 model,
                 instance,
@@ -695,7 +737,37 @@ impl<'m> Live<'m> {
     }
 }
 
+impl Live<'_> {
+    /// `process` with the deploy window's deadline while one is open and
+    /// the plan goes forward: past it the launcher serves again, so a step
+    /// still changing the schema then is stopped, and the plan undone (the
+    /// way back has no deadline: stopping it would leave the schema half
+    /// way). Without a window, steps take as long as they take.
+    fn bounded(&self, process: Process) -> Process {
+        if self.undoing {
+            return process;
+        }
+        let flag = crate::layout::window(&self.profile.dir, &self.profile.name);
+        let Some(deadline) = std::fs::read_to_string(&flag)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+        else {
+            return process;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        process
+            .deadline(std::time::Instant::now() + Duration::from_secs(deadline.saturating_sub(now)))
+    }
+}
+
 impl plan::World for Live<'_> {
+    fn undoing(&mut self, undoing: bool) {
+        self.undoing = undoing;
+    }
+
     fn run(&mut self, step: &Step) -> Result<(), Error> {
         match step {
             Step::Create {
@@ -727,7 +799,7 @@ impl plan::World for Live<'_> {
             Step::Switch { to: None } => self.profile.unlink(),
             Step::Manage { args, code } => {
                 let shim = self.shim(code)?;
-                Process::new(&shim)
+                self.bounded(Process::new(&shim))
                     .args(args)
                     .env("DJSHIM_CONFIRM", &self.instance.name)
                     .run()
@@ -738,7 +810,7 @@ impl plan::World for Live<'_> {
                     .map_err(|e| Error::Problem(format!("cannot write the targets: {e}")))?;
                 // A JSON string literal of the JSON text is also a Python one.
                 let literal = serde_json::to_string(&targets).unwrap_or_default();
-                Process::new(&shim)
+                self.bounded(Process::new(&shim))
                     .args(["shell", "-c", &MIGRATE_BACK.replace("@TARGETS@", &literal)])
                     .env("DJSHIM_CONFIRM", &self.instance.name)
                     .run()

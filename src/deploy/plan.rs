@@ -240,6 +240,10 @@ pub struct Journal {
 /// What runs a step: the world of the instance (or a fake one in tests).
 pub trait World {
     fn run(&mut self, step: &Step) -> Result<(), Error>;
+    /// Told whether the loop goes forward or undoes, before it runs a
+    /// step of either (a step of the way back is not bounded by the deploy
+    /// window's deadline).
+    fn undoing(&mut self, _undoing: bool) {}
 }
 
 /// Where the journal is kept: saved before and after every step, cleared
@@ -317,44 +321,7 @@ fn resume(
 ) -> Result<Outcome, Error> {
     crate::interrupt::catch()?;
     let operation = journal.plan.operation.clone();
-    // A Ctrl-C, SIGTERM or hang-up during a step is that step's failure
-    // (its process, if any, was stopped), and the plan is undone.
-    let signals = crate::interrupt::count();
-    if let State::Forward { next, .. } = journal.state {
-        for i in next..journal.plan.steps.len() {
-            journal.state = State::Forward {
-                next: i,
-                started: true,
-            };
-            store.save(&journal)?;
-            let planned = journal.plan.steps[i].step.clone();
-            let result = step(&format!("{operation}: {planned}"), || {
-                world.run(&planned)?;
-                if crate::interrupt::count() > signals {
-                    return Err(crate::interrupt::interrupted());
-                }
-                Ok(())
-            });
-            match result {
-                Ok(()) => {
-                    journal.state = State::Forward {
-                        next: i + 1,
-                        started: false,
-                    };
-                    store.save(&journal)?;
-                }
-                Err(e) => {
-                    journal.state = State::Undoing {
-                        failed: i,
-                        error: e.to_string(),
-                        step: i,
-                        sub: 0,
-                    };
-                    break;
-                }
-            }
-        }
-    }
+    go_forward(&mut journal, world, store)?;
     let State::Undoing {
         failed,
         error,
@@ -369,6 +336,7 @@ fn resume(
         return Ok(Outcome::Done);
     };
     let undoing = crate::interrupt::count();
+    world.undoing(true);
     for i in (0..=from).rev() {
         let undo = journal.plan.steps[i].undo.clone();
         let subs = match undo {
@@ -417,6 +385,56 @@ fn resume(
     }
     store.clear()?;
     Ok(Outcome::Undone(Error::Problem(error)))
+}
+
+/// The plan's steps from where the journal says, until one fails (the
+/// journal then says what to undo) or all are done.
+fn go_forward(
+    journal: &mut Journal,
+    world: &mut dyn World,
+    store: &mut dyn Store,
+) -> Result<(), Error> {
+    let operation = journal.plan.operation.clone();
+    // A Ctrl-C, SIGTERM or hang-up during a step is that step's failure
+    // (its process, if any, was stopped), and the plan is undone.
+    let signals = crate::interrupt::count();
+    world.undoing(!matches!(journal.state, State::Forward { .. }));
+    if let State::Forward { next, .. } = journal.state {
+        for i in next..journal.plan.steps.len() {
+            journal.state = State::Forward {
+                next: i,
+                started: true,
+            };
+            store.save(journal)?;
+            let planned = journal.plan.steps[i].step.clone();
+            let result = step(&format!("{operation}: {planned}"), || {
+                world.run(&planned)?;
+                if crate::interrupt::count() > signals {
+                    return Err(crate::interrupt::interrupted());
+                }
+                Ok(())
+            });
+            match result {
+                Ok(()) => {
+                    journal.state = State::Forward {
+                        next: i + 1,
+                        started: false,
+                    };
+                    store.save(journal)?;
+                }
+                Err(e) => {
+                    journal.state = State::Undoing {
+                        failed: i,
+                        error: e.to_string(),
+                        step: i,
+                        sub: 0,
+                    };
+                    break;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The error of a journal that cannot go on by itself: what failed, why

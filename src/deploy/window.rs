@@ -41,19 +41,21 @@ pub fn steps(instance: &Instance) -> Option<(Vec<Planned>, Planned)> {
     };
     let unit = unit(instance);
     let close = Step::Window { seconds: 0, wait };
+    let window = Step::Window {
+        seconds: instance.deploy.window_timeout.as_secs(),
+        wait,
+    };
+    let restart = Step::Run {
+        what: "window".into(),
+        argv: vec!["systemctl".into(), "try-restart".into(), unit.clone()],
+    };
     let open = vec![
         Planned {
-            step: Step::Window {
-                seconds: instance.deploy.window_timeout.as_secs(),
-                wait,
-            },
+            step: window.clone(),
             undo: Undo::Steps(vec![close.clone()]),
         },
         Planned {
-            step: Step::Run {
-                what: "window".into(),
-                argv: vec!["systemctl".into(), "try-restart".into(), unit.clone()],
-            },
+            step: restart.clone(),
             undo: Undo::nothing(),
         },
         Planned {
@@ -61,11 +63,15 @@ pub fn steps(instance: &Instance) -> Option<(Vec<Planned>, Planned)> {
             undo: Undo::nothing(),
         },
     ];
+    // Undone — a later step failed once the new code served — the window
+    // opens again: the way back changes the schema under the code that
+    // serves, as the way forward did. It closes with the undo of the first
+    // step, after the old code's steps.
     Some((
         open,
         Planned {
             step: close,
-            undo: Undo::nothing(),
+            undo: Undo::Steps(vec![window, restart]),
         },
     ))
 }

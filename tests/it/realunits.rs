@@ -809,6 +809,7 @@ fn window_case(project: &str, port: u16, pg: bool) {
 
     let mut n = 2;
     let mut results = BTreeMap::new();
+    let mut rollbacks = BTreeMap::new();
     for window in ["serve", "stop", "503"] {
         site.configure(
             port,
@@ -827,7 +828,20 @@ fn window_case(project: &str, port: u16, pg: bool) {
         );
         assert_status(&guest.djshim(&["deploy", "prod"]), 0);
         n += 1;
-        // …and goes, under one.
+        // A rollback drops it again under the code that selects it: the
+        // window holds through the way back too.
+        let client_back = client(guest, port, "/health");
+        std::thread::sleep(Duration::from_millis(500));
+        let rollback = guest.djshim(&["rollback", "prod"]);
+        assert_status(&rollback, 0);
+        std::thread::sleep(Duration::from_millis(500));
+        let mut back = finish(guest, client_back);
+        assert!(!site.columns().contains("'votes'"));
+        back["rollback"] = text(&rollback).1.into();
+        rollbacks.insert(window, back);
+        assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+        assert!(site.columns().contains("'votes'"));
+        // …comes again and goes, under one.
         let files = votes_commit(n, false);
         site.commit(
             &[(&files[0].0, &files[0].1), (&files[1].0, &files[1].1)],
@@ -860,6 +874,16 @@ fn window_case(project: &str, port: u16, pg: bool) {
         "{results:#?}"
     );
     println!("{results:#?}");
+    // The same through the rollbacks.
+    let back = |w: &str| rollbacks[w]["errors"].as_object().unwrap().clone();
+    assert!(back("serve").contains_key("HTTP 500"), "{rollbacks:#?}");
+    assert_eq!(rollbacks["stop"]["failures"], 0, "{rollbacks:#?}");
+    let unavailable = back("503");
+    assert!(
+        unavailable.keys().all(|k| k == "HTTP 503 Retry-After 5") && !unavailable.is_empty(),
+        "{rollbacks:#?}"
+    );
+    println!("{rollbacks:#?}");
 }
 
 /// With `group`, the server's group is that group (`Group=`), as the
