@@ -82,7 +82,7 @@ pub fn module(renderer: &Renderer, model: &Model) -> Result<String, Error> {
         groups: BTreeSet::new(),
         store_paths: store_paths(model),
     };
-    for artifact in units::units(renderer, model)? {
+    for artifact in units::units_with(renderer, model, units::NIXOS_SERVICE_PATH)? {
         let text = String::from_utf8(artifact.bytes).expect("units are UTF-8");
         if camino::Utf8Path::new(&artifact.name).extension() == Some("conf") {
             ctx.tmpfiles.extend(

@@ -19,6 +19,12 @@ use crate::render::{Artifact, FROM_PROFILE, Renderer};
 /// as the shim puts them before the caller's.
 pub const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The system's directories in a unit of the NixOS module, after the
+/// instance's own: a unit's `PATH=` replaces the one NixOS gives every
+/// unit (coreutils, grep, sed, systemd…), so the system's profile keeps
+/// them reachable, then systemd's directories as elsewhere.
+pub const NIXOS_SERVICE_PATH: &str = "/run/wrappers/bin:/run/current-system/sw/bin:/run/current-system/sw/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// What every unit of an instance shares with its shim.
 #[derive(Serialize)]
 struct Base<'a> {
@@ -118,7 +124,7 @@ struct JobContext<'a> {
 /// them from the generation it starts unless an env file did: systemd
 /// applies `EnvironmentFile=` after `Environment=`, and the shim its env
 /// files after its own values, so the env file wins everywhere.
-pub fn environment(instance: &Instance, server: bool) -> Vec<(String, String)> {
+pub fn environment(instance: &Instance, server: bool, system: &str) -> Vec<(String, String)> {
     let mut vars = vec![(
         "DJANGO_SETTINGS_MODULE".to_owned(),
         instance.settings.clone(),
@@ -148,7 +154,7 @@ pub fn environment(instance: &Instance, server: bool) -> Vec<(String, String)> {
     vars.push(("PYTHONNOUSERSITE".into(), "1".into()));
     let mut path = vec![instance.python_bin().to_owned()];
     path.extend(instance.path.iter().cloned());
-    vars.push(("PATH".into(), format!("{}:{SERVICE_PATH}", join(&path))));
+    vars.push(("PATH".into(), format!("{}:{system}", join(&path))));
     // The shim tests for pyvenv.cfg when it runs; a unit cannot, so the
     // test is made here, when the unit is written.
     if instance.venv_root().join("pyvenv.cfg").is_file() {
@@ -174,11 +180,11 @@ fn exec_line(
     server: bool,
     args: &[String],
     window: Option<&Utf8Path>,
+    system: &str,
 ) -> Result<Vec<String>, Error> {
     let mut words = Vec::new();
     if instance.profile {
-        let service_path: Vec<Utf8PathBuf> =
-            SERVICE_PATH.split(':').map(Utf8PathBuf::from).collect();
+        let service_path: Vec<Utf8PathBuf> = system.split(':').map(Utf8PathBuf::from).collect();
         words.extend([
             "/bin/sh".to_owned(),
             "-c".to_owned(),
@@ -202,6 +208,7 @@ fn base<'a>(
     server: bool,
     exec: Vec<String>,
     settings: &'a BTreeMap<String, String>,
+    system: &str,
 ) -> Base<'a> {
     // Paths go into settings systemd reads unquoted: the model has
     // refused those that cannot stand there.
@@ -221,7 +228,7 @@ fn base<'a>(
             .as_deref()
             .expect("the model requires `user` for servers and jobs"),
         group: instance.group.as_deref(),
-        environment: environment(instance, server)
+        environment: environment(instance, server, system)
             .into_iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect(),
@@ -268,6 +275,16 @@ fn state_directory(dir: &Utf8Path) -> Option<&str> {
 /// `<project>-<instance>.tmpfiles.conf` for directories outside
 /// `/var/lib`.
 pub fn units(renderer: &Renderer, model: &Model) -> Result<Vec<Artifact>, Error> {
+    units_with(renderer, model, SERVICE_PATH)
+}
+
+/// [`units`] with `system` as the system's directories of `PATH`, after
+/// the instance's own ([`NIXOS_SERVICE_PATH`] for the NixOS module).
+pub fn units_with(
+    renderer: &Renderer,
+    model: &Model,
+    system: &str,
+) -> Result<Vec<Artifact>, Error> {
     let mut out = Vec::new();
     for instance in model.instances.values() {
         if instance.server.is_some() || !instance.services.is_empty() || !instance.jobs.is_empty() {
@@ -275,6 +292,7 @@ pub fn units(renderer: &Renderer, model: &Model) -> Result<Vec<Artifact>, Error>
                 renderer,
                 model,
                 instance,
+                system,
                 out: &mut out,
             }
             .all()?;
@@ -289,6 +307,8 @@ struct Units<'a, 'o> {
     renderer: &'a Renderer,
     model: &'a Model,
     instance: &'a Instance,
+    /// The system's directories of `PATH`.
+    system: &'a str,
     out: &'o mut Vec<Artifact>,
 }
 
@@ -323,7 +343,7 @@ impl Units<'_, '_> {
             wants.push(self.worker(service)?);
         }
         for job in instance.jobs.values() {
-            let ctx = job_context(self.renderer, model, instance, job)?;
+            let ctx = job_context(self.renderer, model, instance, job, self.system)?;
             self.add(format!("{}.service", job.unit), "job.service.j2", &ctx)?;
             wants.push(self.add(format!("{}.timer", job.unit), "job.timer.j2", &ctx)?);
         }
@@ -354,6 +374,7 @@ impl Units<'_, '_> {
             true,
             &server.command,
             window.as_deref(),
+            self.system,
         )?;
         let ctx = ServerContext {
             base: base(
@@ -363,6 +384,7 @@ impl Units<'_, '_> {
                 true,
                 exec,
                 &server.service,
+                self.system,
             ),
             after: &server.after,
             runtime_dir: server.runtime_dir.as_deref(),
@@ -389,6 +411,7 @@ impl Units<'_, '_> {
             python,
             args,
             None,
+            self.system,
         )?;
         let ctx = WorkerContext {
             base: base(
@@ -398,6 +421,7 @@ impl Units<'_, '_> {
                 python,
                 exec,
                 &service.service,
+                self.system,
             ),
             service: &service.name,
             after: &service.after,
@@ -456,10 +480,27 @@ fn job_context<'a>(
     model: &'a Model,
     instance: &'a Instance,
     job: &'a Job,
+    system: &str,
 ) -> Result<JobContext<'a>, Error> {
-    let exec = exec_line(renderer, instance, &job.unit, false, &job.manage, None)?;
+    let exec = exec_line(
+        renderer,
+        instance,
+        &job.unit,
+        false,
+        &job.manage,
+        None,
+        system,
+    )?;
     Ok(JobContext {
-        base: base(model, instance, &job.unit, false, exec, &job.service),
+        base: base(
+            model,
+            instance,
+            &job.unit,
+            false,
+            exec,
+            &job.service,
+            system,
+        ),
         job: &job.name,
         schedule: &job.schedule.cron,
         calendar: job.schedule.calendar(),

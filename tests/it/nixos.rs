@@ -133,6 +133,12 @@ fn differences(systemd: &Value, units: &Utf8Path) -> Vec<String> {
                 wrong.push(format!("{file}: in the module only"));
                 continue;
             };
+            // The one intended difference: the module's units keep the
+            // system's directories of NixOS after the instance's own.
+            let text = text.replace(
+                djshim::units::SERVICE_PATH,
+                djshim::units::NIXOS_SERVICE_PATH,
+            );
             let (ours, theirs) = (unit_file(&text), nixos_unit(unit));
             if ours != theirs {
                 wrong.push(format!(
@@ -203,6 +209,15 @@ fn the_modules_units_are_the_unit_files_key_by_key() {
     );
     assert_eq!(fs::read_to_string(&module).unwrap(), first);
     crate::support::golden("golden/nixos/mywebsite.nix", &first);
+    // Every unit's PATH keeps the system's directories of NixOS (NixOS's
+    // own PATH= is replaced by the unit's): in `Environment=` for a fixed
+    // package, in the launcher for a profile.
+    let system = format!(":{}", djshim::units::NIXOS_SERVICE_PATH);
+    for (name, unit) in systemd["services"].as_object().unwrap() {
+        let lines = nixos_unit(unit);
+        let text = format!("{lines:?}");
+        assert!(text.contains(&system), "{name}: no {system} in {text}");
+    }
 
     // A deliberate drift is caught: one value changed in the module.
     fs::write(
