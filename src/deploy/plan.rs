@@ -501,6 +501,11 @@ mod tests {
         log: Vec<String>,
         fail: Vec<String>,
         kill_at: Option<String>,
+        /// Killed once the `.1`-th run of the step named `.0` has had its
+        /// effect, before it returns (the journal does not say so yet).
+        kill_after_effect: Option<(String, usize)>,
+        /// How many times each step name ran.
+        runs: BTreeMap<String, usize>,
     }
 
     impl World for Fake {
@@ -522,6 +527,12 @@ mod tests {
                 Step::Run { .. } => self.serving = self.profile,
                 _ => {}
             }
+            let runs = self.runs.entry(name.clone()).or_default();
+            *runs += 1;
+            assert!(
+                self.kill_after_effect != Some((name, *runs)),
+                "killed after the effect"
+            );
             Ok(())
         }
     }
@@ -717,36 +728,52 @@ mod tests {
     /// instance whole: on generation 1 with schema 1, or on 2 with 2.
     #[test]
     fn a_kill_anywhere_is_finished_or_undone_by_the_next_run() {
-        let total_saves = 8;
-        let mut kills: Vec<(Option<usize>, Option<String>)> =
-            (1..=total_saves).map(|n| (Some(n), None)).collect();
-        for s in &deploy().steps {
-            kills.push((None, Some(s.step.to_string())));
-        }
-        for (kill_after, kill_at) in kills {
-            for failing in [false, true] {
+        for failing in [false, true] {
+            let fail = || {
+                if failing {
+                    vec!["health".to_owned()]
+                } else {
+                    vec![]
+                }
+            };
+            // The points, from a run that is not killed: every save, and
+            // every run of every step (forward and undo), before its effect
+            // and after it.
+            let mut world = Fake {
+                fail: fail(),
+                ..start()
+            };
+            let mut store = Memory::default();
+            let _ = run(deploy(), &mut world, &mut store);
+            let saves = store.saves;
+            assert!(saves > 4, "{saves} saves");
+            let mut kills: Vec<Kill> = (1..=saves).map(Kill::AfterSave).collect();
+            for (name, runs) in &world.runs {
+                kills.push(Kill::Before(name.clone()));
+                for n in 1..=*runs {
+                    kills.push(Kill::AfterEffect(name.clone(), n));
+                }
+            }
+            assert!(kills.len() > saves + 2 * deploy().steps.len() - 1);
+            for kill in kills {
                 let mut world = Fake {
-                    kill_at: kill_at.clone(),
-                    fail: if failing {
-                        vec!["health".into()]
-                    } else {
-                        vec![]
-                    },
+                    fail: fail(),
                     ..start()
                 };
-                let mut store = Memory {
-                    kill_after,
-                    ..Memory::default()
-                };
+                let mut store = Memory::default();
+                match &kill {
+                    Kill::AfterSave(n) => store.kill_after = Some(*n),
+                    Kill::Before(name) => world.kill_at = Some(name.clone()),
+                    Kill::AfterEffect(name, n) => {
+                        world.kill_after_effect = Some((name.clone(), *n));
+                    }
+                }
+                let what = format!("failing {failing}, killed {kill:?}");
                 let killed =
                     catch_unwind(AssertUnwindSafe(|| run(deploy(), &mut world, &mut store)));
-                let what = format!("kill after save {kill_after:?} / in {kill_at:?}");
-                if killed.is_ok() {
-                    // The last save ended the plan: nothing left to do.
-                    assert_eq!(store.journal, None, "{what}");
-                    continue;
-                }
+                assert!(killed.is_err(), "{what}: the kill never came");
                 world.kill_at = None;
+                world.kill_after_effect = None;
                 world.fail.clear();
                 store.kill_after = None;
                 if let Some(journal) = store.journal.clone() {
@@ -761,6 +788,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Where a kill lands.
+    #[derive(Debug)]
+    enum Kill {
+        /// The `n`-th save of the journal never returns.
+        AfterSave(usize),
+        /// The first run of the step named so, before it does anything.
+        Before(String),
+        /// The `n`-th run of the step named so, after its effect.
+        AfterEffect(String, usize),
     }
 
     /// A rollback killed half-way goes on where it was.
