@@ -216,39 +216,54 @@ fn kill_9_never_leaves_a_torn_file() {
             complete.entry(name).or_insert_with(Vec::new).push(bytes);
         }
     }
-    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut killed = 0;
-    for round in 0..30 {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
+    // Each round is killed once its writing has begun (a temporary file
+    // in `bin`), and counts only when the kill left `bin` mid-way: a mix
+    // of the two configs' shims, or a temporary file. Enough such rounds
+    // prove the case the test names.
+    let mut mid_way = 0;
+    for round in 0..60 {
+        if mid_way >= 5 {
+            break;
+        }
         let cfg = if round % 2 == 0 { "a.toml" } else { "b.toml" };
         let mut child = w
             .djshim_cmd(&["-c", cfg, "generate", "--out", "bin"])
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(seed % 40_000));
+        wait_for_writing(&w.path("bin"), &mut child);
         let _ = Command::new("kill")
             .args(["-KILL", &child.id().to_string()])
             .status();
         let status = child.wait().unwrap();
-        killed += usize::from(status.code().is_none());
-        for (name, bytes) in snapshot(&w.path("bin")) {
-            if name.starts_with(".djshim-tmp-") || name.ends_with(".manifest") {
+        let now = snapshot(&w.path("bin"));
+        let mut versions = std::collections::BTreeSet::new();
+        let mut leftovers = false;
+        for (name, bytes) in &now {
+            if name.starts_with(".djshim-tmp-") {
+                leftovers = true;
                 continue;
             }
-            let whole = complete.get(&name).is_some_and(|v| v.contains(&bytes));
+            if name.ends_with(".manifest") {
+                continue;
+            }
+            let whole = complete
+                .get(name)
+                .and_then(|v| v.iter().position(|b| b == bytes));
             assert!(
-                whole,
+                whole.is_some(),
                 "round {round}: {name} is torn ({} bytes)",
                 bytes.len()
             );
+            versions.extend(whole);
+        }
+        if status.code().is_none() && (leftovers || versions.len() > 1) {
+            mid_way += 1;
         }
     }
     assert!(
-        killed > 0,
-        "no run was killed mid-way: the test proved nothing"
+        mid_way >= 5,
+        "only {mid_way} runs were killed mid-way: the test proved too little"
     );
     // The next complete run finishes the job and clears the leftovers.
     assert_status(&w.djshim(&["-c", "b.toml", "generate", "--out", "bin"]), 0);
@@ -265,33 +280,73 @@ fn concurrent_runs_do_not_interleave() {
     let w = World::new();
     w.write("a.toml", &config(N, "aaa"));
     w.write("b.toml", &config(N, "bbb"));
-    for _ in 0..3 {
-        let children: Vec<_> = ["a.toml", "b.toml"]
-            .iter()
-            .map(|cfg| {
-                w.djshim_cmd(&["-c", cfg, "generate", "--out", "bin"])
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        for mut child in children {
-            assert!(child.wait().unwrap().success());
+    // Each round starts `b.toml`'s run while `a.toml`'s writes (a
+    // temporary file in `bin`), and counts when the first was still
+    // running then: the second then waited for the lock, and the directory
+    // ends wholly as the second's.
+    let mut overlapped = 0;
+    for round in 0..20 {
+        if overlapped >= 3 {
+            break;
         }
+        let _ = fs::remove_dir_all(w.path("bin"));
+        let mut first = w
+            .djshim_cmd(&["-c", "a.toml", "generate", "--out", "bin"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_writing(&w.path("bin"), &mut first);
+        let mut second = w
+            .djshim_cmd(&["-c", "b.toml", "generate", "--out", "bin"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let both = first.try_wait().unwrap().is_none();
+        assert!(first.wait().unwrap().success());
+        assert!(second.wait().unwrap().success());
         let shims: Vec<String> = snapshot(&w.path("bin"))
             .into_iter()
             .filter(|(n, _)| !n.starts_with('.'))
             .map(|(_, b)| String::from_utf8(b).unwrap())
             .collect();
         assert_eq!(shims.len(), N);
-        let a = shims
+        let b = shims
             .iter()
-            .filter(|s| s.contains("site.settings.aaa"))
+            .filter(|s| s.contains("site.settings.bbb"))
             .count();
         assert!(
-            a == 0 || a == N,
-            "{a} of {N} shims from one run, the rest from the other"
+            b == 0 || b == N,
+            "round {round}: {b} of {N} shims from one run, the rest from the other"
         );
+        if both {
+            assert_eq!(b, N, "round {round}: the later run did not write last");
+            overlapped += 1;
+        }
+    }
+    assert!(
+        overlapped >= 3,
+        "only {overlapped} rounds ran both at once: the test proved too little"
+    );
+}
+
+/// Waits until `child` writes into `dir` (a temporary file of djshim's
+/// appears), or ends.
+fn wait_for_writing(dir: &camino::Utf8Path, child: &mut std::process::Child) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let writing = fs::read_dir(dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".djshim-tmp-"))
+        });
+        if writing || child.try_wait().unwrap().is_some() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "djshim never wrote into {dir}"
+        );
+        std::thread::yield_now();
     }
 }
 

@@ -67,7 +67,7 @@ what = sys.argv[1]
 if what == "reader":
     if os.fork() == 0:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        got = b""
+        got, why = b"", b"time"
         end = time.time() + 4
         while time.time() < end:
             try:
@@ -75,13 +75,14 @@ if what == "reader":
                 if ready:
                     chunk = os.read(1, 100)
                     if not chunk:
+                        why = b"eof"
                         break
                     got += chunk
             except OSError as e:
-                got += f"<{e.strerror}>".encode()
+                why = f"<{e.strerror}>".encode()
                 break
         with open(os.path.join(here, "..", "reader.out"), "wb") as f:
-            f.write(got)
+            f.write(got + b"|end:" + why)
         os._exit(0)
     print("READY", flush=True)
 elif what == "wait":
@@ -146,9 +147,13 @@ fn a_process_the_account_leaves_behind_never_reads_roots_typing() {
         while !world.path("reader.out").exists() && std::time::Instant::now() < deadline {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        let got = fs::read_to_string(world.path("reader.out")).unwrap_or_default();
+        // It must have lived through root's typing and noted what it got:
+        // a reader that never wrote proves nothing.
+        let got = fs::read_to_string(world.path("reader.out")).unwrap_or_else(|_| {
+            panic!("{mode}: the reader never noted what it read: the test proved nothing")
+        });
         assert!(
-            !got.contains("root-typed"),
+            !got.contains("root-typed") && got.contains("|end:"),
             "{mode}: the account's process read root's typing: {got:?}"
         );
     }
