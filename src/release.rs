@@ -1,6 +1,7 @@
 //! `djshim build`: a package made from exactly one commit, never from a
 //! working tree. The ref is resolved by git to a full commit id, the
-//! commit's tracked files are exported with `git archive`, and then either
+//! commit's tracked files are exported byte for byte (`git ls-tree` and
+//! `git cat-file`, never `git archive`, whose attributes change files), and then either
 //! Nix builds it (`nix-store --add` of the export, `nix-build` of the
 //! configured file: the same commit gives the same store path, never a
 //! second build) or the configured command runs in the export, which

@@ -1,6 +1,7 @@
 //! What the release engine keeps beside a profile: the journal of the plan
 //! in flight and the record of each deployed generation; beside them the
-//! instance's //! lock (in [`crate::profile`]). File names come from [`crate::layout`].
+//! instance's lock (in [`crate::profile`]). File names come from
+//! [`crate::layout`].
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,5 +1,5 @@
 //! `djshim build` (SPEC section 8): a real git repository with commits made
-//! here, real `git archive`, real Nix (`nix-store --add`, `nix-build`) and a
+//! here, the export by real `git ls-tree` and `git cat-file`, real Nix (`nix-store --add`, `nix-build`) and a
 //! real build command; the package built is pinned and run.
 
 use std::fs;
