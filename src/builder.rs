@@ -54,7 +54,7 @@ pub struct Account {
     /// Held while a command build runs as the account: builds as one
     /// account never overlap, since each stops all of its processes.
     #[allow(dead_code)]
-    held: Option<std::fs::File>,
+    held: Option<crate::lock::Held>,
 }
 
 impl Account {
@@ -240,19 +240,9 @@ impl Account {
 
 /// The lock of builds as account `name`, in `/run` (root's alone), waited
 /// for with a line saying so.
-fn lock(name: &str) -> Result<std::fs::File, Error> {
+fn lock(name: &str) -> Result<crate::lock::Held, Error> {
     let path = Utf8Path::new("/run").join(format!("djshim-build-{name}.lock"));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::io("open", &path, e))?;
-    if file.try_lock().is_err() {
-        eprintln!("djshim: waiting for another build as `{name}` to end ({path}) …");
-        file.lock().map_err(|e| Error::io("lock", &path, e))?;
-    }
-    Ok(file)
+    crate::lock::file(&path, &format!("build as `{name}`"))
 }
 
 /// The processes of this PID namespace whose real or effective uid is

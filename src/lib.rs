@@ -20,6 +20,7 @@ pub mod exec;
 pub mod gcroot;
 pub mod interrupt;
 pub mod layout;
+pub mod lock;
 pub mod model;
 pub mod nixos;
 pub mod pins;

@@ -17,7 +17,7 @@
 //! keeps every package a generation can still switch to.
 
 use std::fs;
-use std::io::{self, Read, Seek, Write};
+use std::io;
 use std::time::SystemTime;
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -294,72 +294,31 @@ pub fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf, Error> {
 /// waiting run can say what it waits for.
 #[derive(Debug)]
 pub struct Lock {
-    _file: fs::File,
+    _held: crate::lock::Held,
 }
 
 impl Lock {
     /// Waits for the lock of `profile`'s instance, saying once what it
     /// waits for.
     pub fn take(profile: &Profile, what: &str) -> Result<Lock, Error> {
-        let mut file = Lock::open(profile)?;
-        let path = crate::layout::lock(&profile.dir, &profile.name);
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                eprintln!(
-                    "djshim: waiting for {} to end (it holds {path}) …",
-                    holder(&mut file)
-                );
-                file.lock().map_err(|e| Error::io("lock", &path, e))?;
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
-        }
-        Lock::mark(&mut file, what).map_err(|e| Error::io("write", &path, e))?;
-        Ok(Lock { _file: file })
+        Ok(Lock {
+            _held: crate::lock::file(&Lock::path(profile)?, what)?,
+        })
     }
 
     /// The lock of `profile`'s instance if no one holds it; else an error
     /// saying who does.
     pub fn try_take(profile: &Profile, what: &str) -> Result<Lock, String> {
-        let mut file = Lock::open(profile).map_err(|e| e.to_string())?;
-        match file.try_lock() {
-            Ok(()) => {
-                Lock::mark(&mut file, what).map_err(|e| e.to_string())?;
-                Ok(Lock { _file: file })
-            }
-            Err(fs::TryLockError::WouldBlock) => Err(holder(&mut file)),
-            Err(fs::TryLockError::Error(e)) => Err(e.to_string()),
-        }
+        let path = Lock::path(profile).map_err(|e| e.to_string())?;
+        Ok(Lock {
+            _held: crate::lock::try_file(&path, what)?,
+        })
     }
 
-    fn open(profile: &Profile) -> Result<fs::File, Error> {
+    /// The lock file's path, its directory made when missing.
+    fn path(profile: &Profile) -> Result<Utf8PathBuf, Error> {
         fs::create_dir_all(&profile.dir)
             .map_err(|e| Error::io("create directory", &profile.dir, e))?;
-        let path = crate::layout::lock(&profile.dir, &profile.name);
-        fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::io("open", &path, e))
-    }
-
-    fn mark(file: &mut fs::File, what: &str) -> io::Result<()> {
-        file.set_len(0)?;
-        file.rewind()?;
-        writeln!(file, "{what} (pid {})", std::process::id())
-    }
-}
-
-/// What the lock file says its holder is.
-fn holder(file: &mut fs::File) -> String {
-    let mut text = String::new();
-    let _ = file.rewind().and_then(|()| file.read_to_string(&mut text));
-    let text = crate::error::clean(text.trim());
-    if text.is_empty() {
-        "another djshim run".into()
-    } else {
-        format!("`djshim {text}`")
+        Ok(crate::layout::lock(&profile.dir, &profile.name))
     }
 }

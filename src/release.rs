@@ -53,7 +53,7 @@ pub fn build(
     eprintln!("djshim: building commit {commit}");
     fs::create_dir_all(&build.releases_dir)
         .map_err(|e| Error::io("create directory", &build.releases_dir, e))?;
-    let _lock = lock(&build.releases_dir)?;
+    let _lock = crate::lock::directory(&build.releases_dir)?;
     let package = match &build.with {
         BuildWith::Nix(file) => nix(model, build, &repo, &commit, file)?,
         BuildWith::Command(command) => command_build(model, build, &repo, &commit, command)?,
@@ -454,12 +454,6 @@ fn remove_tree(dir: &Utf8Path) -> Result<(), Error> {
     }
     writable(dir);
     fs::remove_dir_all(dir).map_err(|e| Error::io("remove", dir, e))
-}
-
-fn lock(dir: &Utf8Path) -> Result<fs::File, Error> {
-    let handle = fs::File::open(dir).map_err(|e| Error::io("open", dir, e))?;
-    handle.lock().map_err(|e| Error::io("lock", dir, e))?;
-    Ok(handle)
 }
 
 /// The short commit id of every package built here, by the package's real

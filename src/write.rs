@@ -90,7 +90,7 @@ pub fn sync(
     }
     // Held until the end of this function; released when dropped.
     let _lock = if exists || !options.dry_run {
-        Some(lock(dir)?)
+        Some(crate::lock::directory(dir)?)
     } else {
         None
     };
@@ -334,14 +334,6 @@ pub fn sync_dir(dir: &Utf8Path) -> Result<(), Error> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("sync", dir, e))
-}
-
-/// An exclusive lock on the directory itself (flock on its descriptor), so
-/// no lock file is left behind.
-fn lock(dir: &Utf8Path) -> Result<File, Error> {
-    let handle = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
-    handle.lock().map_err(|e| Error::io("lock", dir, e))?;
-    Ok(handle)
 }
 
 fn remove_leftovers(dir: &Utf8Path) -> Result<(), Error> {
