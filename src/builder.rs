@@ -241,8 +241,10 @@ impl Account {
 /// The lock of builds as account `name`, in `/run` (root's alone), waited
 /// for with a line saying so.
 fn lock(name: &str) -> Result<crate::lock::Held, Error> {
-    let path = Utf8Path::new("/run").join(format!("djshim-build-{name}.lock"));
-    crate::lock::file(&path, &format!("build as `{name}`"))
+    crate::lock::file(
+        &crate::layout::build_lock(name),
+        &format!("build as `{name}`"),
+    )
 }
 
 /// The processes of this PID namespace whose real or effective uid is

@@ -1,11 +1,36 @@
 //! Every file djshim keeps on disk beside what it generates, named in one
-//! place: beside a profile (`dir`, the profile's name `name`) the journal,
-//! the deploy records, the lock and the shims a deploy runs steps through;
-//! beside the shims, the helper's copy.
+//! place: beside a profile (`dir`, the profile's name `name`) its
+//! generations, the journal, the deploy records, the lock, the window and
+//! the shims a deploy runs steps through; in a directory of shims or units
+//! the manifest, and beside the shims the helper's copy; beside the
+//! releases a remote repository's mirror; in `/run` the build accounts'
+//! locks.
 
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::Error;
+
+/// Generation `number` of the profile `name` (Nix's own naming, so
+/// `nix-env`-style tools read it): `<name>-<N>-link`.
+pub fn generation(name: &str, number: u32) -> String {
+    format!("{name}-{number}-link")
+}
+
+/// The file in an output directory (shims, units) that lists what
+/// `project` owns there.
+pub fn manifest(project: &str) -> String {
+    format!(".djshim-{project}.manifest")
+}
+
+/// The lock of builds as account `account` (in `/run`, root's alone).
+pub fn build_lock(account: &str) -> Utf8PathBuf {
+    Utf8PathBuf::from(format!("/run/djshim-build-{account}.lock"))
+}
+
+/// The mirror of a remote `[build] repo`, beside the releases.
+pub fn mirror(releases_dir: &Utf8Path, project: &str) -> Utf8PathBuf {
+    releases_dir.join(format!(".{project}.git"))
+}
 
 /// The journal of the plan in flight for an instance (one at a time).
 pub fn journal(dir: &Utf8Path, name: &str) -> Utf8PathBuf {

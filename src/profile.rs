@@ -77,8 +77,9 @@ impl Profile {
         self.dir.join(&self.name)
     }
 
-    fn generation_name(&self, number: u32) -> String {
-        format!("{}-{number}-link", self.name)
+    /// The file name of generation `number`.
+    pub fn generation_name(&self, number: u32) -> String {
+        crate::layout::generation(&self.name, number)
     }
 
     /// The generation number a file name in the directory stands for:

@@ -68,7 +68,7 @@ fn repository(model: &Model, build: &Build) -> Result<Utf8PathBuf, Error> {
     match &build.repo {
         Repo::Path(path) => Ok(path.clone()),
         Repo::Url(url) => {
-            let mirror = build.releases_dir.join(format!(".{}.git", model.project));
+            let mirror = crate::layout::mirror(&build.releases_dir, &model.project);
             if mirror.is_dir() {
                 git(&mirror)
                     .args(["fetch", "--prune", "--quiet", "origin"])

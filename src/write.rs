@@ -26,9 +26,7 @@ use crate::render::Artifact;
 pub const LEGACY_MANIFEST: &str = ".djshim-manifest";
 
 /// The file in an output directory that lists what `project` owns there.
-pub fn manifest_name(project: &str) -> String {
-    format!(".djshim-{project}.manifest")
-}
+pub use crate::layout::manifest as manifest_name;
 /// Temporary files start with this; leftovers of a killed run are removed.
 const TEMP_PREFIX: &str = ".djshim-tmp-";
 const MANIFEST_HEADER: &str = "# Files in this directory that djshim wrote for this project and may replace or remove.\n\

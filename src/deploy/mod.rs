@@ -776,10 +776,7 @@ impl plan::World for Live<'_> {
                 targets,
                 irreversible,
             } => {
-                let link = self
-                    .profile
-                    .dir
-                    .join(format!("{}-{number}-link", self.profile.name));
+                let link = self.profile.dir.join(self.profile.generation_name(*number));
                 if link.read_link_utf8().ok().as_deref() != Some(package.as_path()) {
                     let _ = std::fs::remove_file(&link);
                     self.profile.create(*number, package)?;
