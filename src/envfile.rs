@@ -1,5 +1,5 @@
 //! Env files as systemd reads them (`EnvironmentFile=`): the one reader
-//! of the shims' helper (`djshim-exec`, [`crate::exec`]), so that a shim
+//! of the shims' helper (`djshim-exec`, src/exec.rs), so that a shim
 //! sees what the instance's units see, and of `djshim check`, which says
 //! where the shim refuses a file and where an older systemd reads it
 //! otherwise. Pure: bytes in, findings out.

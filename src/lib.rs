@@ -5,32 +5,33 @@
 //! → [`write`] (atomic, manifest). Only the two ends touch the world;
 //! [`commands`] strings them together per subcommand, [`check`] asks the
 //! machine what the config cannot know.
+//!
+//! Public only what the `djshim` binary and the tests use; the helper
+//! (`djshim-exec`: src/exec.rs, src/relay.rs) is a binary of its own.
 
-pub mod builder;
-pub mod check;
+pub(crate) mod builder;
+pub(crate) mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod deploy;
-pub mod django;
+pub(crate) mod deploy;
+pub(crate) mod django;
 pub mod envfile;
-pub mod envrule;
-pub mod error;
-pub mod exec;
-pub mod gcroot;
-pub mod interrupt;
-pub mod layout;
-pub mod lock;
+pub(crate) mod envrule;
+pub(crate) mod error;
+pub(crate) mod gcroot;
+pub(crate) mod interrupt;
+pub(crate) mod layout;
+pub(crate) mod lock;
 pub mod model;
-pub mod nixos;
-pub mod pins;
-pub mod process;
-pub mod profile;
-pub mod quote;
-pub mod relay;
-pub mod release;
+pub(crate) mod nixos;
+pub(crate) mod pins;
+pub(crate) mod process;
+pub(crate) mod profile;
+pub(crate) mod quote;
+pub(crate) mod release;
 pub mod render;
 pub mod schedule;
-pub mod steps;
+pub(crate) mod steps;
 pub mod units;
-pub mod write;
+pub(crate) mod write;

@@ -232,6 +232,8 @@ pub enum State {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Journal {
+    /// The format's version, under the key a reader checks first.
+    #[allow(clippy::struct_field_names)]
     pub djshim_journal: u32,
     pub plan: Plan,
     pub state: State,
