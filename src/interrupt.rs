@@ -5,13 +5,13 @@
 //! one during the undo stops there, and the journal is left for the next
 //! command ([`crate::deploy::plan`]).
 
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use crate::error::Error;
 
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 static LAST: AtomicI32 = AtomicI32::new(0);
-static ARMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static ARMED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn note(signal: std::ffi::c_int) {
     // Async-signal-safe: two atomic stores.
@@ -51,10 +51,11 @@ pub fn count() -> usize {
 
 /// The name of the last one (`SIGINT`…).
 pub fn last() -> &'static str {
-    match LAST.load(Ordering::SeqCst) {
-        2 => "SIGINT (Ctrl-C)",
-        15 => "SIGTERM",
-        1 => "SIGHUP (the terminal went away)",
+    use nix::sys::signal::Signal;
+    match Signal::try_from(LAST.load(Ordering::SeqCst)) {
+        Ok(Signal::SIGINT) => "SIGINT (Ctrl-C)",
+        Ok(Signal::SIGTERM) => "SIGTERM",
+        Ok(Signal::SIGHUP) => "SIGHUP (the terminal went away)",
         _ => "a signal",
     }
 }
