@@ -5,7 +5,7 @@ use std::process::Command;
 
 use camino::Utf8PathBuf;
 
-use crate::support::{World, assert_status, golden, require, root, text};
+use crate::support::{World, assert_status, require, root, text};
 
 /// The fixture configs whose shims are pinned, by name.
 pub fn fixtures() -> Vec<(&'static str, Utf8PathBuf)> {
@@ -41,16 +41,21 @@ pub fn generated(world: &World) -> Vec<(&'static str, Utf8PathBuf)> {
 #[test]
 fn shims_match_their_golden_files() {
     let world = World::new();
+    let mut dirs: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+        std::collections::BTreeMap::new();
     for (fixture, shim) in generated(&world) {
         let name = shim.file_name().unwrap();
         // The helper's path names the temporary output directory.
         let out = world.path(fixture);
-        golden(
-            &format!("golden/{fixture}/{name}"),
-            &std::fs::read_to_string(&shim)
+        dirs.entry(fixture.to_owned()).or_default().insert(
+            name.to_owned(),
+            std::fs::read_to_string(&shim)
                 .unwrap()
                 .replace(out.as_str(), "@OUT@"),
         );
+    }
+    for (fixture, files) in &dirs {
+        crate::support::golden_dir(&format!("golden/{fixture}"), |_| true, files);
     }
 }
 

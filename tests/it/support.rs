@@ -269,12 +269,55 @@ pub fn toml_str(s: &str) -> String {
     out
 }
 
+/// Whether golden files are to be rewritten: `DJSHIM_BLESS=1` (any other
+/// value, `0` too, compares).
+fn blessing() -> bool {
+    std::env::var_os("DJSHIM_BLESS").is_some_and(|v| v == "1")
+}
+
+/// A directory of golden files (under tests/), compared whole: the names
+/// that `keep` accepts there must be exactly those of `actual` (a file no
+/// longer written, or a new one, fails), each with its content. Blessing
+/// rewrites them and removes the stale ones.
+#[track_caller]
+pub fn golden_dir(
+    rel: &str,
+    keep: impl Fn(&str) -> bool,
+    actual: &std::collections::BTreeMap<String, String>,
+) {
+    let dir = root().join("tests").join(rel);
+    let committed: std::collections::BTreeSet<String> = dir
+        .read_dir_utf8()
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_owned())
+                .filter(|name| keep(name))
+                .collect()
+        })
+        .unwrap_or_default();
+    let wanted: std::collections::BTreeSet<String> = actual.keys().cloned().collect();
+    if blessing() {
+        for stale in committed.difference(&wanted) {
+            fs::remove_file(dir.join(stale)).unwrap();
+        }
+    } else {
+        assert_eq!(
+            committed, wanted,
+            "{dir}: the committed golden files are not the files written (run with \
+             DJSHIM_BLESS=1 to accept)"
+        );
+    }
+    for (name, text) in actual {
+        golden(&format!("{rel}/{name}"), text);
+    }
+}
+
 /// Golden files: compares `actual` with the committed file, or rewrites it
 /// when `DJSHIM_BLESS=1`, so a reviewer sees every change of output in the diff.
 #[track_caller]
 pub fn golden(rel: &str, actual: &str) {
     let path = root().join("tests").join(rel);
-    if std::env::var_os("DJSHIM_BLESS").is_some() {
+    if blessing() {
         fs::create_dir_all(path.parent().unwrap()).unwrap();
         fs::write(&path, actual).unwrap();
         return;

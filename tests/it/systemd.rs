@@ -110,9 +110,34 @@ pub fn words(value: &str, exec: bool) -> Vec<String> {
             }
         }
         let word = word.replace("%%", "\u{0}");
-        let word = if exec { word.replace("$$", "$") } else { word };
+        // A specifier or a variable systemd would expand: the stand-in
+        // cannot, so it refuses rather than guess.
+        assert!(
+            !word.contains('%'),
+            "the stand-in cannot expand the specifier in {value:?}: test it under the real \
+             systemd (realunits.rs)"
+        );
+        let word = if exec { dollars(&word, value) } else { word };
         out.push(word.replace('\u{0}', "%"));
     }
+}
+
+/// `$$` made `$`; any other `$` is a variable systemd would expand, which
+/// the stand-in refuses.
+fn dollars(word: &str, value: &str) -> String {
+    let mut out = String::new();
+    let mut chars = word.chars();
+    while let Some(c) = chars.next() {
+        if c == '$' {
+            assert!(
+                chars.next() == Some('$'),
+                "the stand-in cannot expand the variable in {value:?}: test it under the real \
+                 systemd (realunits.rs)"
+            );
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl Unit {
@@ -154,14 +179,28 @@ pub fn http_get(port: u16) -> Option<String> {
     Some(response)
 }
 
-/// Reads an env file the way systemd's `EnvironmentFile=` does (djshim's
-/// own model of systemd's parser, src/envfile.rs).
+/// Reads an env file of plain `KEY=value` lines (and comments), as any
+/// reader does. It is not djshim's parser (src/envfile.rs, which this would
+/// only echo): what systemd's syntax does beyond that — quotes, escapes,
+/// continuation lines — is refused here, and tested against systemd's own
+/// test vectors (envfiles.rs) and under the real systemd (realunits.rs).
 pub fn env_file(path: &str) -> Vec<(String, String)> {
-    djshim::envfile::read(&fs::read(path).unwrap())
-        .assignments
-        .into_iter()
-        .map(|a| (a.key, String::from_utf8(a.value).unwrap()))
-        .collect()
+    let text = fs::read_to_string(path).unwrap();
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        assert!(
+            !line.contains(['"', '\'', '\\']),
+            "the stand-in reads plain `KEY=value` lines only, not {line:?}: test this \
+             under the real systemd (realunits.rs) or against systemd's vectors (envfiles.rs)"
+        );
+        let (key, value) = line.split_once('=').expect("KEY=value");
+        out.push((key.trim().to_owned(), value.trim().to_owned()));
+    }
+    out
 }
 
 /// What a finished child wrote to its piped stderr.

@@ -12,7 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use djshim::schedule::Schedule;
 
 use crate::accounts::accounts;
-use crate::support::{World, assert_status, from_cron, golden, require, root, text, venv};
+use crate::support::{World, assert_status, from_cron, require, root, text, venv};
 use crate::systemd::{Unit, env_file, free_port, serve, stop, verify};
 
 /// A world with the example project and a config with a server and a job
@@ -36,7 +36,7 @@ fn world(server: &str, extra: &str) -> World {
             db = world.path("var/db.sqlite3"),
         ),
     );
-    let secrets = world.write("prod.env", "DJANGO_SECRET_KEY='from the env file'\n");
+    let secrets = world.write("prod.env", "DJANGO_SECRET_KEY=from the env file\n");
     fs::set_permissions(
         &secrets,
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
@@ -58,14 +58,30 @@ fn every_unit_passes_systemd_analyze_verify() {
     );
     let output = world.djshim(&["systemd"]);
     assert_status(&output, 0);
-    let units: Vec<Utf8PathBuf> = [
-        "mywebsite-prod.service",
-        "mywebsite-prod-clearsessions.service",
-        "mywebsite-prod-clearsessions.timer",
-    ]
-    .iter()
-    .map(|n| world.path("units").join(n))
-    .collect();
+    // Every unit written (the target too), not a chosen few.
+    let mut units: Vec<Utf8PathBuf> = world
+        .path("units")
+        .read_dir_utf8()
+        .unwrap()
+        .map(|e| e.unwrap().path().to_owned())
+        .filter(|p| {
+            matches!(
+                p.extension(),
+                Some("service" | "socket" | "timer" | "target")
+            )
+        })
+        .collect();
+    units.sort();
+    let names: Vec<&str> = units.iter().map(|p| p.file_name().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "mywebsite-prod-clearsessions.service",
+            "mywebsite-prod-clearsessions.timer",
+            "mywebsite-prod.service",
+            "mywebsite-prod.target",
+        ]
+    );
     verify(&units);
     // A second run changes nothing; the units are owned through a manifest.
     assert_eq!(text(&world.djshim(&["systemd"])).0, "");
@@ -84,18 +100,20 @@ fn unit_files_match_their_golden_files() {
         &world.djshim(&["-c", config.as_str(), "systemd", "--out", "units"]),
         0,
     );
+    let mut files = BTreeMap::new();
     for entry in world.path("units").read_dir_utf8().unwrap() {
         let entry = entry.unwrap();
         if !entry.file_name().starts_with('.') {
-            golden(
-                &format!("golden/units/{}", entry.file_name()),
-                &fs::read_to_string(entry.path()).unwrap(),
+            files.insert(
+                entry.file_name().to_owned(),
+                fs::read_to_string(entry.path()).unwrap(),
             );
         }
     }
     let output = world.djshim(&["-c", config.as_str(), "cron", "--bin", "/usr/local/bin"]);
     assert_status(&output, 0);
-    golden("golden/units/crontab", &text(&output).0);
+    files.insert("crontab".into(), text(&output).0);
+    crate::support::golden_dir("golden/units", |_| true, &files);
     // What ends up in root's crontab is validated like a config path: a
     // line break would be a second line, run as root.
     for (flag, value, example) in [

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::accounts::accounts;
-use crate::support::{World, assert_status, from_cron, golden, require, root, text, venv};
+use crate::support::{World, assert_status, from_cron, require, root, text, venv};
 use crate::systemd::{Unit, free_port, http_get, verify};
 
 #[test]
@@ -28,16 +28,18 @@ fn workers_units_match_their_golden_files() {
         0,
     );
     let mut names = Vec::new();
+    let mut files = std::collections::BTreeMap::new();
     for entry in world.path("units").read_dir_utf8().unwrap() {
         let entry = entry.unwrap();
         if !entry.file_name().starts_with('.') {
             names.push(entry.file_name().to_owned());
-            golden(
-                &format!("golden/workers/{}", entry.file_name()),
-                &fs::read_to_string(entry.path()).unwrap(),
+            files.insert(
+                entry.file_name().to_owned(),
+                fs::read_to_string(entry.path()).unwrap(),
             );
         }
     }
+    crate::support::golden_dir("golden/workers", |_| true, &files);
     names.sort();
     assert_eq!(
         names,
