@@ -1047,3 +1047,99 @@ fn a_window_the_running_units_do_not_hold_stops_the_deploy_before_the_migration(
     );
     assert!(site.columns().contains("'votes'"));
 }
+
+/// `kill -9` of djshim alone (not its process group) while the account's
+/// `migrate` runs on PostgreSQL: the migrate dies with it (the helper keeps
+/// the parent-death signal across the switch to the account), so the next
+/// `rollback` undoes the deploy and nothing commits behind its back. Before,
+/// the orphan committed its migration seconds after the rollback said the
+/// instance was back (seen on NetBox).
+#[test]
+fn a_killed_deploys_migrate_dies_with_it_on_postgresql() {
+    let port = 8113;
+    let site = DeploySite::on("sdkill", port, "", true);
+    let (m, guest) = (site.guest.machine, &site.guest);
+    site.accounts();
+    guest.djshim_ok(&["generate"]);
+    guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
+    m.systemctl(&["daemon-reload"]);
+    assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+    // A migration that holds its transaction for 10 s, then adds `votes`.
+    let slow = "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
+         dependencies = [(\"polls\", \"0001_initial\")]\n    operations = [\n        \
+         migrations.RunSQL(\"SELECT pg_sleep(10)\", migrations.RunSQL.noop),\n        \
+         migrations.AddField(\"question\", \"votes\", models.IntegerField(default=0)),\n    ]\n";
+    site.commit(
+        &[
+            ("polls/models.py", crate::deploys::VOTES_MODEL),
+            ("polls/migrations/0002_slow_votes.py", slow),
+        ],
+        "slow votes",
+    );
+    let world = guest.at.as_str();
+    let mut deploy = m
+        .command(
+            world,
+            &[&format!("{}/djshim", crate::machine::BIN), "deploy", "prod"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(deploy.stderr.take().unwrap()));
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with("djshim: deploy: manage.py migrate") && line.ends_with('…') {
+            break;
+        }
+    }
+    // The rest is read on (a closed pipe would end djshim by itself).
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).count());
+    assert!(seen.contains("manage.py migrate"), "{seen}");
+    // Inside pg_sleep by now; djshim alone is killed, in the container.
+    std::thread::sleep(Duration::from_secs(2));
+    let migrate = || {
+        m.run(&["pgrep", "-u", "sdkill-prod", "-f", "manage.py migrate"])
+            .status
+            .success()
+    };
+    assert!(
+        migrate(),
+        "the account's migrate is not running:\n{seen}\n{}",
+        m.ok(&["ps", "-eo", "user:20,pid,ppid,args"])
+    );
+    m.ok(&[
+        "sh",
+        "-c",
+        "for p in $(pgrep -f 'djshim deploy prod'); do \
+         [ \"$(readlink /proc/$p/cwd)\" = \"$0\" ] && kill -9 $p; done; true",
+        world,
+    ]);
+    let _ = deploy.wait();
+    // The account's migrate went with it, at once (its migration had 8 s
+    // to go).
+    let killed = std::time::Instant::now();
+    while migrate() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "the account's migrate outlived djshim"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rollback = guest.djshim(&["rollback", "prod"]);
+    assert_status(&rollback, 0);
+    assert!(
+        text(&rollback).1.contains("was interrupted; undoing it"),
+        "{}",
+        text(&rollback).1
+    );
+    // Past the slow migration's end: nothing committed behind the rollback.
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(killed.elapsed()));
+    assert!(!site.columns().contains("'votes'"), "{}", site.columns());
+    assert_eq!(get(m, port), "instance=prod questions=0\n");
+    // (The reader ends when the last writer of djshim's stderr does.)
+    let _ = rest.join();
+}
