@@ -1053,7 +1053,7 @@ fn a_window_the_running_units_do_not_hold_stops_the_deploy_before_the_migration(
 /// the parent-death signal across the switch to the account), so the next
 /// `rollback` undoes the deploy and nothing commits behind its back. Before,
 /// the orphan committed its migration seconds after the rollback said the
-/// instance was back (seen on NetBox).
+/// instance was back (seen on a `NetBox`).
 #[test]
 fn a_killed_deploys_migrate_dies_with_it_on_postgresql() {
     let port = 8113;
