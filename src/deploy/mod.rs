@@ -197,6 +197,15 @@ fn deploy_plan(
     // restart that starts the new code; a first deploy has no old code
     // serving.
     let (open, close) = old.and_then(|_| window::steps(instance)).unzip();
+    // Undone, the migrations go back under a window opened afresh (a new
+    // deadline, the launcher restarted into it): the one the deploy opened
+    // may have run out, and the launcher then serves again.
+    let reopen: Vec<Step> = open
+        .iter()
+        .flatten()
+        .take(2)
+        .map(|p| p.step.clone())
+        .collect();
     steps.extend(open.into_iter().flatten());
     steps.push(Planned {
         step: Step::Switch { to: Some(number) },
@@ -217,10 +226,12 @@ fn deploy_plan(
         } else if migrations.targets.is_empty() {
             Undo::nothing()
         } else {
-            Undo::Steps(vec![Step::MigrateBack {
+            let mut back = reopen.clone();
+            back.push(Step::MigrateBack {
                 targets: migrations.targets.clone().into_iter().collect(),
                 code: candidate.clone(),
-            }])
+            });
+            Undo::Steps(back)
         };
         steps.push(Planned {
             step: manage(args),

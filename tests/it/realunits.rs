@@ -1143,3 +1143,49 @@ fn a_killed_deploys_migrate_dies_with_it_on_postgresql() {
     // (The reader ends when the last writer of djshim's stderr does.)
     let _ = rest.join();
 }
+
+/// A step that outlasts `window_timeout` is stopped at the window's
+/// deadline and the deploy undone; the undo opens the window afresh (the
+/// launcher had started serving when the first one ran out), so the old
+/// code never serves the schema on its way back: no request fails.
+#[test]
+fn a_window_that_runs_out_is_opened_again_for_the_undo() {
+    let port = 8114;
+    let site = DeploySite::on("sdwinout", port, "", false);
+    let (m, guest) = (site.guest.machine, &site.guest);
+    site.accounts();
+    // A window of 3 s, and a step after the migration that takes 6.
+    site.configure(
+        port,
+        "window = \"stop\"\nwindow_timeout = 3\nsteps = [[\"migrate\", \"--noinput\"], \
+         [\"shell\", \"-c\", \"import time; time.sleep(6)\"]]",
+    );
+    guest.djshim_ok(&["generate"]);
+    guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
+    m.systemctl(&["daemon-reload"]);
+    assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+    // The column comes with code that selects it: once the window runs
+    // out, that code serves; the undo then drops the column under it.
+    let files = votes_commit(2, true);
+    site.commit(
+        &[(&files[0].0, &files[0].1), (&files[1].0, &files[1].1)],
+        "votes",
+    );
+    let client = client(guest, port, "/health");
+    std::thread::sleep(Duration::from_millis(500));
+    let deploy = guest.djshim(&["deploy", "prod"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let summary = finish(guest, client);
+    assert_status(&deploy, 1);
+    let stderr = text(&deploy).1;
+    assert_eq!(summary["failures"], 0, "{summary:#}\n{stderr}");
+    for line in [
+        "did not end by its deadline: killed",
+        "djshim: deploy: undo: open the window: requests wait (at most 3 s): done in ",
+        "djshim: deploy: undo: window: systemctl try-restart sdwinout-prod.service: done in ",
+        "djshim: deploy: undo: migrate polls 0001_initial",
+    ] {
+        assert!(stderr.contains(line), "no {line:?} in:\n{stderr}");
+    }
+    assert!(!site.columns().contains("'votes'"), "{}", site.columns());
+}
