@@ -22,6 +22,7 @@ mod realunits;
 mod runtime;
 mod servers;
 mod shells;
+mod site;
 mod support;
 mod systemd;
 mod terminals;

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStderr, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::deploys::{Site, VOTES_MODEL, commit_votes, killed, killed_deploy};
+use crate::site::{Site, VOTES_MODEL, commit_votes, killed, killed_deploy};
 use crate::support::{assert_status, from_cron, text};
 
 /// A migration after 0002 that adds a second column.

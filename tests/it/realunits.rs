@@ -660,10 +660,10 @@ fn deploy_and_rollback_drive_the_real_units() {
     let server = m.property("sddeploy-prod.service", "MainPID");
     site.commit(
         &[
-            ("polls/models.py", crate::deploys::VOTES_MODEL),
+            ("polls/models.py", crate::site::VOTES_MODEL),
             (
                 "polls/migrations/0002_question_votes.py",
-                crate::deploys::VOTES_MIGRATION,
+                crate::site::VOTES_MIGRATION,
             ),
         ],
         "votes",
@@ -752,7 +752,7 @@ fn a_package_under_tmp_is_reported_before_systemd_fails_it() {
 /// the commit, and the migration file, numbered `n`.
 fn votes_commit(n: u32, add: bool) -> [(String, String); 2] {
     let model = if add {
-        crate::deploys::VOTES_MODEL.to_owned()
+        crate::site::VOTES_MODEL.to_owned()
     } else {
         fs_model_without_votes()
     };
@@ -1071,7 +1071,7 @@ fn a_killed_deploys_migrate_dies_with_it_on_postgresql() {
          migrations.AddField(\"question\", \"votes\", models.IntegerField(default=0)),\n    ]\n";
     site.commit(
         &[
-            ("polls/models.py", crate::deploys::VOTES_MODEL),
+            ("polls/models.py", crate::site::VOTES_MODEL),
             ("polls/migrations/0002_slow_votes.py", slow),
         ],
         "slow votes",
