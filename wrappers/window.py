@@ -7,6 +7,7 @@
 # (fd 3), which is left as it was found (blocking).
 import os
 import select
+import signal
 import socket
 import sys
 import threading
@@ -20,8 +21,15 @@ except (OSError, ValueError):
     sys.exit(0)
 
 
+# SIGTERM (the unit stopped or restarted right after the window closed)
+# ends the window the same way: answers in flight finish first, so no
+# client sees its connection reset.
+stopping = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+
+
 def is_open():
-    return os.path.exists(flag) and time.time() < deadline
+    return not stopping.is_set() and os.path.exists(flag) and time.time() < deadline
 
 
 if mode == "stop":
