@@ -142,6 +142,10 @@ enum Seen {
 /// `mode`.
 fn launcher(main: i32, flag: &Utf8Path, mode: &str) -> Seen {
     let argv = cmdline(main);
+    if argv.is_empty() {
+        // Gone between `systemctl show` and now: ask again.
+        return Seen::NotYet(format!("its main process {main} is gone"));
+    }
     let is_shell = argv.get(1).map(String::as_str) == Some("-c")
         && argv.first().is_some_and(|p| p.ends_with("sh"));
     let mut seen = vec![format!("its main process runs {}", shown(&argv))];
