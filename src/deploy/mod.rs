@@ -113,13 +113,9 @@ pub fn deploy(
             irreversible.join(", ")
         )));
     }
-    if old.is_some() && instance.deploy.window != crate::model::Window::Serve {
-        step("deploy: check that systemd runs the units on disk", || {
-            window::ready(instance)
-        })?;
-    }
     let number = profile.next_number(&generations)?;
     let plan = deploy_plan(instance, &package, number, old.as_ref(), &migrations);
+    window::ready_for(&plan, instance)?;
     match plan::run(plan, &mut world, &mut JournalFile::new(&profile))? {
         Outcome::Done => Ok(Moved::To {
             number,
@@ -196,16 +192,14 @@ fn deploy_plan(
     // requests, or answers 503, from its restart on) and closes before the
     // restart that starts the new code; a first deploy has no old code
     // serving.
-    let (open, close) = old.and_then(|_| window::steps(instance)).unzip();
-    // Undone, the migrations go back under a window opened afresh (a new
-    // deadline, the launcher restarted into it): the one the deploy opened
-    // may have run out, and the launcher then serves again.
-    let reopen: Vec<Step> = open
-        .iter()
-        .flatten()
-        .take(2)
-        .map(|p| p.step.clone())
-        .collect();
+    let window = old.and_then(|_| window::steps(instance));
+    // Undone, the migrations go back under a window opened afresh: the one
+    // the deploy opened may have run out, and the launcher then serves.
+    let reopen = window
+        .as_ref()
+        .map(|w| w.reopen.clone())
+        .unwrap_or_default();
+    let (open, close) = window.map(|w| (w.open, w.close)).unzip();
     steps.extend(open.into_iter().flatten());
     steps.push(Planned {
         step: Step::Switch { to: Some(number) },
@@ -349,16 +343,7 @@ pub fn rollback(model: &Model, name: &str, back: Back) -> Result<Moved, Error> {
         deep_check(&checked, &shim)
     })?;
     let plan = rollback_plan(instance, &profile, &generations, now, target)?;
-    if plan
-        .steps
-        .iter()
-        .any(|p| matches!(p.step, Step::Held { .. }))
-    {
-        step(
-            "rollback: check that systemd runs the units on disk",
-            || window::ready(instance),
-        )?;
-    }
+    window::ready_for(&plan, instance)?;
     match plan::run(plan, &mut world, &mut JournalFile::new(&profile))? {
         Outcome::Done => Ok(Moved::To {
             number: target.number,
@@ -434,6 +419,7 @@ fn rollback_plan(
     let (open, close) = (migrates_back && now.is_some())
         .then(|| window::steps(instance))
         .flatten()
+        .map(|w| (w.open, w.close))
         .unzip();
     if let Some(open) = open {
         steps.splice(0..0, open);
@@ -749,6 +735,11 @@ impl<'m> Live<'m> {
 }
 
 impl Live<'_> {
+    /// The instance's window file.
+    fn window_file(&self) -> Utf8PathBuf {
+        crate::layout::window(&self.profile.dir, &self.profile.name)
+    }
+
     /// `process` with the deploy window's deadline while one is open and
     /// the plan goes forward: past it the launcher serves again, so a step
     /// still changing the schema then is stopped, and the plan undone (the
@@ -758,19 +749,10 @@ impl Live<'_> {
         if self.undoing {
             return process;
         }
-        let flag = crate::layout::window(&self.profile.dir, &self.profile.name);
-        let Some(deadline) = std::fs::read_to_string(&flag)
-            .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok())
-        else {
-            return process;
-        };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        process
-            .deadline(std::time::Instant::now() + Duration::from_secs(deadline.saturating_sub(now)))
+        match window::deadline(&self.window_file()) {
+            Some(deadline) => process.deadline(deadline),
+            None => process,
+        }
     }
 }
 
@@ -828,28 +810,8 @@ impl plan::World for Live<'_> {
                 .timeout(COMMAND_TIMEOUT)
                 .run(),
             Step::Health { probe } => health::probe(probe),
-            Step::Window { seconds, .. } => {
-                let flag = crate::layout::window(&self.profile.dir, &self.profile.name);
-                if *seconds == 0 {
-                    return match std::fs::remove_file(&flag) {
-                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                            Err(Error::io("remove", &flag, e))
-                        }
-                        _ => Ok(()),
-                    };
-                }
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap_or_default();
-                let deadline = format!("{}\n", now.as_secs() + seconds);
-                let name = flag.file_name().expect("a file name");
-                crate::write::write_atomic(&self.profile.dir, name, deadline.as_bytes(), 0o644)
-            }
-            Step::Held { unit, wait } => window::held(
-                unit,
-                &crate::layout::window(&self.profile.dir, &self.profile.name),
-                *wait,
-            ),
+            Step::Window { seconds, .. } => window::write(&self.window_file(), *seconds),
+            Step::Held { unit, wait } => window::held(unit, &self.window_file(), *wait),
             Step::Healthy { number } => {
                 let mut record = Record::of(&self.profile, *number)?.ok_or_else(|| {
                     Error::Problem(format!(

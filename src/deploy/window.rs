@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use camino::Utf8Path;
 
-use super::plan::{Planned, Step, Undo};
+use super::plan::{Plan, Planned, Step, Undo};
 use crate::error::Error;
 use crate::model::{Instance, Window};
 use crate::process::Process;
+use crate::steps::step;
 
 /// How long the launcher may take from its restart to holding requests.
 const HOLD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -27,13 +28,25 @@ pub fn unit(instance: &Instance) -> String {
     format!("{}.service", instance.command)
 }
 
-/// The steps that open the server's deploy window (write the window file,
-/// restart the server unit, check that its launcher holds), and the one
-/// that closes it; `None` when the old code serves. The window's restart
-/// is always `systemctl try-restart` of the server unit, whatever
-/// `restart` says: the window is the launcher's, and only a restart of
-/// that unit runs it.
-pub fn steps(instance: &Instance) -> Option<(Vec<Planned>, Planned)> {
+/// The steps of a plan's window.
+pub struct Steps {
+    /// Write the window file, restart the server unit into it, check that
+    /// its launcher holds; undone, the file goes.
+    pub open: Vec<Planned>,
+    /// Remove the window file; undone (a later step failed once the new
+    /// code served), the window opens again: the way back changes the
+    /// schema under the code that serves, as the way forward did.
+    pub close: Planned,
+    /// What opens the window afresh (a new deadline, the launcher
+    /// restarted into it), for an undo that migrates back.
+    pub reopen: Vec<Step>,
+}
+
+/// The window steps of `instance`; `None` when the old code serves. The
+/// window's restart is always `systemctl try-restart` of the server unit,
+/// whatever `restart` says: the window is the launcher's, and only a
+/// restart of that unit runs it.
+pub fn steps(instance: &Instance) -> Option<Steps> {
     let wait = match instance.deploy.window {
         Window::Serve => return None,
         Window::Stop => true,
@@ -41,45 +54,91 @@ pub fn steps(instance: &Instance) -> Option<(Vec<Planned>, Planned)> {
     };
     let unit = unit(instance);
     let close = Step::Window { seconds: 0, wait };
-    let window = Step::Window {
-        seconds: instance.deploy.window_timeout.as_secs(),
-        wait,
-    };
-    let restart = Step::Run {
-        what: "window".into(),
-        argv: vec!["systemctl".into(), "try-restart".into(), unit.clone()],
-    };
-    let open = vec![
-        Planned {
-            step: window.clone(),
-            undo: Undo::Steps(vec![close.clone()]),
+    let reopen = vec![
+        Step::Window {
+            seconds: instance.deploy.window_timeout.as_secs(),
+            wait,
         },
-        Planned {
-            step: restart.clone(),
-            undo: Undo::nothing(),
-        },
-        Planned {
-            step: Step::Held { unit, wait },
-            undo: Undo::nothing(),
+        Step::Run {
+            what: "window".into(),
+            argv: vec!["systemctl".into(), "try-restart".into(), unit.clone()],
         },
     ];
-    // Undone — a later step failed once the new code served — the window
-    // opens again: the way back changes the schema under the code that
-    // serves, as the way forward did. It closes with the undo of the first
-    // step, after the old code's steps.
-    Some((
+    let mut open: Vec<Planned> = reopen
+        .iter()
+        .map(|step| Planned {
+            step: step.clone(),
+            undo: Undo::nothing(),
+        })
+        .collect();
+    open[0].undo = Undo::Steps(vec![close.clone()]);
+    open.push(Planned {
+        step: Step::Held { unit, wait },
+        undo: Undo::nothing(),
+    });
+    Some(Steps {
         open,
-        Planned {
+        close: Planned {
             step: close,
-            undo: Undo::Steps(vec![window, restart]),
+            undo: Undo::Steps(reopen.clone()),
         },
-    ))
+        reopen,
+    })
 }
 
-/// Before a deploy with a window: systemd must have loaded the server
-/// unit as it is on disk, else the window's restart would start the
-/// launcher systemd remembers (written for another `window`, or none).
-pub fn ready(instance: &Instance) -> Result<(), Error> {
+/// Before a plan with a window: systemd must have loaded the server unit
+/// as it is on disk, else the window's restart would start the launcher
+/// systemd remembers (written for another `window`, or none). Nothing to
+/// ask for a plan without one.
+pub fn ready_for(plan: &Plan, instance: &Instance) -> Result<(), Error> {
+    if !plan
+        .steps
+        .iter()
+        .any(|p| matches!(p.step, Step::Held { .. }))
+    {
+        return Ok(());
+    }
+    step(
+        &format!(
+            "{}: check that systemd runs the units on disk",
+            plan.operation
+        ),
+        || ready(instance),
+    )
+}
+
+/// Opens the window file `flag` for `seconds` from now (its content: the
+/// deadline, in seconds since the epoch, which window.py reads too), or
+/// removes it (`seconds` 0).
+pub fn write(flag: &Utf8Path, seconds: u64) -> Result<(), Error> {
+    if seconds == 0 {
+        return match std::fs::remove_file(flag) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("remove", flag, e)),
+            _ => Ok(()),
+        };
+    }
+    let deadline = format!("{}\n", epoch_seconds() + seconds);
+    let (dir, name) = (
+        flag.parent().expect("a directory"),
+        flag.file_name().expect("a file name"),
+    );
+    crate::write::write_atomic(dir, name, deadline.as_bytes(), 0o644)
+}
+
+/// When the window of `flag` ends, if one is open.
+pub fn deadline(flag: &Utf8Path) -> Option<Instant> {
+    let at: u64 = std::fs::read_to_string(flag).ok()?.trim().parse().ok()?;
+    Some(Instant::now() + Duration::from_secs(at.saturating_sub(epoch_seconds())))
+}
+
+fn epoch_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+}
+
+fn ready(instance: &Instance) -> Result<(), Error> {
     let unit = unit(instance);
     if show(&unit, "NeedDaemonReload")? == "yes" {
         return Err(Error::Problem(format!(

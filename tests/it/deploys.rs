@@ -80,10 +80,7 @@ fn deploy_builds_migrates_and_serves_the_newest_commit() {
 
 #[test]
 fn a_failed_health_check_takes_code_and_database_back() {
-    let mut site = Site::new();
-    site.hold_server();
-    assert_status(&site.deploy(&["prod"]), 0);
-    let first = site.generation_target("prod");
+    let (site, first) = Site::serving();
     // Commit 2 migrates, and its health view fails.
     let views = fs::read_to_string(site.repo.join("polls/views.py"))
         .unwrap()
@@ -217,10 +214,7 @@ fn irreversible_migrations_stop_the_deploy_unless_allowed() {
 /// the steps, the restart and the health probe.
 #[test]
 fn rollback_reverses_the_current_release_first() {
-    let mut site = Site::new();
-    site.hold_server();
-    assert_status(&site.deploy(&["prod"]), 0);
-    let first = site.generation_target("prod");
+    let (site, first) = Site::serving();
     commit_votes(&site);
     assert_status(&site.deploy(&["prod"]), 0);
     assert!(site.migrations("prod").contains("[X] 0002_question_votes"));
@@ -298,10 +292,7 @@ fn on_postgresql_deploys_and_rollbacks_take_the_database_along() {
 /// generation, and the next deploy (or rollback) undoes what was left.
 #[test]
 fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
-    let mut site = Site::new();
-    site.hold_server();
-    assert_status(&site.deploy(&["prod"]), 0);
-    let first = site.generation_target("prod");
+    let (site, first) = Site::serving();
     commit_votes(&site);
     for (marker, switched) in [
         ("djshim: deploy: check", false),
@@ -470,10 +461,7 @@ fn two_deploys_at_once_do_not_interleave() {
 /// and `history` marks it.
 #[test]
 fn every_generation_runs_on_the_schema_it_knows() {
-    let mut site = Site::new();
-    site.hold_server();
-    assert_status(&site.deploy(&["prod"]), 0);
-    let first = site.generation_target("prod");
+    let (site, first) = Site::serving();
     commit_votes(&site);
     assert_status(&site.deploy(&["prod"]), 0);
     let second = site.generation_target("prod");
@@ -601,10 +589,7 @@ fn signalled(site: &Site, args: &[&str], signal: &str, markers: &[&str]) -> std:
 /// candidate, migration applied, nothing said.
 #[test]
 fn a_signal_during_a_deploy_undoes_it() {
-    let mut site = Site::new();
-    site.hold_server();
-    assert_status(&site.deploy(&["prod"]), 0);
-    let first = site.generation_target("prod");
+    let (site, first) = Site::serving();
     let config = site.world.read("djshim.toml");
     site.world.write(
         "djshim.toml",

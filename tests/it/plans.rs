@@ -145,10 +145,7 @@ fn a_failed_first_deploy_is_tried_again_by_the_next() {
 /// instead of refusing.
 #[test]
 fn a_killed_rollback_is_finished_by_the_next() {
-    let mut site = Site::new();
-    site.hold_server();
-    assert_status(&site.deploy(&["prod"]), 0);
-    let first = site.generation_target("prod");
+    let (site, first) = Site::serving();
     commit_votes(&site);
     assert_status(&site.deploy(&["prod"]), 0);
     killed(
@@ -281,10 +278,7 @@ fn a_pin_behind_a_killed_deploy_does_not_build_on_it() {
 /// code.
 #[test]
 fn rollback_to_an_older_generation_reverses_every_one_between() {
-    let mut site = Site::new();
-    site.hold_server();
-    assert_status(&site.deploy(&["prod"]), 0);
-    let first = site.generation_target("prod");
+    let (site, first) = Site::serving();
     commit_votes(&site);
     assert_status(&site.deploy(&["prod"]), 0);
     site.commit(

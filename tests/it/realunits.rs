@@ -594,6 +594,26 @@ impl DeploySite {
         );
     }
 
+    /// Writes the shims and the units, loads the units, deploys prod.
+    fn install_and_deploy(&self) {
+        let guest = &self.guest;
+        guest.djshim_ok(&["generate"]);
+        guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
+        guest.machine.systemctl(&["daemon-reload"]);
+        assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+    }
+
+    /// Commits migration `n` that adds `votes` (`add`) or drops it, with
+    /// the model that goes with it.
+    fn commit_votes(&self, n: u32, add: bool) {
+        let [model, migration] = votes_commit(n, add);
+        let message = if add { "votes" } else { "no votes" };
+        self.commit(
+            &[(&model.0, &model.1), (&migration.0, &migration.1)],
+            message,
+        );
+    }
+
     fn accounts(&self) {
         let m = self.guest.machine;
         m.account(&format!("{}-build", self.project), &["--create-home"]);
@@ -802,10 +822,7 @@ fn window_case(project: &str, port: u16, pg: bool) {
     let site = DeploySite::on(project, port, "", pg);
     let (m, guest) = (site.guest.machine, &site.guest);
     site.accounts();
-    guest.djshim_ok(&["generate"]);
-    guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
-    m.systemctl(&["daemon-reload"]);
-    assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+    site.install_and_deploy();
 
     let mut n = 2;
     let mut results = BTreeMap::new();
@@ -821,11 +838,7 @@ fn window_case(project: &str, port: u16, pg: bool) {
         guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
         m.systemctl(&["daemon-reload"]);
         // The column comes, without a client loop…
-        let files = votes_commit(n, true);
-        site.commit(
-            &[(&files[0].0, &files[0].1), (&files[1].0, &files[1].1)],
-            "votes",
-        );
+        site.commit_votes(n, true);
         assert_status(&guest.djshim(&["deploy", "prod"]), 0);
         n += 1;
         // A rollback drops it again under the code that selects it: the
@@ -842,11 +855,7 @@ fn window_case(project: &str, port: u16, pg: bool) {
         assert_status(&guest.djshim(&["deploy", "prod"]), 0);
         assert!(site.columns().contains("'votes'"));
         // …comes again and goes, under one.
-        let files = votes_commit(n, false);
-        site.commit(
-            &[(&files[0].0, &files[0].1), (&files[1].0, &files[1].1)],
-            "no votes",
-        );
+        site.commit_votes(n, false);
         n += 1;
         let client = client(guest, port, "/health");
         std::thread::sleep(Duration::from_millis(500));
@@ -977,19 +986,12 @@ fn a_window_the_running_units_do_not_hold_stops_the_deploy_before_the_migration(
     let site = DeploySite::on("sdstale", port, "", false);
     let (m, guest) = (site.guest.machine, &site.guest);
     site.accounts();
-    guest.djshim_ok(&["generate"]);
-    guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
-    m.systemctl(&["daemon-reload"]);
-    assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+    site.install_and_deploy();
     site.configure(
         port,
         "window = \"stop\"\nsteps = [[\"migrate\", \"--noinput\"]]",
     );
-    let files = votes_commit(2, true);
-    site.commit(
-        &[(&files[0].0, &files[0].1), (&files[1].0, &files[1].1)],
-        "votes",
-    );
+    site.commit_votes(2, true);
     let history = || guest.djshim_ok(&["history", "prod"]);
 
     // The units on disk and in systemd were written under `serve`.
@@ -1060,10 +1062,7 @@ fn a_killed_deploys_migrate_dies_with_it_on_postgresql() {
     let site = DeploySite::on("sdkill", port, "", true);
     let (m, guest) = (site.guest.machine, &site.guest);
     site.accounts();
-    guest.djshim_ok(&["generate"]);
-    guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
-    m.systemctl(&["daemon-reload"]);
-    assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+    site.install_and_deploy();
     // A migration that holds its transaction for 10 s, then adds `votes`.
     let slow = "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
          dependencies = [(\"polls\", \"0001_initial\")]\n    operations = [\n        \
@@ -1152,7 +1151,7 @@ fn a_killed_deploys_migrate_dies_with_it_on_postgresql() {
 fn a_window_that_runs_out_is_opened_again_for_the_undo() {
     let port = 8114;
     let site = DeploySite::on("sdwinout", port, "", false);
-    let (m, guest) = (site.guest.machine, &site.guest);
+    let guest = &site.guest;
     site.accounts();
     // A window of 3 s, and a step after the migration that takes 6.
     site.configure(
@@ -1160,17 +1159,10 @@ fn a_window_that_runs_out_is_opened_again_for_the_undo() {
         "window = \"stop\"\nwindow_timeout = 3\nsteps = [[\"migrate\", \"--noinput\"], \
          [\"shell\", \"-c\", \"import time; time.sleep(6)\"]]",
     );
-    guest.djshim_ok(&["generate"]);
-    guest.djshim_ok(&["systemd", "--out", "/etc/systemd/system"]);
-    m.systemctl(&["daemon-reload"]);
-    assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+    site.install_and_deploy();
     // The column comes with code that selects it: once the window runs
     // out, that code serves; the undo then drops the column under it.
-    let files = votes_commit(2, true);
-    site.commit(
-        &[(&files[0].0, &files[0].1), (&files[1].0, &files[1].1)],
-        "votes",
-    );
+    site.commit_votes(2, true);
     let client = client(guest, port, "/health");
     std::thread::sleep(Duration::from_millis(500));
     let deploy = guest.djshim(&["deploy", "prod"]);

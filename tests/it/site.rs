@@ -141,6 +141,16 @@ impl Site {
         }
     }
 
+    /// A site whose prod runs its first deploy, its server held; the
+    /// package of that first generation.
+    pub(crate) fn serving() -> (Site, Utf8PathBuf) {
+        let mut site = Site::new();
+        site.hold_server();
+        assert_status(&site.deploy(&["prod"]), 0);
+        let first = site.generation_target("prod");
+        (site, first)
+    }
+
     /// Starts the stand-in for prod's server units (no server runs until
     /// the first `restart`).
     pub(crate) fn hold_server(&mut self) {
