@@ -248,30 +248,17 @@ fn lock(name: &str) -> Result<crate::lock::Held, Error> {
 }
 
 /// The processes of this PID namespace whose real or effective uid is
-/// `uid`. A container's processes show in /proc too, and its uid numbers
-/// are its own accounts': a container's process with the build account's
-/// number is not the build account's (on a fresh test machine, killing
-/// them stopped a container's server and deploy steps).
+/// `uid` (a container's process with the build account's number is not
+/// the build account's: on a fresh test machine, killing them stopped a
+/// container's server and deploy steps).
 fn processes_of(uid: u32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let ours = std::fs::read_link("/proc/self/ns/pid").ok();
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            if std::fs::read_link(e.path().join("ns/pid")).ok() != ours {
-                return None;
-            }
-            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
-            let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-            let ids: Vec<u32> = line[4..]
-                .split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect();
-            ids.iter().take(2).any(|&id| id == uid).then_some(pid)
+    crate::procs::all()
+        .into_iter()
+        .filter(|p| {
+            crate::procs::uids(p.pid)
+                .is_some_and(|(real, effective)| real == uid || effective == uid)
         })
+        .map(|p| p.pid)
         .collect()
 }
 

@@ -216,7 +216,7 @@ fn accounts(instance: &Instance) -> Vec<Problem> {
         }
         entry.map(|fields| (fields[2].parse::<u32>().ok(), user.clone()))
     } else {
-        Some((own_uid(), String::new()))
+        Some((crate::procs::own_uid(), String::new()))
     };
     if let Some(group) = instance
         .group
@@ -385,17 +385,16 @@ fn groups_of(user: &str) -> Vec<u32> {
         .unwrap_or_default()
 }
 
-/// The effective uid of this process, as the owner of /proc/self.
-fn own_uid() -> Option<u32> {
-    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
-}
-
 /// The command that runs the instance's interpreter the way the shim
 /// would: as the instance's account when `check` runs as root. The
 /// package's code (its settings import its package) never runs as root on
 /// behalf of an instance with an account.
 pub fn as_account(instance: &Instance) -> Result<Process, String> {
-    let Some(user) = instance.user.as_deref().filter(|_| own_uid() == Some(0)) else {
+    let Some(user) = instance
+        .user
+        .as_deref()
+        .filter(|_| crate::procs::own_uid() == Some(0))
+    else {
         return Ok(Process::new(&instance.python));
     };
     let Some(entry) = getent("passwd", user) else {

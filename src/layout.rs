@@ -55,6 +55,13 @@ pub fn window(dir: &Utf8Path, name: &str) -> Utf8PathBuf {
     dir.join(format!(".{name}.window"))
 }
 
+/// The process group of the step running now (its number and its
+/// leader's start time): left behind by a killed run, it names what the
+/// next run stops before anything else.
+pub fn step_processes(dir: &Utf8Path, name: &str) -> Utf8PathBuf {
+    dir.join(format!(".{name}.step-processes"))
+}
+
 /// The name of the shims' helper beside the shims of `project`.
 pub fn helper_name(project: &str) -> String {
     format!(".djshim-{project}-exec")

@@ -27,6 +27,7 @@ pub mod model;
 pub(crate) mod nixos;
 pub(crate) mod pins;
 pub(crate) mod process;
+pub(crate) mod procs;
 pub(crate) mod profile;
 pub(crate) mod quote;
 pub(crate) mod release;

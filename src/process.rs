@@ -16,7 +16,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::Error;
 use crate::quote::sh_quote;
@@ -36,6 +36,7 @@ pub struct Process {
     deadline: Option<Instant>,
     clear_env: bool,
     input: Option<Vec<u8>>,
+    record: Option<Utf8PathBuf>,
 }
 
 impl Process {
@@ -49,6 +50,7 @@ impl Process {
             deadline: None,
             clear_env: false,
             input: None,
+            record: None,
         }
     }
 
@@ -113,6 +115,18 @@ impl Process {
     #[must_use]
     pub fn input(mut self, bytes: Vec<u8>) -> Process {
         self.input = Some(bytes);
+        self
+    }
+
+    /// Keeps its process group in `file` while it runs: the group's
+    /// number and its leader's start time, written once it started and
+    /// removed once it ended and its group was killed. A `kill -9` of
+    /// djshim leaves the file, and the next run stops with
+    /// [`stop_left`] whatever the child left in its group (the leader
+    /// dies with djshim; a process it started would live on).
+    #[must_use]
+    pub fn recorded(mut self, file: impl Into<Utf8PathBuf>) -> Process {
+        self.record = Some(file.into());
         self
     }
 
@@ -263,8 +277,18 @@ impl Process {
         child: &mut std::process::Child,
     ) -> Result<Option<std::process::ExitStatus>, Error> {
         let group = rustix::process::Pid::from_child(child);
+        if let Some(file) = &self.record
+            && let Err(e) = record(file, group.as_raw_nonzero().get())
+        {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            let _ = child.wait();
+            return Err(e);
+        }
         let status = self.wait_leader(child);
         let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        if let Some(file) = &self.record {
+            let _ = std::fs::remove_file(file);
+        }
         status
     }
 
@@ -324,6 +348,73 @@ impl Process {
         }
     }
 }
+
+/// Writes `group` and its leader's start time to `file`, whole or not at
+/// all (a temporary file renamed over it).
+fn record(file: &Utf8Path, group: i32) -> Result<(), Error> {
+    // The leader may have ended already: then no process of that number
+    // is the group's (see `stop_left`).
+    let start = crate::procs::stat(group)
+        .filter(|p| p.group == group)
+        .map_or_else(|| "-".to_owned(), |p| p.start.to_string());
+    let partial = Utf8PathBuf::from(format!("{file}.partial"));
+    std::fs::write(&partial, format!("{group} {start}\n"))
+        .and_then(|()| std::fs::rename(&partial, file))
+        .map_err(|e| Error::io("write", &partial, e))
+}
+
+/// Stops what a child recorded in `file` (see [`Process::recorded`]) left
+/// behind when djshim was killed: SIGKILL to the processes of its group,
+/// until none is left, then removes the file. How many there were; none
+/// when there is no file, the group is empty, or its number now names
+/// another process's group (the leader's start time tells).
+pub fn stop_left(file: &Utf8Path) -> Result<usize, Error> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("read", file, e)),
+    };
+    let mut words = text.split_whitespace();
+    let group: Option<i32> = words.next().and_then(|w| w.parse().ok());
+    let start: Option<u64> = words.next().and_then(|w| w.parse().ok());
+    let mut most = 0;
+    let deadline = Instant::now() + LEFT_TIMEOUT;
+    while let Some(group) = group.filter(|&g| g > 1) {
+        let all = crate::procs::all();
+        // While any process is in the group its number is not given to
+        // another process; a process of that number is the group's
+        // leader, ours only if it started when ours did.
+        if all.iter().any(|p| p.pid == group && Some(p.start) != start) {
+            break;
+        }
+        let left = all
+            .iter()
+            .filter(|p| p.group == group && p.state != 'Z')
+            .count();
+        if left == 0 {
+            break;
+        }
+        most = most.max(left);
+        if Instant::now() > deadline {
+            return Err(Error::Problem(format!(
+                "{left} processes of group {group}, left by a killed run's step (as {file} \
+                 says), did not end within {} s of SIGKILL\n  = help: see `ps -o pid,stat,cmd \
+                 -g {group}`; once they are gone, run the command again",
+                LEFT_TIMEOUT.as_secs()
+            )));
+        }
+        if let Some(pid) = rustix::process::Pid::from_raw(group) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::remove_file(file).map_err(|e| Error::io("remove", file, e))?;
+    Ok(most)
+}
+
+/// How long the processes a killed run left get to end after SIGKILL (an
+/// uninterruptible sleep on a slow disk can hold one for a while).
+const LEFT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Reads a child's pipe to its end in a thread of its own (two pipes read
 /// one after the other could block the child on the other); nothing when

@@ -68,10 +68,8 @@ pub fn deploy(
     candidate: Candidate<'_>,
     allow_irreversible: bool,
 ) -> Result<Moved, Error> {
-    let (instance, profile) = profiled(model, name)?;
-    let _lock = Lock::take(&profile, &format!("deploy {name}"))?;
-    let mut world = Live::new(model, instance, &profile)?;
-    recover(&mut world)?;
+    let (mut world, _) = open(model, name, "deploy", Journaled::Recover)?;
+    let (instance, profile) = (world.instance, world.profile.clone());
     let package = step("deploy: candidate", || candidate_package(model, candidate))?;
     eprintln!("djshim: candidate for {name}: {package}");
     let generations = profile.generations()?;
@@ -275,10 +273,9 @@ pub enum Back {
 /// then the switch, the steps, the restart and the health probe with the
 /// target's code. Killed, a rollback goes on where it was.
 pub fn rollback(model: &Model, name: &str, back: Back) -> Result<Moved, Error> {
-    let (instance, profile) = profiled(model, name)?;
-    let _lock = Lock::take(&profile, &format!("rollback {name}"))?;
-    let mut world = Live::new(model, instance, &profile)?;
-    if recover(&mut world)? {
+    let (mut world, recovered) = open(model, name, "rollback", Journaled::Recover)?;
+    let (instance, profile) = (world.instance, world.profile.clone());
+    if recovered {
         let generations = profile.generations()?;
         let now = current(&profile, &generations)?.map(|g| (g.number, g.target.clone()));
         return Ok(Moved::Recovered { now });
@@ -607,11 +604,8 @@ pub fn problems(
 /// under the lock, a new generation and one switch. A run left unfinished
 /// is not built on: it is reported, with the way on.
 pub fn pin(model: &Model, name: &str, package: &Utf8Path) -> Result<Moved, Error> {
-    let (instance, profile) = profiled(model, name)?;
-    let _lock = Lock::take(&profile, &format!("pin {name}"))?;
-    if let Some(journal) = JournalFile::new(&profile).read()? {
-        return Err(unfinished(&journal, &profile));
-    }
+    let (mut world, _) = open(model, name, "pin", Journaled::Refuse)?;
+    let profile = world.profile.clone();
     let package = package.to_owned();
     let generations = profile.generations()?;
     let old = current(&profile, &generations)?.cloned();
@@ -622,7 +616,6 @@ pub fn pin(model: &Model, name: &str, package: &Utf8Path) -> Result<Moved, Error
         });
     }
     let number = profile.next_number(&generations)?;
-    let mut world = Live::new(model, instance, &profile)?;
     let plan = Plan {
         operation: "pin".into(),
         instance: name.to_owned(),
@@ -654,6 +647,49 @@ pub fn pin(model: &Model, name: &str, package: &Utf8Path) -> Result<Moved, Error
         }),
         Outcome::Undone(e) => Err(e),
     }
+}
+
+/// What [`open`] does with a killed run's journal.
+#[derive(Debug, Clone, Copy)]
+enum Journaled {
+    /// Finishes or undoes it (deploy, rollback).
+    Recover,
+    /// Refuses to build on it, and says which command goes on (pin).
+    Refuse,
+}
+
+/// The one way into an instance's generations for deploy, rollback and
+/// pin: its lock (waiting for a run in flight), then what a killed run
+/// left: first the processes its step left running, then its journal.
+/// The world it changes, holding the lock; true when a killed run's
+/// journal was there and is now finished or undone.
+fn open<'m>(
+    model: &'m Model,
+    name: &str,
+    operation: &str,
+    journaled: Journaled,
+) -> Result<(Live<'m>, bool), Error> {
+    let (instance, profile) = profiled(model, name)?;
+    let lock = Lock::take(&profile, &format!("{operation} {name}"))?;
+    let mut world = Live::new(model, instance, &profile, lock)?;
+    // A process of a killed run's migration committing after the undo
+    // would leave the old code on a schema it does not know.
+    let step = crate::layout::step_processes(&profile.dir, &profile.name);
+    let left = crate::process::stop_left(&step)?;
+    if left > 0 {
+        eprintln!(
+            "djshim: a step of an interrupted run left {left} process{} running: killed",
+            if left == 1 { "" } else { "es" }
+        );
+    }
+    let recovered = match journaled {
+        Journaled::Recover => recover(&mut world)?,
+        Journaled::Refuse => match JournalFile::new(&profile).read()? {
+            Some(journal) => return Err(unfinished(&journal, &profile)),
+            None => false,
+        },
+    };
+    Ok((world, recovered))
 }
 
 /// The error for a journal that a pin or `--keep` will not build on.
@@ -710,14 +746,23 @@ struct Live<'m> {
     shims: Shims,
     /// The plan is being undone.
     undoing: bool,
+    /// The instance's lock, let go last (after the shims are removed, so
+    /// that the next run's are never removed by this one).
+    _lock: Lock,
 }
 
 impl<'m> Live<'m> {
-    fn new(model: &Model, instance: &'m Instance, profile: &Profile) -> Result<Live<'m>, Error> {
+    fn new(
+        model: &Model,
+        instance: &'m Instance,
+        profile: &Profile,
+        lock: Lock,
+    ) -> Result<Live<'m>, Error> {
         Ok(Live {
             instance,
             profile: profile.clone(),
             undoing: false,
+            _lock: lock,
             shims: Shims::new(
                 model,
                 instance,
@@ -740,12 +785,22 @@ impl Live<'_> {
         crate::layout::window(&self.profile.dir, &self.profile.name)
     }
 
+    /// `process`, its process group kept in the instance's step file while
+    /// it runs (see [`recover`]).
+    fn tracked(&self, process: Process) -> Process {
+        process.recorded(crate::layout::step_processes(
+            &self.profile.dir,
+            &self.profile.name,
+        ))
+    }
+
     /// `process` with the deploy window's deadline while one is open and
     /// the plan goes forward: past it the launcher serves again, so a step
     /// still changing the schema then is stopped, and the plan undone (the
     /// way back has no deadline: stopping it would leave the schema half
     /// way). Without a window, steps take as long as they take.
     fn bounded(&self, process: Process) -> Process {
+        let process = self.tracked(process);
         if self.undoing {
             return process;
         }
@@ -805,7 +860,8 @@ impl plan::World for Live<'_> {
                     .env("DJSHIM_CONFIRM", &self.instance.name)
                     .run()
             }
-            Step::Run { argv, .. } => Process::new(&argv[0])
+            Step::Run { argv, .. } => self
+                .tracked(Process::new(&argv[0]))
                 .args(&argv[1..])
                 .timeout(COMMAND_TIMEOUT)
                 .run(),

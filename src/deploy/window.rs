@@ -200,7 +200,7 @@ enum Seen {
 /// What `main`, the server's main process, shows of the window `flag` in
 /// `mode`.
 fn launcher(main: i32, flag: &Utf8Path, mode: &str) -> Seen {
-    let argv = cmdline(main);
+    let argv = crate::procs::cmdline(main);
     if argv.is_empty() {
         // Gone between `systemctl show` and now: ask again.
         return Seen::NotYet(format!("its main process {main} is gone"));
@@ -212,7 +212,7 @@ fn launcher(main: i32, flag: &Utf8Path, mode: &str) -> Seen {
         return Seen::Never(seen.join("; "));
     }
     for pid in children(main) {
-        let argv = cmdline(pid);
+        let argv = crate::procs::cmdline(pid);
         // `PYTHON -c CODE FLAG MODE`, as the launcher starts it.
         if argv.len() == 5 && argv[1] == "-c" && argv[2].contains("is_open") {
             if argv[3] == flag.as_str() && argv[4] == mode {
@@ -233,19 +233,6 @@ fn show(unit: &str, property: &str) -> Result<String, Error> {
         .timeout(SHOW_TIMEOUT)
         .output()?;
     Ok(String::from_utf8_lossy(&out).trim().to_owned())
-}
-
-/// The arguments of process `pid` (empty when it is gone).
-fn cmdline(pid: i32) -> Vec<String> {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|bytes| {
-            bytes
-                .split(|&b| b == 0)
-                .filter(|a| !a.is_empty())
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A command line for a message: the first words, each cut short.
@@ -271,20 +258,9 @@ fn shown(argv: &[String]) -> String {
 
 /// The processes whose parent is `pid`.
 fn children(pid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    // After the command's closing parenthesis: state, ppid.
-                    let rest = &stat[stat.rfind(')')? + 1..];
-                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
-                })
-                == Some(pid)
-        })
+    crate::procs::all()
+        .into_iter()
+        .filter(|p| p.ppid == pid)
+        .map(|p| p.pid)
         .collect()
 }

@@ -7,11 +7,12 @@
 //! restarted on request), and `restart` asks it to restart.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::site::{Site, VOTES_MIGRATION, VOTES_MODEL, commit_votes, killed_deploy};
+use crate::site::{
+    Site, VOTES_MIGRATION, VOTES_MODEL, commit_votes, killed, killed_deploy, stopped_at,
+};
 use crate::support::{World, assert_status, from_cron, git, require, root, text};
 
 #[test]
@@ -290,17 +291,42 @@ fn on_postgresql_deploys_and_rollbacks_take_the_database_along() {
 
 /// `kill -9` of a deploy at any step leaves the instance on one complete
 /// generation, and the next deploy (or rollback) undoes what was left.
+/// Each kill lands where it says: a process of the step waits at a gate
+/// until djshim is dead (the build; the check; mid-migration, its column
+/// added in its transaction; collectstatic; the restart; the health probe,
+/// answered by the server; the migration's reversal in an undo). The
+/// instants between (the new generation, the switch, the healthy record)
+/// are each killed before and after their effect by
+/// `plans::a_kill_anywhere_is_finished_or_undone_by_the_next_run`.
 #[test]
 fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
     let (site, first) = Site::serving();
     commit_votes(&site);
-    for (marker, switched) in [
-        ("djshim: deploy: check", false),
-        ("djshim: deploy: manage.py migrate", true),
-        ("djshim: deploy: manage.py collectstatic", true),
-        ("djshim: deploy: health", true),
+    for (gate, step, switched) in [
+        ("build", "djshim: build: ", false),
+        (
+            "manage-shell",
+            "djshim: deploy: check and record migrations …",
+            false,
+        ),
+        ("migrate-0002", "djshim: deploy: manage.py migrate", true),
+        (
+            "manage-collectstatic",
+            "djshim: deploy: manage.py collectstatic",
+            true,
+        ),
+        ("restart", "djshim: deploy: restart: ", true),
+        ("health", "djshim: deploy: health …", true),
     ] {
-        killed_deploy(&site, marker);
+        let stderr = killed_deploy(&site, gate);
+        let last = stderr
+            .lines()
+            .rfind(|l| l.starts_with("djshim: "))
+            .unwrap_or_default();
+        assert!(
+            last.starts_with(step) && last.ends_with('…'),
+            "{gate}: killed after {last:?}, not in {step:?}:\n{stderr}"
+        );
         // One complete generation runs, whichever it is.
         assert_status(
             &from_cron(site.world.path("bin/mywebsite-prod"), &["check"]),
@@ -321,7 +347,7 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
         assert_eq!(
             text(&output).1.contains("was interrupted; undoing it"),
             switched,
-            "{marker}:\n{}",
+            "{gate}:\n{}",
             text(&output).1
         );
         assert!(site.migrations("prod").contains("[X] 0002_question_votes"));
@@ -330,8 +356,19 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
         assert_status(&site.world.djshim(&["rollback", "prod"]), 0);
         assert_eq!(site.generation_target("prod"), first);
     }
-    // A rollback undoes an interrupted deploy, and stops there.
-    killed_deploy(&site, "djshim: deploy: manage.py collectstatic");
+    // A rollback undoes an interrupted deploy, and stops there; killed in
+    // that undo, halfway through the migration's reversal, the next
+    // rollback finishes the undo.
+    killed_deploy(&site, "manage-collectstatic");
+    let stderr = killed(&site, &["rollback", "prod"], "unmigrate-0002");
+    assert!(stderr.contains("was interrupted; undoing it"), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .rfind(|l| l.starts_with("djshim: "))
+            .is_some_and(|l| l.starts_with("djshim: deploy: undo: migrate polls 0001_initial")),
+        "{stderr}"
+    );
     let output = site.world.djshim(&["rollback", "prod"]);
     assert_status(&output, 0);
     assert!(text(&output).1.contains("was interrupted; undoing it"));
@@ -343,6 +380,56 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
     assert_eq!(site.generation_target("prod"), first);
     assert!(!site.migrations("prod").contains("0002"));
     assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+}
+
+/// A step's process that the step started (here, by the migration) is
+/// left running when `kill -9` ends djshim: the step's own process dies
+/// with djshim, what it started does not. The next command stops it
+/// before anything else, so it cannot write to the database after the
+/// undo (here, it would create a table 3 s after the kill). On
+/// PostgreSQL, where the orphans of the `NetBox` trial committed.
+#[test]
+fn what_a_killed_step_left_running_is_stopped_before_the_undo() {
+    let postgres = crate::postgres::Postgres::start();
+    let mut site = Site::with(Some(&postgres.socket_dir));
+    site.hold_server();
+    assert_status(&site.deploy(&["prod"]), 0);
+    let first = site.generation_target("prod");
+    commit_votes(&site);
+    let orphan = "import time, django\n\
+         time.sleep(3)\n\
+         django.setup()\n\
+         from django.db import connection\n\
+         connection.cursor().execute('CREATE TABLE orphan_was_here (id int)')\n";
+    site.arm("migrate-0002", orphan);
+    let (stderr, status) = stopped_at(&site, &["deploy", "prod"], &["migrate-0002"], "KILL");
+    assert!(status.code().is_none(), "{stderr}");
+    let killed_at = Instant::now();
+    let output = site.world.djshim(&["rollback", "prod"]);
+    assert_status(&output, 0);
+    assert!(
+        text(&output)
+            .1
+            .starts_with("djshim: a step of an interrupted run left 1 process running: killed\n"),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!(site.generation_target("prod"), first);
+    // Past the time the orphan would have written.
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(killed_at.elapsed()));
+    let output = from_cron(
+        site.world.path("bin/mywebsite-prod"),
+        &[
+            "shell",
+            "-c",
+            "from django.db import connection; print(sorted(connection.introspection.table_names()))",
+        ],
+    );
+    assert_status(&output, 0);
+    let tables = text(&output).0;
+    assert!(tables.contains("polls_question"), "{tables}");
+    assert!(!tables.contains("orphan_was_here"), "{tables}");
+    assert!(!site.migrations("prod").contains("[X] 0002"));
 }
 
 /// The Nix way: each commit built by nix-build, deployed from the store.
@@ -541,46 +628,6 @@ fn every_generation_runs_on_the_schema_it_knows() {
     assert!(!migrations.contains("[X] 0002"), "{migrations}");
 }
 
-/// Sends `signal` to djshim (the process alone, as a terminal's Ctrl-C or
-/// a hang-up reaches its foreground group, which the steps are not in)
-/// each time a line of `markers` appears, in turn; djshim's output.
-fn signalled(site: &Site, args: &[&str], signal: &str, markers: &[&str]) -> std::process::Output {
-    let mut child = site
-        .world
-        .djshim_cmd(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut seen = String::new();
-    let mut markers = markers.iter().peekable();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if markers
-            .peek()
-            .is_some_and(|m| line.starts_with(**m) && line.ends_with('…'))
-        {
-            markers.next();
-            // The step's process starts a moment after its line.
-            std::thread::sleep(Duration::from_millis(500));
-            let status = Command::new("kill")
-                .args(["-s", signal, &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(markers.peek().is_none(), "not every marker came:\n{seen}");
-    std::process::Output {
-        status,
-        stdout: Vec::new(),
-        stderr: seen.into_bytes(),
-    }
-}
-
 /// Ctrl-C (SIGINT), SIGTERM or a hang-up during a deploy is a failed step:
 /// the running step's process is stopped, the plan undone (migration
 /// reversed, profile back), and djshim says so. A second one during the
@@ -595,15 +642,14 @@ fn a_signal_during_a_deploy_undoes_it() {
         "djshim.toml",
         &config.replace(
             "health_timeout = 8\n",
-            "health_timeout = 8\nsteps = [[\"migrate\", \"--noinput\"], [\"shell\", \"-c\", \"import time; time.sleep(4)\"]]\n",
+            "health_timeout = 8\nsteps = [[\"migrate\", \"--noinput\"], [\"shell\", \"-c\", \"from polls.gates import gate; gate('step')\"]]\n",
         ),
     );
     commit_votes(&site);
-    let sleep = "djshim: deploy: manage.py shell -c import time; time.sleep(4)";
     for signal in ["INT", "TERM", "HUP"] {
-        let output = signalled(&site, &["deploy", "prod"], signal, &[sleep]);
-        assert_status(&output, 1);
-        let stderr = text(&output).1;
+        site.arm("step", "");
+        let (stderr, status) = stopped_at(&site, &["deploy", "prod"], &["step"], signal);
+        assert_eq!(status.code(), Some(1), "{signal}:\n{stderr}");
         for line in [
             "djshim: deploy: undo: migrate polls 0001_initial",
             "djshim: deploy: undo: switch to generation 1: done in ",
@@ -618,17 +664,23 @@ fn a_signal_during_a_deploy_undoes_it() {
         assert!(!site.migrations("prod").contains("[X] 0002"), "{signal}");
     }
 
-    // Twice: the second comes while the undo runs the old code's steps.
-    let undo_sleep = "djshim: deploy: undo: manage.py shell -c import time; time.sleep(4)";
-    let output = signalled(&site, &["deploy", "prod"], "INT", &[sleep, undo_sleep]);
-    assert_status(&output, 1);
-    let stderr = text(&output).1;
+    // Twice: the second comes while the undo reverses the migration.
+    site.arm("step", "");
+    site.arm("unmigrate-0002", "");
+    let (stderr, status) = stopped_at(
+        &site,
+        &["deploy", "prod"],
+        &["step", "unmigrate-0002"],
+        "INT",
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("and its undo was interrupted by SIGINT (Ctrl-C) at `manage.py shell -c")
-            && stderr.contains(
-                "the journal is kept, and the next `djshim deploy prod` or `djshim rollback prod` \
+        stderr.contains(
+            "and its undo was interrupted by SIGINT (Ctrl-C) at `migrate polls 0001_initial"
+        ) && stderr.contains(
+            "the journal is kept, and the next `djshim deploy prod` or `djshim rollback prod` \
                  finishes the undo"
-            ),
+        ),
         "{stderr}"
     );
     let output = site.world.djshim(&["rollback", "prod"]);

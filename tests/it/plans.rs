@@ -148,10 +148,13 @@ fn a_killed_rollback_is_finished_by_the_next() {
     let (site, first) = Site::serving();
     commit_votes(&site);
     assert_status(&site.deploy(&["prod"]), 0);
-    killed(
-        &site,
-        &["rollback", "prod"],
-        "djshim: rollback: manage.py collectstatic",
+    let stderr = killed(&site, &["rollback", "prod"], "manage-collectstatic");
+    assert!(
+        stderr
+            .lines()
+            .rfind(|l| l.starts_with("djshim: "))
+            .is_some_and(|l| l.starts_with("djshim: rollback: manage.py collectstatic")),
+        "{stderr}"
     );
     let output = site.world.djshim(&["rollback", "prod"]);
     assert_status(&output, 0);
@@ -488,7 +491,7 @@ fn a_first_deploy_starts_from_nothing() {
 fn a_killed_deploy_leaves_no_shims_behind_the_next() {
     let mut site = Site::new();
     site.hold_server();
-    killed_deploy(&site, "djshim: deploy: check and record migrations");
+    killed_deploy(&site, "manage-shell");
     let shims = site.world.path("profiles/.mywebsite-prod.shims");
     assert!(
         shims.is_dir(),

@@ -58,8 +58,42 @@ while True:
         break
 "#;
 
-/// Asks the holder: `restart` or `stop`.
-const CONTROL: &str = r#"import socket, sys
+/// Where a process of the site stops when a test says so, so that a kill
+/// lands where the test names (never where the timing happens to put it):
+/// a process reaching gate KEY finds GATES/KEY armed, takes it (renames it
+/// to KEY.inside: one process alone can), starts the Python the armed file
+/// holds, if any, in a process of its own (one a killed run would leave
+/// behind; its output goes nowhere, so the test's reader of djshim's
+/// stderr does not wait for it), and waits while KEY.inside exists: until the test removes it,
+/// or kills the process.
+pub(crate) const GATE: &str = r#"import os, subprocess, sys, time
+def gate(key, gates=None):
+    gates = gates or os.environ.get("MYWEBSITE_TEST_GATES")
+    if not gates:
+        return
+    armed = os.path.join(gates, key)
+    inside = armed + ".inside"
+    try:
+        code = open(armed).read()
+        os.rename(armed, inside)
+    except FileNotFoundError:
+        return
+    if code:
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=os.path.dirname(os.path.abspath(sys.argv[0])),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    while os.path.exists(inside):
+        time.sleep(0.02)
+"#;
+
+/// Asks the holder: `restart` or `stop`; with a fourth argument, the
+/// gates' directory, through gate `restart` first.
+const CONTROL: &str = r#"
+if len(sys.argv) > 3:
+    gate("restart", sys.argv[3])
+import socket
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.connect(sys.argv[1])
 s.sendall((sys.argv[2] + "\n").encode())
@@ -83,10 +117,15 @@ impl Site {
 
     /// The site on PostgreSQL (`Some`: the server's socket directory).
     pub(crate) fn with(postgres: Option<&Utf8Path>) -> Site {
-        Site::built_with(postgres, "command = [\"true\"]")
+        Site::built_with(
+            postgres,
+            "command = [\"@PYTHON@\", \"@GATE@\", \"@GATES@\", \"build\"]",
+        )
     }
 
-    /// The site, built with `build` (`[build]`'s `command` or `nix` line).
+    /// The site, built with `build` (`[build]`'s `command` or `nix` line,
+    /// where `@PYTHON@`, `@GATE@` and `@GATES@` name python3, gate.py and
+    /// the gates' directory).
     pub(crate) fn built_with(postgres: Option<&Utf8Path>, build: &str) -> Site {
         let world = World::new();
         // The build account, and a world it can walk into.
@@ -98,6 +137,7 @@ impl Site {
         .unwrap();
         let repo = world.path("repo");
         copy_tree(&root().join("examples/mywebsite"), &repo);
+        gated(&repo);
         git(&repo, &["init", "--quiet", "--initial-branch=main"]);
         git(&repo, &["add", "."]);
         git(&repo, &["commit", "--quiet", "-m", "first"]);
@@ -105,7 +145,15 @@ impl Site {
         fs::create_dir_all(world.path("var/prod")).unwrap();
         fs::create_dir_all(world.path("var/staging")).unwrap();
         let python = require("python3", "python3-minimal");
-        world.write("control.py", CONTROL);
+        world.write("control.py", &format!("{GATE}{CONTROL}"));
+        world.write(
+            "gate.py",
+            &format!("{GATE}gate(sys.argv[2], sys.argv[1])\n"),
+        );
+        let gates = world.path("gates");
+        fs::create_dir(&gates).unwrap();
+        // The build account takes the build's gate.
+        fs::set_permissions(&gates, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
         world.write(
             "djshim.toml",
             &format!(
@@ -114,19 +162,24 @@ impl Site {
                  [defaults]\npython = \"{venv}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
                  user = \"root\"\nstate_dir = \"var/{{instance}}\"\nstatic_root = \"var/{{instance}}/static\"\n\
                  static_dirs = [\"profiles/mywebsite-{{instance}}/assets\"]\n\
-                 env = {{ MYWEBSITE_DB = \"{db}/{{instance}}.sqlite3\", DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\"{pg} }}\n\
+                 env = {{ MYWEBSITE_DB = \"{db}/{{instance}}.sqlite3\", DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\", MYWEBSITE_TEST_GATES = \"{gates}\"{pg} }}\n\
                  [defaults.deploy]\nrestart = [\"true\"]\n\
                  [instances.staging]\n\
                  [instances.prod]\n\
                  [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--workers\", \"1\"]\n\
                  socket = \"127.0.0.1:{port}\"\n\
-                 [instances.prod.deploy]\nrestart = [\"{python}\", \"{control}\", \"{sock}\", \"restart\"]\n\
+                 [instances.prod.deploy]\nrestart = [\"{python}\", \"{control}\", \"{sock}\", \"restart\", \"{gates}\"]\n\
                  health = \"http://127.0.0.1:{port}/health\"\nhealth_timeout = 8\n",
                 venv = venv(),
                 db = world.path("var"),
                 python = python.display(),
                 control = world.path("control.py"),
                 sock = world.path("holder.sock"),
+                gates = world.path("gates"),
+                build = build
+                    .replace("@PYTHON@", &python.display().to_string())
+                    .replace("@GATE@", world.path("gate.py").as_str())
+                    .replace("@GATES@", world.path("gates").as_str()),
                 pg = postgres
                     .map(|dir| format!(", MYWEBSITE_PG_HOST = \"{dir}\""))
                     .unwrap_or_default(),
@@ -180,6 +233,13 @@ impl Site {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         assert_eq!(lines.next().unwrap().unwrap(), "ready");
         self.holder = Some(child);
+    }
+
+    /// Arms gate `key`: the next process to reach it waits there (after
+    /// starting `code`, Python, in a process of its own, unless empty).
+    pub(crate) fn arm(&self, key: &str, code: &str) {
+        let armed = self.world.write(&format!("gates/{key}"), code);
+        fs::set_permissions(armed, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     }
 
     /// Commits the files given (path in the repository, content).
@@ -253,59 +313,126 @@ impl Drop for Site {
 pub(crate) const VOTES_MODEL: &str = "from django.db import models\n\n\nclass Question(models.Model):\n    \
      text = models.CharField(max_length=200)\n    published = models.DateTimeField(auto_now_add=True)\n    \
      votes = models.IntegerField(default=0)\n\n    def __str__(self):\n        return self.text\n";
+/// The votes migration, through gates `migrate-0002` (after its column is
+/// added, in its transaction) and `unmigrate-0002` (before it is dropped).
+pub(crate) const VOTES_MIGRATION_GATED: &str = "from django.db import migrations, models\n\
+     from polls.gates import gate\n\n\nclass Migration(migrations.Migration):\n    \
+     dependencies = [(\"polls\", \"0001_initial\")]\n    operations = [\n        \
+     migrations.AddField(\"question\", \"votes\", models.IntegerField(default=0)),\n        \
+     migrations.RunPython(\n            lambda apps, schema: gate(\"migrate-0002\"),\n            \
+     lambda apps, schema: gate(\"unmigrate-0002\"),\n        ),\n    ]\n";
 pub(crate) const VOTES_MIGRATION: &str = "from django.db import migrations, models\n\n\nclass Migration(migrations.Migration):\n    \
      dependencies = [(\"polls\", \"0001_initial\")]\n    operations = [\n        \
      migrations.AddField(\"question\", \"votes\", models.IntegerField(default=0)),\n    ]\n";
 
-/// `djshim deploy prod` started in a process group of its own and killed
-/// with SIGKILL (all of it: djshim, the shim, manage.py) when it prints
-/// `marker`.
-pub(crate) fn killed_deploy(site: &Site, marker: &str) {
-    killed(site, &["deploy", "prod"], marker);
+/// `djshim deploy prod`, killed at gate `key` (see [`killed`]).
+pub(crate) fn killed_deploy(site: &Site, key: &str) -> String {
+    killed(site, &["deploy", "prod"], key)
 }
 
-/// `djshim ARGS` started in a process group of its own and killed with
-/// SIGKILL (all of it) when a step starting with `marker` begins.
-pub(crate) fn killed(site: &Site, args: &[&str], marker: &str) {
-    use std::os::unix::process::CommandExt;
+/// `djshim ARGS` killed with SIGKILL (djshim alone: its steps die with it,
+/// or are left behind by it) while a process of its step waits at gate
+/// `key`, which is then opened; what djshim wrote to stderr.
+pub(crate) fn killed(site: &Site, args: &[&str], key: &str) -> String {
+    site.arm(key, "");
+    let (stderr, status) = stopped_at(site, args, &[key], "KILL");
+    assert!(
+        status.code().is_none(),
+        "`djshim {}` ended before gate `{key}`:\n{stderr}",
+        args.join(" ")
+    );
+    stderr
+}
+
+/// `djshim ARGS`, sent `signal` as each gate of `keys` (armed by the
+/// caller) is taken in turn, the gate opened after that: what it wrote to
+/// stderr, how it ended.
+pub(crate) fn stopped_at(
+    site: &Site,
+    args: &[&str],
+    keys: &[&str],
+    signal: &str,
+) -> (String, std::process::ExitStatus) {
     let mut child = site
         .world
         .djshim_cmd(args)
-        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut seen = String::new();
-    for line in BufReader::new(child.stderr.take().unwrap()).lines() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.starts_with(marker) && line.ends_with('…') {
-            // `--`: a process group is a negative number, which kill would
-            // otherwise read as an option.
-            let status = Command::new("kill")
-                .args(["-s", "KILL", "--", &format!("-{}", child.id())])
-                .status()
-                .unwrap();
-            assert!(status.success());
-            break;
+    let reader = drain(child.stderr.take().unwrap());
+    for key in keys {
+        let inside = site.world.path(&format!("gates/{key}.inside"));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !inside.exists() {
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "`djshim {}` never reached gate `{key}`:\n{}",
+                    args.join(" "),
+                    reader.join().unwrap()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let status = Command::new("kill")
+            .args(["-s", signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        if signal == "KILL" {
+            child.wait().unwrap();
+        }
+        // A process that did not die with djshim (the server answering
+        // the health probe) goes on.
+        let _ = fs::remove_file(&inside);
     }
     let status = child.wait().unwrap();
-    assert!(
-        status.code().is_none(),
-        "`djshim {}` ended before `{marker}`:\n{seen}",
-        args.join(" ")
-    );
+    (reader.join().unwrap(), status)
 }
 
-/// Commits the votes migration (0002) and its model.
+/// Reads `pipe` to its end in a thread.
+fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+/// Makes the example project at `repo` stop at gates: `polls/gates.py`,
+/// gate `manage-COMMAND` as each `manage.py COMMAND` starts, gate `health`
+/// in the health view.
+fn gated(repo: &Utf8Path) {
+    fs::write(repo.join("polls/gates.py"), GATE).unwrap();
+    fs::write(
+        repo.join("polls/apps.py"),
+        "import sys\n\nfrom django.apps import AppConfig\n\n\nclass PollsConfig(AppConfig):\n    \
+         name = \"polls\"\n\n    def ready(self):\n        from .gates import gate\n\n        \
+         if sys.argv[0].endswith(\"manage.py\") and len(sys.argv) > 1:\n            \
+         gate(\"manage-\" + sys.argv[1])\n",
+    )
+    .unwrap();
+    let views = repo.join("polls/views.py");
+    let text = fs::read_to_string(&views).unwrap();
+    let text = text.replace(
+        "    list(Question.objects.all()[:1])",
+        "    from .gates import gate\n\n    gate(\"health\")\n    list(Question.objects.all()[:1])",
+    );
+    assert!(text.contains("gate(\"health\")"), "{text}");
+    fs::write(views, text).unwrap();
+}
+
+/// Commits the votes migration (0002, through its gates) and its model.
 pub(crate) fn commit_votes(site: &Site) {
     site.commit(
         &[
             ("polls/models.py", VOTES_MODEL),
-            ("polls/migrations/0002_question_votes.py", VOTES_MIGRATION),
+            (
+                "polls/migrations/0002_question_votes.py",
+                VOTES_MIGRATION_GATED,
+            ),
         ],
         "votes",
     );
