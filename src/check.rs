@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use camino::Utf8Path;
 
+use crate::error::Error;
 use crate::model::{Instance, join};
 use crate::process::Process;
 
@@ -31,6 +32,20 @@ impl fmt::Display for Problem {
             self.instance, self.key, self.message
         )
     }
+}
+
+/// What Django itself says of `instance` (its system checks, as the
+/// instance's account), as problems of its `settings`.
+pub fn deep(model: &crate::model::Model, instance: &Instance) -> Result<Vec<Problem>, Error> {
+    Ok(crate::django::deep_problems(model, instance)?
+        .into_iter()
+        .map(|message| Problem {
+            instance: instance.name.clone(),
+            key: "settings",
+            message,
+            warning: false,
+        })
+        .collect())
 }
 
 /// Asks Python whether it can find the settings module the way manage.py
@@ -204,7 +219,7 @@ fn accounts(instance: &Instance) -> Vec<Problem> {
     };
     // The account whose files these are: the instance's, else whoever runs `check`.
     let account = if let Some(user) = &instance.user {
-        let entry = getent("passwd", user);
+        let entry = crate::accounts::account(user);
         if entry.is_none() {
             say(
                 "user",
@@ -214,14 +229,14 @@ fn accounts(instance: &Instance) -> Vec<Problem> {
                 false,
             );
         }
-        entry.map(|fields| (fields[2].parse::<u32>().ok(), user.clone()))
+        entry.map(|account| (Some(account.uid), user.clone()))
     } else {
         Some((crate::procs::own_uid(), String::new()))
     };
     if let Some(group) = instance
         .group
         .as_ref()
-        .filter(|g| getent("group", g).is_none())
+        .filter(|g| crate::accounts::group(g).is_none())
     {
         say(
             "group",
@@ -238,7 +253,7 @@ fn accounts(instance: &Instance) -> Vec<Problem> {
         }
     }
     if let Some((Some(uid), user)) = account.filter(|(_, user)| !user.is_empty()) {
-        let groups = groups_of(&user);
+        let groups = crate::accounts::groups_of(&user);
         for (key, dir) in [
             ("state_dir", &instance.state_dir),
             ("static_root", &instance.static_root),
@@ -325,65 +340,9 @@ fn writable(meta: &std::fs::Metadata, uid: u32, groups: &[u32]) -> bool {
         || (meta.uid() != uid && !groups.contains(&meta.gid()) && mode & 0o003 == 0o003)
 }
 
-/// Where system programs are looked up (`check` and the shims use the
-/// same list), never on the caller's `PATH`.
-pub const TOOL_DIRS: [&str; 5] = [
-    "/run/current-system/sw/bin",
-    "/usr/bin",
-    "/bin",
-    "/usr/sbin",
-    "/sbin",
-];
-
-/// A system program in [`TOOL_DIRS`] (an executable file), found the way
-/// the shims find theirs.
-pub fn tool(name: &str) -> Option<std::path::PathBuf> {
-    TOOL_DIRS
-        .iter()
-        .map(|dir| std::path::Path::new(dir).join(name))
-        .find(|path| {
-            path.metadata()
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-}
-
-/// How long a lookup of an account may take (NSS may ask the network).
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// How long importing the settings' parents may take: a module that hangs
 /// on import must not hang `check`, `pin` or `deploy`.
 const IMPORT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The fields of `getent DATABASE KEY`, if the entry exists.
-fn getent(database: &str, key: &str) -> Option<Vec<String>> {
-    let (code, out, _) = Process::new(tool("getent")?)
-        .args([database, key])
-        .timeout(LOOKUP_TIMEOUT)
-        .outcome()
-        .ok()?;
-    let line = String::from_utf8(out).ok()?;
-    let fields: Vec<String> = line.trim_end().split(':').map(str::to_owned).collect();
-    (code == Some(0) && fields.len() >= 3).then_some(fields)
-}
-
-/// The group ids of an account (`id -G`).
-fn groups_of(user: &str) -> Vec<u32> {
-    let Some(id) = tool("id") else {
-        return Vec::new();
-    };
-    Process::new(id)
-        .args(["-G", user])
-        .timeout(LOOKUP_TIMEOUT)
-        .outcome()
-        .ok()
-        .map(|(_, out, _)| {
-            String::from_utf8_lossy(&out)
-                .split_whitespace()
-                .filter_map(|g| g.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
-}
 
 /// The command that runs the instance's interpreter the way the shim
 /// would: as the instance's account when `check` runs as root. The
@@ -397,22 +356,22 @@ pub fn as_account(instance: &Instance) -> Result<Process, String> {
     else {
         return Ok(Process::new(&instance.python));
     };
-    let Some(entry) = getent("passwd", user) else {
+    let Some(account) = crate::accounts::account(user) else {
         return Err(format!(
             "not imported: the account `{user}` does not exist, and the package's code never runs as root"
         ));
     };
-    let setpriv = tool("setpriv").ok_or_else(|| {
+    let gid = match &instance.group {
+        Some(group) => crate::accounts::group(group)
+            .ok_or_else(|| format!("not imported: the group `{group}` does not exist"))?,
+        None => account.gid,
+    };
+    let process = crate::accounts::as_account(&account, gid, &instance.python).ok_or_else(|| {
         "not imported: setpriv (util-linux) is missing, and the package's code never runs as root"
             .to_owned()
     })?;
-    let group = instance.group.clone().unwrap_or_else(|| entry[3].clone());
-    Ok(Process::new(setpriv)
-        .arg(format!("--reuid={user}"))
-        .arg(format!("--regid={group}"))
-        .args(["--init-groups", "--"])
-        .arg(&instance.python)
-        .env("HOME", entry.get(5).map_or("/", String::as_str))
+    Ok(process
+        .env("HOME", &account.home)
         .env("USER", user)
         .env("LOGNAME", user))
 }

@@ -176,7 +176,7 @@ fn check(model: &Model, args: &CheckArgs, out: &mut dyn Write) -> Result<ExitCod
         // Django is asked only about a package that is there (a profile
         // instance not deployed yet has none).
         if found.iter().all(|p| p.warning) && instance.package.is_dir() {
-            found.extend(crate::django::deep_problems(model, instance)?);
+            found.extend(check::deep(model, instance)?);
         }
         for problem in &found {
             say(out, format_args!("{problem}"))?;

@@ -251,26 +251,15 @@ pub fn is_django(instance: &Instance) -> bool {
     fs::read_to_string(&instance.manage).is_ok_and(|t| t.contains("django"))
 }
 
-/// [`problems`] of `instance` as `check` reports them, through a shim in
-/// a temporary directory.
-pub fn deep_problems(
-    model: &Model,
-    instance: &Instance,
-) -> Result<Vec<crate::check::Problem>, Error> {
+/// [`problems`] of `instance`, through a shim in a temporary directory;
+/// none when its manage.py is not Django's.
+pub fn deep_problems(model: &Model, instance: &Instance) -> Result<Vec<String>, Error> {
     if !is_django(instance) {
         return Ok(Vec::new());
     }
     let (_tmp, mut shims) = Shims::temporary(model, instance)?;
     let shim = shims.shim(None)?;
-    Ok(problems(instance, &shim)
-        .into_iter()
-        .map(|message| crate::check::Problem {
-            instance: instance.name.clone(),
-            key: "settings",
-            message,
-            warning: false,
-        })
-        .collect())
+    Ok(problems(instance, &shim))
 }
 
 /// The Python modules the server and the services start with `-m`, and

@@ -3,7 +3,7 @@
 //! step's process is stopped ([`crate::process`] watches the count) and
 //! the plan treats it as a failed step, so the plan is undone; a second
 //! one during the undo stops there, and the journal is left for the next
-//! command ([`crate::deploy::plan`]).
+//! command ([`crate::operations::plan`]).
 
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 

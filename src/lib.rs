@@ -9,12 +9,12 @@
 //! Public only what the `djshim` binary and the tests use; the helper
 //! (`djshim-exec`: src/exec.rs, src/relay.rs) is a binary of its own.
 
-pub(crate) mod builder;
+pub(crate) mod accounts;
+pub(crate) mod build_account;
 pub(crate) mod check;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub(crate) mod deploy;
 pub(crate) mod django;
 pub mod envfile;
 pub(crate) mod envrule;
@@ -25,6 +25,7 @@ pub(crate) mod layout;
 pub(crate) mod lock;
 pub mod model;
 pub(crate) mod nixos;
+pub(crate) mod operations;
 pub(crate) mod pins;
 pub(crate) mod process;
 pub(crate) mod procs;

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::{DeployArgs, HistoryArgs, PinArgs, RollbackArgs};
-use crate::deploy::{self, Back, Candidate, Moved, Record};
 use crate::error::Error;
 use crate::model::Model;
+use crate::operations::{self, Back, Candidate, Moved, Pinned, Record};
 use crate::profile::{Current, profiled};
 use crate::steps::say;
 
@@ -46,23 +46,22 @@ fn report(name: &str, moved: &Moved, out: &mut dyn Write) -> Result<(), Error> {
 
 pub fn pin(model: &Model, args: &PinArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     if let Some(path) = &args.path {
-        deploy::prepare(model, &args.instance, &crate::profile::resolve(path)?)?;
-        let (package, problems) = deploy::problems(model, &args.instance, path)?;
-        for problem in &problems {
-            say(out, format_args!("{problem}"))?;
+        match operations::pin(model, &args.instance, path)? {
+            Pinned::Moved(moved) => report(&args.instance, &moved, out)?,
+            Pinned::CannotRun { package, problems } => {
+                for problem in &problems {
+                    say(out, format_args!("{problem}"))?;
+                }
+                return Err(Error::Problem(format!(
+                    "not pinning {package}: the instance could not run it ({} problem{})",
+                    problems.len(),
+                    if problems.len() == 1 { "" } else { "s" }
+                )));
+            }
         }
-        if !problems.is_empty() {
-            return Err(Error::Problem(format!(
-                "not pinning {package}: the instance could not run it ({} problem{})",
-                problems.len(),
-                if problems.len() == 1 { "" } else { "s" }
-            )));
-        }
-        let moved = deploy::pin(model, &args.instance, &package)?;
-        report(&args.instance, &moved, out)?;
     }
     if let Some(keep) = args.keep {
-        for (number, target) in deploy::prune(model, &args.instance, keep as usize)? {
+        for (number, target) in operations::prune(model, &args.instance, keep as usize)? {
             say(
                 out,
                 format_args!("{}: deleted generation {number}: {target}", args.instance),
@@ -78,7 +77,7 @@ pub fn rollback(
     out: &mut dyn Write,
 ) -> Result<ExitCode, Error> {
     let back = args.to.map_or(Back::Previous, Back::To);
-    let moved = deploy::rollback(model, &args.instance, back)?;
+    let moved = operations::rollback(model, &args.instance, back)?;
     if let Moved::Already { number, .. } = moved {
         say(
             out,
@@ -98,7 +97,7 @@ pub fn deploy(model: &Model, args: &DeployArgs, out: &mut dyn Write) -> Result<E
         (None, None) => Candidate::Build(args.reference.as_deref()),
     };
     let name = &args.instance;
-    match deploy::deploy(model, name, candidate, args.allow_irreversible)? {
+    match operations::deploy(model, name, candidate, args.allow_irreversible)? {
         Moved::Already { package, .. } => {
             say(
                 out,

@@ -416,6 +416,29 @@ pub fn stop_left(file: &Utf8Path) -> Result<usize, Error> {
 /// uninterruptible sleep on a slow disk can hold one for a while).
 const LEFT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Where system programs are looked up (`check` and the shims use the
+/// same list), never on the caller's `PATH`.
+pub const TOOL_DIRS: [&str; 5] = [
+    "/run/current-system/sw/bin",
+    "/usr/bin",
+    "/bin",
+    "/usr/sbin",
+    "/sbin",
+];
+
+/// A system program in [`TOOL_DIRS`] (an executable file), found the way
+/// the shims find theirs.
+pub fn tool(name: &str) -> Option<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt as _;
+    TOOL_DIRS
+        .iter()
+        .map(|dir| std::path::Path::new(dir).join(name))
+        .find(|path| {
+            path.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// Reads a child's pipe to its end in a thread of its own (two pipes read
 /// one after the other could block the child on the other); nothing when
 /// the stream is not piped.

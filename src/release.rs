@@ -328,7 +328,7 @@ fn nix(
     let link = build
         .releases_dir
         .join(release_name(&model.project, commit));
-    let account = crate::builder::Account::for_nix(build)?;
+    let account = crate::build_account::BuildAccount::for_nix(build)?;
     let epoch = commit_time(repo, commit)?;
     step("build: nix-build", || {
         // Restricted evaluation: the commit's Nix code reads the exported
@@ -402,7 +402,7 @@ fn command_build(
         );
         return Ok(release);
     }
-    let account = crate::builder::Account::for_build(build)?;
+    let account = crate::build_account::BuildAccount::for_build(build)?;
     remove_tree(&release)?;
     let made = (|| {
         step("build: export", || export(repo, commit, &release))?;
@@ -418,7 +418,7 @@ fn command_build(
         // frozen, so nothing of the account can change it afterwards.
         account.stop_leftovers();
         ran?;
-        step("build: freeze", || crate::builder::freeze(&release))?;
+        step("build: freeze", || crate::build_account::freeze(&release))?;
         fs::write(&stamp, format!("{commit}\n")).map_err(|e| Error::io("write", &stamp, e))?;
         crate::write::sync_dir(&build.releases_dir)
     })();

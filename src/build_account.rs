@@ -15,6 +15,7 @@ use camino::Utf8Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use rustix::process::{Gid, Uid};
 
+use crate::accounts::Account;
 use crate::error::Error;
 use crate::model::Build;
 use crate::process::Process;
@@ -39,11 +40,9 @@ const NIX_VARIABLES: [&str; 6] = [
 
 /// The account a build runs as.
 #[derive(Debug)]
-pub struct Account {
-    name: String,
-    uid: u32,
-    gid: u32,
-    home: String,
+pub struct BuildAccount {
+    /// Its home is the build's own (see `fresh_home`).
+    account: Account,
     /// Root builds as another account (else djshim's own account builds).
     switch: bool,
     /// The account's home for this build: made empty for it, removed
@@ -57,13 +56,13 @@ pub struct Account {
     held: Option<crate::lock::Held>,
 }
 
-impl Account {
+impl BuildAccount {
     /// The account of a command build: `[build] user`, required when
     /// djshim runs as root.
-    pub fn for_build(build: &Build) -> Result<Account, Error> {
-        let mut account = Account::resolve(build, "the build command")?;
+    pub fn for_build(build: &Build) -> Result<BuildAccount, Error> {
+        let mut account = BuildAccount::resolve(build, "the build command")?;
         if account.switch {
-            account.held = Some(lock(&account.name)?);
+            account.held = Some(lock(&account.account.name)?);
         }
         Ok(account)
     }
@@ -71,15 +70,15 @@ impl Account {
     /// The account nix-build runs as: through the Nix daemon, the build
     /// account; single-user Nix (no daemon) is driven by whoever owns the
     /// store, root here, with the evaluation restricted (see the README).
-    pub fn for_nix(build: &Build) -> Result<Account, Error> {
+    pub fn for_nix(build: &Build) -> Result<BuildAccount, Error> {
         let root = rustix::process::geteuid().is_root();
         if root && !std::path::Path::new(NIX_DAEMON).exists() {
-            return Ok(Account::me());
+            return Ok(BuildAccount::me());
         }
-        Account::resolve(build, "the commit's Nix code")
+        BuildAccount::resolve(build, "the commit's Nix code")
     }
 
-    fn resolve(build: &Build, what: &str) -> Result<Account, Error> {
+    fn resolve(build: &Build, what: &str) -> Result<BuildAccount, Error> {
         let me = rustix::process::geteuid();
         let Some(name) = &build.user else {
             if me.is_root() {
@@ -90,34 +89,28 @@ impl Account {
                      process of it after a build"
                 )));
             }
-            return Ok(Account::me());
+            return Ok(BuildAccount::me());
         };
-        let user = nix::unistd::User::from_name(name)
-            .ok()
-            .flatten()
-            .ok_or_else(|| {
-                Error::Problem(format!(
-                    "the build account `{name}` does not exist\n  = help: `useradd --system \
+        let user = crate::accounts::account(name).ok_or_else(|| {
+            Error::Problem(format!(
+                "the build account `{name}` does not exist\n  = help: `useradd --system \
                      --create-home {name}`"
-                ))
-            })?;
-        if user.uid.is_root() {
+            ))
+        })?;
+        if user.uid == 0 {
             return Err(Error::Problem(format!(
                 "`[build] user = \"{name}\"` is root: the commit's code never runs as root\n  = \
                  help: name an account made for building alone"
             )));
         }
-        if !me.is_root() && user.uid.as_raw() != me.as_raw() {
+        if !me.is_root() && user.uid != me.as_raw() {
             return Err(Error::Problem(format!(
                 "only root can build as `{name}`: run djshim as root, or as `{name}`"
             )));
         }
-        let (uid, gid) = (user.uid.as_raw(), user.gid.as_raw());
-        let mut account = Account {
-            name: name.clone(),
-            uid,
-            gid,
-            home: user.dir.to_string_lossy().into_owned(),
+        let (uid, gid) = (user.uid, user.gid);
+        let mut account = BuildAccount {
+            account: user,
             switch: me.is_root(),
             held: None,
             fresh_home: None,
@@ -129,23 +122,24 @@ impl Account {
                 .map_err(|e| Error::io("make a home for the build in", Utf8Path::new("/tmp"), e))?;
             std::os::unix::fs::chown(home.path(), Some(uid), Some(gid))
                 .map_err(|e| Error::io("give the build's home to", Utf8Path::new(name), e))?;
-            account.home = home.path().to_string_lossy().into_owned();
+            account.account.home = home.path().to_string_lossy().into_owned();
             account.fresh_home = Some(home);
         }
         Ok(account)
     }
 
     /// djshim's own account, with a clean environment all the same.
-    fn me() -> Account {
-        let uid = nix::unistd::geteuid();
-        let user = nix::unistd::User::from_uid(uid).ok().flatten();
-        Account {
-            name: user
-                .as_ref()
-                .map_or_else(|| uid.to_string(), |u| u.name.clone()),
-            uid: uid.as_raw(),
-            gid: nix::unistd::getegid().as_raw(),
-            home: user.map_or_else(|| "/".to_owned(), |u| u.dir.to_string_lossy().into_owned()),
+    fn me() -> BuildAccount {
+        let uid = rustix::process::geteuid().as_raw();
+        let gid = rustix::process::getegid().as_raw();
+        let account = crate::accounts::account(&uid.to_string()).unwrap_or(Account {
+            name: uid.to_string(),
+            uid,
+            gid,
+            home: "/".into(),
+        });
+        BuildAccount {
+            account: Account { gid, ..account },
             switch: false,
             held: None,
             fresh_home: None,
@@ -162,7 +156,7 @@ impl Account {
         if !self.switch {
             return Ok(());
         }
-        chown_tree(dir.as_std_path(), self.uid, self.gid)
+        chown_tree(dir.as_std_path(), self.account.uid, self.account.gid)
             .map_err(|e| Error::io("give to the build account", dir, e))
     }
 
@@ -196,23 +190,21 @@ impl Account {
     }
 
     fn process(&self, program: &str) -> Process {
+        let account = &self.account;
         let process = if self.switch {
-            let setpriv = crate::check::tool("setpriv")
-                .map_or_else(|| "/usr/bin/setpriv".into(), |p| p.display().to_string());
-            Process::new(setpriv)
-                .arg(format!("--reuid={}", self.uid))
-                .arg(format!("--regid={}", self.gid))
-                .args(["--init-groups", "--"])
-                .arg(program)
+            // Without setpriv the build fails saying so (as a command that
+            // cannot start), never runs as root.
+            crate::accounts::as_account(account, account.gid, program)
+                .unwrap_or_else(|| Process::new("/usr/bin/setpriv"))
         } else {
             Process::new(program)
         };
         process
             .env_clear()
             .env("PATH", PATH)
-            .env("HOME", &self.home)
-            .env("USER", &self.name)
-            .env("LOGNAME", &self.name)
+            .env("HOME", &account.home)
+            .env("USER", &account.name)
+            .env("LOGNAME", &account.name)
             .env("LANG", "C.UTF-8")
             .env("PYTHONNOUSERSITE", "1")
     }
@@ -224,7 +216,7 @@ impl Account {
             return;
         }
         for _ in 0..100 {
-            let found = processes_of(self.uid);
+            let found = processes_of(self.account.uid);
             if found.is_empty() {
                 return;
             }

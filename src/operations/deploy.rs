@@ -1,0 +1,335 @@
+//! `djshim deploy`: the candidate (built, given, or promoted from another
+//! instance under its lock), its questions (the deep check and the
+//! migration record, in one Django start), and the plan: new generation,
+//! window, switch, steps, restart, health, healthy.
+
+use std::collections::BTreeMap;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use super::journal::{JournalFile, Record};
+use super::plan::{self, Code, OnKill, Outcome, Plan, Planned, Step, Undo};
+use super::{
+    Candidate, Journaled, Moved, after_steps, command_step, health, machine_check, make_state_dir,
+    manage, manage_steps, open, window,
+};
+use crate::django::{self, Migrations};
+use crate::error::Error;
+use crate::model::{Instance, Model};
+use crate::profile::{Generation, Lock, Profile, current, resolve};
+use crate::steps::step;
+
+/// Deploys `candidate` to `name`.
+pub fn deploy(
+    model: &Model,
+    name: &str,
+    candidate: Candidate<'_>,
+    allow_irreversible: bool,
+) -> Result<Moved, Error> {
+    let (mut world, _) = open(model, name, "deploy", Journaled::Recover)?;
+    let (instance, profile) = (world.instance, world.profile.clone());
+    let package = step("deploy: candidate", || candidate_package(model, candidate))?;
+    eprintln!("djshim: candidate for {name}: {package}");
+    let generations = profile.generations()?;
+    let old = current(&profile, &generations)?.cloned();
+    if let Some(g) = old.as_ref().filter(|g| g.target == package) {
+        return Ok(Moved::Already {
+            number: g.number,
+            package,
+        });
+    }
+    let candidate_instance = instance.rebased(&package);
+    make_state_dir(&candidate_instance, "deploy")?;
+    let shim = world.shims.shim(Some(&package))?;
+    // One Django start answers both: the deep check, then the record.
+    let migrations = step("deploy: check and record migrations", || {
+        machine_check(&candidate_instance)?;
+        django::deploy_questions(&candidate_instance, &shim)
+    })?;
+    if !migrations.unknown.is_empty() {
+        return Err(Error::Problem(format!(
+            "not switching {name} to {package}: its database has migrations this package does \
+             not know ({}), applied by a newer release; its code would run on a schema it does \
+             not know, and only the code that applied them can reverse them\n  = help: roll \
+             back to a generation without them (`djshim rollback {name}`, or `--to N`: \
+             `djshim history {name}`), which migrates back with the newer code, or deploy a \
+             package that has them",
+            migrations.unknown.join(", ")
+        )));
+    }
+    report_migrations(&migrations, instance.deploy.window);
+    let irreversible = migrations.irreversible();
+    // A first deploy is never migrated back (see `deploy_plan`), so what
+    // cannot be reversed does not stop it.
+    if !allow_irreversible && old.is_some() && !irreversible.is_empty() {
+        return Err(Error::Problem(format!(
+            "not switching {name} to {package}: these migrations cannot be reversed, so a \
+             failed deploy could not take the database back: {}\n  = help: give them a reverse \
+             (RunPython's reverse_code, RunSQL's reverse_sql), or pass --allow-irreversible",
+            irreversible.join(", ")
+        )));
+    }
+    let number = profile.next_number(&generations)?;
+    let plan = deploy_plan(instance, &package, number, old.as_ref(), &migrations);
+    window::ready_for(&plan, instance)?;
+    match plan::run(plan, &mut world, &mut JournalFile::new(&profile))? {
+        Outcome::Done => Ok(Moved::To {
+            number,
+            package,
+            from: old.map(|g| (g.number, g.target)),
+        }),
+        Outcome::Undone(failure) => {
+            let back = match &old {
+                Some(g) => format!("{name} is back on generation {}: {}", g.number, g.target),
+                None => format!(
+                    "{name} had no generation before, and runs none now; its database keeps \
+                     what the first deploy's migrations made"
+                ),
+            };
+            Err(Error::Problem(format!(
+                "the deploy of {package} failed: {failure}\n  = {back}"
+            )))
+        }
+    }
+}
+
+/// The plan of a deploy to generation `number` from `old`.
+///
+/// Forward: make the generation (its record says "not healthy" until the
+/// last step), switch, the deploy steps, restart (a first deploy: start),
+/// health, mark it healthy. Undone newest first: the migrations go back
+/// with the candidate's code (it alone knows how to reverse them), then
+/// the profile goes back and the old code's steps and restart run again.
+///
+/// A first deploy has no older code that needs the older schema: undoing
+/// it stops what it started and removes the profile link (the instance
+/// runs nothing, and the next deploy starts afresh), and leaves the
+/// database as the candidate's migrations made it — migrating a fresh
+/// database back through the initial migrations, often irreversible,
+/// would gain nothing.
+fn deploy_plan(
+    instance: &Instance,
+    package: &Utf8Path,
+    number: u32,
+    old: Option<&Generation>,
+    migrations: &Migrations,
+) -> Plan {
+    let deploy = &instance.deploy;
+    let name = &instance.name;
+    let candidate = Code::Generation {
+        number,
+        package: package.to_owned(),
+    };
+    let mut steps = vec![Planned {
+        step: Step::Create {
+            number,
+            package: package.to_owned(),
+            targets: Some(migrations.targets.clone()),
+            irreversible: migrations.irreversible(),
+        },
+        // Last of the undo: its migrations are reversed by then.
+        undo: Undo::Steps(vec![Step::Reversed {
+            numbers: vec![number],
+            reversed: true,
+        }]),
+    }];
+    let back = match old {
+        Some(old) => {
+            let mut back = vec![Step::Switch {
+                to: Some(old.number),
+            }];
+            back.extend(manage_steps(instance));
+            back.push(command_step("restart", &deploy.restart));
+            back
+        }
+        None => vec![Step::Switch { to: None }],
+    };
+    // The window opens before the switch (the server's launcher holds
+    // requests, or answers 503, from its restart on) and closes after the
+    // restart, which the launcher ends by starting the new code; a first
+    // deploy has no old code serving.
+    let window = old.and_then(|_| window::steps(instance));
+    // Undone, the migrations go back under a window opened afresh: the one
+    // the deploy opened may have run out, and the launcher then serves.
+    let reopen = window
+        .as_ref()
+        .map(|w| w.reopen.clone())
+        .unwrap_or_default();
+    let (open, close) = window.map(|w| (w.open, w.close)).unzip();
+    steps.extend(open.into_iter().flatten());
+    steps.push(Planned {
+        step: Step::Switch { to: Some(number) },
+        undo: Undo::Steps(back),
+    });
+    let irreversible = migrations.irreversible();
+    for args in &deploy.steps {
+        let undo = if args.first().map(String::as_str) != Some("migrate") || old.is_none() {
+            Undo::nothing()
+        } else if !irreversible.is_empty() {
+            Undo::Impossible(format!(
+                "the migrations {} cannot be reversed (the deploy was allowed with \
+                 --allow-irreversible), so the database stays migrated and {name} stays on \
+                 generation {number}\n  = help: deploy a fix forward (`djshim deploy {name}`), \
+                 or restore the database from a backup and switch back by hand",
+                irreversible.join(", ")
+            ))
+        } else if migrations.targets.is_empty() {
+            Undo::nothing()
+        } else {
+            let mut back = reopen.clone();
+            back.push(Step::MigrateBack {
+                targets: migrations.targets.clone().into_iter().collect(),
+                code: candidate.clone(),
+            });
+            Undo::Steps(back)
+        };
+        steps.push(Planned {
+            step: manage(args),
+            undo,
+        });
+    }
+    if old.is_some() {
+        steps.push(Planned {
+            step: command_step("restart", &deploy.restart),
+            undo: Undo::nothing(),
+        });
+    } else {
+        steps.push(Planned {
+            step: command_step("start", &deploy.start),
+            undo: Undo::Steps(
+                deploy
+                    .stop
+                    .iter()
+                    .map(|argv| command_step("stop", argv))
+                    .collect(),
+            ),
+        });
+    }
+    // Closed once the restart has started the launcher anew (in the
+    // window still): its one start of the new code is the window's end.
+    // Closed before it, the old launcher would start the new code and the
+    // restart stop it mid-start (a gunicorn stopped while it boots its
+    // workers once held the restart for systemd's 90 s stop timeout).
+    steps.extend(close);
+    steps.extend(health(instance));
+    steps.extend(after_steps(instance));
+    steps.push(Planned {
+        step: Step::Healthy { number },
+        undo: Undo::nothing(),
+    });
+    Plan {
+        operation: "deploy".into(),
+        instance: name.clone(),
+        summary: format!("a deploy of {package} to {name} (generation {number})"),
+        on_kill: OnKill::Undo,
+        steps,
+    }
+}
+
+/// The package a candidate names. `--from OTHER` is read under OTHER's
+/// lock, which must be free: promoting while OTHER's deploy, rollback or
+/// pin runs would promote what may yet be undone (and waiting for it
+/// could wait for ever on two promotions of each other).
+fn candidate_package(model: &Model, candidate: Candidate<'_>) -> Result<Utf8PathBuf, Error> {
+    match candidate {
+        Candidate::Build(reference) => {
+            crate::release::build(model, reference, &mut std::io::sink())
+        }
+        Candidate::Path(path) => resolve(path),
+        Candidate::From(other) => {
+            let other = model.select(&[other.to_owned()])?[0];
+            if !other.profile {
+                return other
+                    .package
+                    .canonicalize_utf8()
+                    .map_err(|e| Error::io("resolve the package of", &other.package, e));
+            }
+            let profile = Profile::at(&other.package);
+            let _lock = Lock::try_take(&profile, &format!("deploy --from {}", other.name))
+                .map_err(|holder| {
+                    Error::Problem(format!(
+                        "instance `{0}` is busy: {holder} is under way, and what `{0}` runs \
+                         may still change\n  = help: promote once it has ended",
+                        other.name
+                    ))
+                })?;
+            if let Some(journal) = JournalFile::new(&profile).read()? {
+                return Err(Error::Problem(format!(
+                    "instance `{}` runs no complete generation: {} did not end\n  = help: \
+                     `djshim rollback {}` or `djshim deploy {}` first",
+                    other.name, journal.plan.summary, other.name, other.name
+                )));
+            }
+            let generations = profile.generations()?;
+            let Some(g) = current(&profile, &generations)? else {
+                return Err(Error::Problem(format!(
+                    "instance `{}` runs no generation of its profile, so there is nothing to \
+                     promote",
+                    other.name
+                )));
+            };
+            if Record::of(&profile, g.number)?.is_some_and(|r| !r.healthy) {
+                return Err(Error::Problem(format!(
+                    "generation {} of instance `{}` is a deploy that did not end healthy; it is \
+                     not promoted",
+                    g.number, other.name
+                )));
+            }
+            resolve(&g.target)
+        }
+    }
+}
+
+/// The new migrations, summarised: their number, and each that cannot be
+/// reversed by name (a first deploy of a large application brings
+/// hundreds).
+fn report_migrations(migrations: &Migrations, window: crate::model::Window) {
+    let count = migrations.new.len();
+    let mut apps: BTreeMap<&str, usize> = BTreeMap::new();
+    for (app, _, _) in &migrations.new {
+        *apps.entry(app).or_default() += 1;
+    }
+    match count {
+        0 => eprintln!("djshim: the candidate brings no new migration"),
+        1..=5 => {
+            for (app, name, reversible) in &migrations.new {
+                let how = if *reversible {
+                    "reversible"
+                } else {
+                    "IRREVERSIBLE"
+                };
+                eprintln!("djshim: new migration {app}.{name}: {how}");
+            }
+        }
+        _ => {
+            let per_app: Vec<String> = apps.iter().map(|(a, n)| format!("{a} {n}")).collect();
+            let irreversible = migrations.irreversible();
+            eprintln!(
+                "djshim: the candidate brings {count} new migrations ({}); {} of them cannot \
+                 be reversed",
+                per_app.join(", "),
+                irreversible.len()
+            );
+            for m in irreversible {
+                eprintln!("djshim: new migration {m}: IRREVERSIBLE");
+            }
+        }
+    }
+    // Said before the switch: the old code keeps serving while the steps
+    // migrate, until the restart — unless a window keeps it from requests.
+    for (migration, why) in &migrations.breaking {
+        if window == crate::model::Window::Serve {
+            eprintln!(
+                "djshim: warning: the code running now may fail against {migration} until the \
+                 restart: {} (`[deploy] window = \"stop\"` or `\"503\"` keeps requests from it)",
+                why.join("; ")
+            );
+        } else {
+            eprintln!(
+                "djshim: {migration} would break the code running now ({}): the window keeps \
+                 requests from it",
+                why.join("; ")
+            );
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The step executor: what each step of a plan does to the real instance
+//! (its profile, its shims, its database, its processes), for the one loop
+//! of [`super::plan`].
+
+use std::time::Duration;
+
+use camino::Utf8PathBuf;
+
+use super::journal::Record;
+use super::plan::{self, Code, Step};
+use super::{health, window};
+use crate::django::Shims;
+use crate::error::Error;
+use crate::model::{Instance, Model};
+use crate::process::Process;
+use crate::profile::{Lock, Profile};
+
+/// How long one of the instance's own commands (restart, start, stop) may
+/// take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The world a plan changes: the instance's profile, its shims, its
+/// database and its processes.
+pub(super) struct Live<'m> {
+    pub(super) instance: &'m Instance,
+    pub(super) profile: Profile,
+    /// The shims the steps run through (and the deploy's questions).
+    pub(super) shims: Shims,
+    /// The plan is being undone.
+    undoing: bool,
+    /// The instance's lock, let go last (after the shims are removed, so
+    /// that the next run's are never removed by this one).
+    _lock: Lock,
+}
+
+impl<'m> Live<'m> {
+    pub(super) fn new(
+        model: &Model,
+        instance: &'m Instance,
+        profile: &Profile,
+        lock: Lock,
+    ) -> Result<Live<'m>, Error> {
+        Ok(Live {
+            instance,
+            profile: profile.clone(),
+            undoing: false,
+            _lock: lock,
+            shims: Shims::new(
+                model,
+                instance,
+                &crate::layout::shims(&profile.dir, &profile.name),
+            )?,
+        })
+    }
+
+    fn shim(&mut self, code: &Code) -> Result<Utf8PathBuf, Error> {
+        match code {
+            Code::Profile => self.shims.shim(None),
+            Code::Generation { package, .. } => self.shims.shim(Some(package)),
+        }
+    }
+}
+
+impl Live<'_> {
+    /// The instance's window file.
+    fn window_file(&self) -> Utf8PathBuf {
+        crate::layout::window(&self.profile.dir, &self.profile.name)
+    }
+
+    /// `process`, its process group kept in the instance's step file while
+    /// it runs (see [`recover`]).
+    fn tracked(&self, process: Process) -> Process {
+        process.recorded(crate::layout::step_processes(
+            &self.profile.dir,
+            &self.profile.name,
+        ))
+    }
+
+    /// `process` with the deploy window's deadline while one is open and
+    /// the plan goes forward: past it the launcher serves again, so a step
+    /// still changing the schema then is stopped, and the plan undone (the
+    /// way back has no deadline: stopping it would leave the schema half
+    /// way). Without a window, steps take as long as they take.
+    fn bounded(&self, process: Process) -> Process {
+        let process = self.tracked(process);
+        if self.undoing {
+            return process;
+        }
+        match window::deadline(&self.window_file()) {
+            Some(deadline) => process.deadline(deadline),
+            None => process,
+        }
+    }
+}
+
+impl plan::World for Live<'_> {
+    fn undoing(&mut self, undoing: bool) {
+        self.undoing = undoing;
+    }
+
+    fn run(&mut self, step: &Step) -> Result<(), Error> {
+        match step {
+            Step::Create {
+                number,
+                package,
+                targets,
+                irreversible,
+            } => {
+                let link = self.profile.dir.join(self.profile.generation_name(*number));
+                if link.read_link_utf8().ok().as_deref() != Some(package.as_path()) {
+                    let _ = std::fs::remove_file(&link);
+                    self.profile.create(*number, package)?;
+                }
+                if let Some(targets) = targets {
+                    Record {
+                        targets: targets.clone(),
+                        healthy: false,
+                        irreversible: irreversible.clone(),
+                        reversed: false,
+                    }
+                    .write(&self.profile, *number)?;
+                }
+                Ok(())
+            }
+            Step::Switch { to: Some(n) } => self.profile.switch(*n),
+            Step::Switch { to: None } => self.profile.unlink(),
+            Step::Manage { args, code } => {
+                let shim = self.shim(code)?;
+                self.bounded(Process::new(&shim))
+                    .args(args)
+                    .env("DJSHIM_CONFIRM", &self.instance.name)
+                    .run()
+            }
+            Step::MigrateBack { targets, code } => {
+                let shim = self.shim(code)?;
+                let targets = serde_json::to_string(targets)
+                    .map_err(|e| Error::Problem(format!("cannot write the targets: {e}")))?;
+                // A JSON string literal of the JSON text is also a Python one.
+                let literal = serde_json::to_string(&targets).unwrap_or_default();
+                self.bounded(Process::new(&shim))
+                    .args(["shell", "-c", &MIGRATE_BACK.replace("@TARGETS@", &literal)])
+                    .env("DJSHIM_CONFIRM", &self.instance.name)
+                    .run()
+            }
+            Step::Run { argv, .. } => self
+                .tracked(Process::new(&argv[0]))
+                .args(&argv[1..])
+                .timeout(COMMAND_TIMEOUT)
+                .run(),
+            Step::Health { probe } => health::probe(probe),
+            Step::Window { seconds, .. } => window::write(&self.window_file(), *seconds),
+            Step::Held { unit, wait } => window::held(unit, &self.window_file(), *wait),
+            Step::Healthy { number } => {
+                let mut record = Record::of(&self.profile, *number)?.ok_or_else(|| {
+                    Error::Problem(format!(
+                        "{}: the deploy record of generation {number} is gone",
+                        crate::layout::record(&self.profile.dir, &self.profile.name, *number)
+                    ))
+                })?;
+                record.healthy = true;
+                record.write(&self.profile, *number)
+            }
+            Step::Reversed { numbers, reversed } => {
+                for number in numbers {
+                    if let Some(mut record) = Record::of(&self.profile, *number)? {
+                        record.reversed = *reversed;
+                        record.write(&self.profile, *number)?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `manage.py shell -c` code: `migrate APP TARGET` for each target in
+/// turn, in one process.
+const MIGRATE_BACK: &str = r#"
+import json
+from django.core.management import call_command
+for app, target in json.loads(@TARGETS@):
+    call_command("migrate", app, target or "zero", interactive=False)
+"#;

@@ -1,0 +1,272 @@
+//! The release operations — `deploy`, `rollback`, `pin` — as plans for the
+//! one loop of [`plan`]. Each operation takes the instance's lock before it
+//! reads anything, finishes or undoes what a killed run left (from the
+//! journal, never re-deriving it), asks its questions (the candidate, the
+//! deep check as the instance's account, the migration record), then
+//! builds its plan: every step with its undo, written out here, so "what
+//! does a deploy do and undo?" has one answer to read.
+//!
+//! The operations print their steps on stderr and return what they did;
+//! the front-end prints the result.
+
+mod deploy;
+mod executor;
+pub mod health;
+pub mod journal;
+mod pin;
+pub mod plan;
+mod rollback;
+pub mod window;
+
+pub use deploy::deploy;
+use executor::Live;
+pub use pin::{Pinned, pin, prune};
+pub use rollback::{Back, rollback};
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::django::{self};
+use crate::error::Error;
+use crate::model::{Health, Instance, Model};
+use crate::profile::{Lock, Profile, profiled};
+use crate::steps::step;
+use journal::JournalFile;
+pub use journal::Record;
+use plan::{Code, Journal, OnKill, Outcome, Planned, Probe, Step, Undo};
+
+/// Where the candidate package comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Candidate<'a> {
+    /// A fresh build of a ref (`None`: `[build]`'s ref).
+    Build(Option<&'a str>),
+    /// A package already on the machine.
+    Path(&'a Utf8Path),
+    /// Exactly the package another instance runs now.
+    From(&'a str),
+}
+
+/// What an operation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Moved {
+    /// The instance already ran the package: nothing was done.
+    Already { number: u32, package: Utf8PathBuf },
+    /// The instance moved from `from` (`None`: nothing) to generation
+    /// `number`, which runs `package`.
+    To {
+        number: u32,
+        package: Utf8PathBuf,
+        from: Option<(u32, Utf8PathBuf)>,
+    },
+    /// A killed run was finished or undone, and that was all (`rollback`
+    /// after an interrupted deploy): where the instance is now.
+    Recovered { now: Option<(u32, Utf8PathBuf)> },
+}
+
+/// Makes the instance's `state_dir` when it is missing, as the units'
+/// `StateDirectory=` (or tmpfiles line) would: owned by the instance's
+/// account, mode 0750. The first deploy or pin on a fresh server comes
+/// before any unit has started. Not undone: an empty directory the units
+/// would make anyway.
+pub fn make_state_dir(instance: &Instance, operation: &str) -> Result<(), Error> {
+    let Some(dir) = instance.state_dir.as_ref().filter(|d| !d.exists()) else {
+        return Ok(());
+    };
+    step(
+        &format!("{operation}: make the state directory {dir}"),
+        || {
+            crate::accounts::make_owned_dir(
+                dir,
+                instance.user.as_deref(),
+                instance.group.as_deref(),
+            )
+        },
+    )
+}
+
+/// What [`open`] does with a killed run's journal.
+#[derive(Debug, Clone, Copy)]
+enum Journaled {
+    /// Finishes or undoes it (deploy, rollback).
+    Recover,
+    /// Refuses to build on it, and says which command goes on (pin).
+    Refuse,
+}
+
+/// The one way into an instance's generations for deploy, rollback and
+/// pin: its lock (waiting for a run in flight), then what a killed run
+/// left: first the processes its step left running, then its journal.
+/// The world it changes, holding the lock; true when a killed run's
+/// journal was there and is now finished or undone.
+fn open<'m>(
+    model: &'m Model,
+    name: &str,
+    operation: &str,
+    journaled: Journaled,
+) -> Result<(Live<'m>, bool), Error> {
+    let (instance, profile) = profiled(model, name)?;
+    let lock = Lock::take(&profile, &format!("{operation} {name}"))?;
+    let mut world = Live::new(model, instance, &profile, lock)?;
+    // A process of a killed run's migration committing after the undo
+    // would leave the old code on a schema it does not know.
+    let step = crate::layout::step_processes(&profile.dir, &profile.name);
+    let left = crate::process::stop_left(&step)?;
+    if left > 0 {
+        eprintln!(
+            "djshim: a step of an interrupted run left {left} process{} running: killed",
+            if left == 1 { "" } else { "es" }
+        );
+    }
+    let recovered = match journaled {
+        Journaled::Recover => recover(&mut world)?,
+        Journaled::Refuse => match JournalFile::new(&profile).read()? {
+            Some(journal) => return Err(unfinished(&journal, &profile)),
+            None => false,
+        },
+    };
+    Ok((world, recovered))
+}
+
+/// The error for a journal that a pin or `--keep` will not build on.
+fn unfinished(journal: &Journal, profile: &Profile) -> Error {
+    let name = &journal.plan.instance;
+    if let plan::State::Stuck { .. } = journal.state {
+        return plan::stuck(journal);
+    }
+    let how = match journal.plan.on_kill {
+        OnKill::Undo => "undoes it",
+        OnKill::Finish => "finishes it",
+    };
+    Error::Problem(format!(
+        "{} was interrupted and is not finished or undone (its journal is {}); the database may \
+         be half migrated\n  = help: `djshim rollback {name}` {how}, `djshim deploy {name}` {how} \
+         and deploys again",
+        journal.plan.summary,
+        JournalFile::new(profile).path()
+    ))
+}
+
+/// Finishes or undoes what a killed run left, as its journal says; true
+/// when there was one. A journal that cannot go on by itself (a failed
+/// undo, an undo that cannot be done) is an error every time, until the
+/// operator has seen to it.
+fn recover(world: &mut Live<'_>) -> Result<bool, Error> {
+    let mut store = JournalFile::new(&world.profile);
+    let Some(journal) = store.read()? else {
+        return Ok(false);
+    };
+    if let plan::State::Stuck { .. } = journal.state {
+        let e = plan::stuck(&journal);
+        return Err(Error::Problem(format!(
+            "{e}\n  = help: make the instance whole by hand (`djshim history`, `manage.py \
+             showmigrations`), then remove {}",
+            store.path()
+        )));
+    }
+    let how = match (&journal.state, journal.plan.on_kill) {
+        (plan::State::Undoing { .. }, _) | (_, OnKill::Undo) => "undoing it",
+        (_, OnKill::Finish) => "finishing it",
+    };
+    eprintln!("djshim: {} was interrupted; {how}", journal.plan.summary);
+    match plan::recover(journal, world, &mut store)? {
+        Outcome::Done | Outcome::Undone(_) => Ok(true),
+    }
+}
+
+fn manage(args: &[String]) -> Step {
+    Step::Manage {
+        args: args.to_vec(),
+        code: Code::Profile,
+    }
+}
+
+/// The deploy steps, with the code the profile points at.
+fn manage_steps(instance: &Instance) -> Vec<Step> {
+    instance.deploy.steps.iter().map(|a| manage(a)).collect()
+}
+
+/// A step that runs one of the instance's own commands (`restart`,
+/// `start`, `stop`).
+fn command_step(what: &str, argv: &[String]) -> Step {
+    Step::Run {
+        what: what.into(),
+        argv: argv.to_vec(),
+    }
+}
+
+/// The steps once the new code serves (`after`): nothing of their own to
+/// undo, and a failure undoes the plan.
+fn after_steps(instance: &Instance) -> Vec<Planned> {
+    instance
+        .deploy
+        .after
+        .iter()
+        .map(|args| Planned {
+            step: manage(args),
+            undo: Undo::nothing(),
+        })
+        .collect()
+}
+
+/// The health probe, if the instance has one.
+fn health(instance: &Instance) -> Option<Planned> {
+    let timeout = instance.deploy.health_timeout.as_secs();
+    let probe = match instance.deploy.health.as_ref()? {
+        Health::Url { host, port, path } => Probe::Url {
+            host: host.clone(),
+            port: *port,
+            path: path.clone(),
+            timeout,
+        },
+        Health::Command(argv) => Probe::Command {
+            argv: argv.clone(),
+            timeout,
+        },
+    };
+    Some(Planned {
+        step: Step::Health { probe },
+        undo: Undo::nothing(),
+    })
+}
+
+/// The problems of `djshim check` with a candidate, but warnings; with
+/// `import`, the import of its settings' parents too (a deploy leaves it
+/// to Django's own questions, asked next in one process).
+fn machine_problems(candidate: &Instance, import: bool) -> Vec<String> {
+    let found = if import {
+        crate::check::instance(candidate)
+    } else {
+        crate::check::machine(candidate)
+    };
+    found
+        .into_iter()
+        .filter(|p| !p.warning)
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// Ok, or why the candidate cannot run as its instance.
+fn cannot_run(candidate: &Instance, problems: &[String]) -> Result<(), Error> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Problem(format!(
+        "the candidate cannot run as {}:\n  {}",
+        candidate.name,
+        problems.join("\n  ")
+    )))
+}
+
+/// The machine checks of a deploy's candidate.
+fn machine_check(candidate: &Instance) -> Result<(), Error> {
+    cannot_run(candidate, &machine_problems(candidate, false))
+}
+
+/// The deep check of a candidate: the machine checks of `djshim check`,
+/// then what Django says of it as the instance's account.
+fn deep_check(candidate: &Instance, shim: &Utf8Path) -> Result<(), Error> {
+    let mut problems = machine_problems(candidate, true);
+    if problems.is_empty() && django::is_django(candidate) {
+        problems = django::problems(candidate, shim);
+    }
+    cannot_run(candidate, &problems)
+}

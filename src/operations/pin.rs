@@ -1,0 +1,106 @@
+//! `djshim pin`: a package checked as the instance's account, then a new
+//! generation and one switch; `--keep N` deletes old generations.
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use super::journal::JournalFile;
+use super::plan::{self, OnKill, Outcome, Plan, Planned, Step, Undo};
+use super::{Journaled, Moved, make_state_dir, open, unfinished};
+use crate::error::Error;
+use crate::model::Model;
+use crate::profile::{Lock, current, profiled, resolve};
+
+/// What a pin did.
+#[derive(Debug)]
+pub enum Pinned {
+    Moved(Moved),
+    /// The instance could not run the package: nothing changed.
+    CannotRun {
+        package: Utf8PathBuf,
+        problems: Vec<crate::check::Problem>,
+    },
+}
+
+/// `djshim pin INSTANCE PATH`: under the lock, the instance's state
+/// directory made for the package when missing, the package checked (the
+/// machine checks of `djshim check`, then Django's own, as the instance's
+/// account), then a new generation and one switch. A run left unfinished
+/// is not built on: it is reported, with the way on.
+pub fn pin(model: &Model, name: &str, path: &Utf8Path) -> Result<Pinned, Error> {
+    let (mut world, _) = open(model, name, "pin", Journaled::Refuse)?;
+    let profile = world.profile.clone();
+    let package = resolve(path)?;
+    let candidate = world.instance.rebased(&package);
+    make_state_dir(&candidate, "pin")?;
+    let mut problems = crate::check::instance(&candidate);
+    problems.retain(|p| !p.warning);
+    if problems.is_empty() {
+        problems.extend(crate::check::deep(model, &candidate)?);
+    }
+    if !problems.is_empty() {
+        return Ok(Pinned::CannotRun { package, problems });
+    }
+    let generations = profile.generations()?;
+    let old = current(&profile, &generations)?.cloned();
+    if let Some(g) = old.as_ref().filter(|g| g.target == package) {
+        return Ok(Pinned::Moved(Moved::Already {
+            number: g.number,
+            package,
+        }));
+    }
+    let number = profile.next_number(&generations)?;
+    let plan = Plan {
+        operation: "pin".into(),
+        instance: name.to_owned(),
+        summary: format!("a pin of {name} to {package} (generation {number})"),
+        on_kill: OnKill::Undo,
+        steps: vec![
+            Planned {
+                step: Step::Create {
+                    number,
+                    package: package.clone(),
+                    targets: None,
+                    irreversible: Vec::new(),
+                },
+                undo: Undo::nothing(),
+            },
+            Planned {
+                step: Step::Switch { to: Some(number) },
+                undo: Undo::Steps(vec![Step::Switch {
+                    to: old.as_ref().map(|g| g.number),
+                }]),
+            },
+        ],
+    };
+    match plan::run(plan, &mut world, &mut JournalFile::new(&profile))? {
+        Outcome::Done => Ok(Pinned::Moved(Moved::To {
+            number,
+            package,
+            from: old.map(|g| (g.number, g.target)),
+        })),
+        Outcome::Undone(e) => Err(e),
+    }
+}
+
+/// `djshim pin --keep N`: deletes all but the newest `keep` generations,
+/// never one that runs, never while a run is unfinished (its journal may
+/// name them). What was deleted, oldest first.
+pub fn prune(model: &Model, name: &str, keep: usize) -> Result<Vec<(u32, Utf8PathBuf)>, Error> {
+    let (_, profile) = profiled(model, name)?;
+    let _lock = Lock::take(&profile, &format!("pin {name} --keep {keep}"))?;
+    if let Some(journal) = JournalFile::new(&profile).read()? {
+        return Err(unfinished(&journal, &profile));
+    }
+    let generations = profile.generations()?;
+    let running = profile.running(&generations)?;
+    let cut = generations.len().saturating_sub(keep);
+    let mut deleted = Vec::new();
+    for g in generations[..cut]
+        .iter()
+        .filter(|g| !running.contains(&g.number))
+    {
+        profile.delete(g)?;
+        deleted.push((g.number, g.target.clone()));
+    }
+    Ok(deleted)
+}

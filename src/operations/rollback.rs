@@ -1,0 +1,302 @@
+//! `djshim rollback`: the way deploys came, backwards — each generation's
+//! migrations reversed with its own code, newest first, then the switch,
+//! the target's steps, restart and health.
+
+use camino::Utf8Path;
+
+use super::journal::{JournalFile, Record};
+use super::plan::{self, Code, OnKill, Outcome, Plan, Planned, Step, Undo};
+use super::{
+    Journaled, Moved, after_steps, command_step, deep_check, health, manage_steps, open, window,
+};
+use crate::error::Error;
+use crate::model::{Instance, Model};
+use crate::profile::{Current, Generation, Profile, current};
+use crate::steps::step;
+
+/// What `rollback` is to do.
+#[derive(Debug, Clone, Copy)]
+pub enum Back {
+    /// To the newest older generation that ran another package healthy.
+    Previous,
+    /// To generation N.
+    To(u32),
+}
+
+/// `djshim rollback`: the way deploys came, backwards. An interrupted
+/// run is finished or undone first, and when there was one, that is the
+/// rollback. Else every generation after the target that a deploy made
+/// has its migrations reversed, newest first, each with its own code;
+/// then the switch, the steps, the restart and the health probe with the
+/// target's code. Killed, a rollback goes on where it was.
+pub fn rollback(model: &Model, name: &str, back: Back) -> Result<Moved, Error> {
+    let (mut world, recovered) = open(model, name, "rollback", Journaled::Recover)?;
+    let (instance, profile) = (world.instance, world.profile.clone());
+    if recovered {
+        let generations = profile.generations()?;
+        let now = current(&profile, &generations)?.map(|g| (g.number, g.target.clone()));
+        return Ok(Moved::Recovered { now });
+    }
+    let generations = profile.generations()?;
+    let now = match profile.current(&generations)? {
+        Current::Generation(n) => generations.iter().find(|g| g.number == n),
+        Current::Elsewhere(target) if matches!(back, Back::Previous) => {
+            return Err(elsewhere(instance, &profile, &generations, &target));
+        }
+        Current::None | Current::Elsewhere(_) => None,
+    };
+    if generations.is_empty() {
+        return Err(Error::Problem(format!(
+            "instance `{name}` has no generation yet\n  = help: deploy one with `djshim deploy \
+             {name}`, or pin one with `djshim pin {name} PATH`"
+        )));
+    }
+    let target = match back {
+        Back::To(n) => generations.iter().find(|g| g.number == n).ok_or_else(|| {
+            let known: Vec<String> = generations.iter().map(|g| g.number.to_string()).collect();
+            Error::Problem(format!(
+                "instance `{name}` has no generation {n}; it has {}",
+                known.join(", ")
+            ))
+        })?,
+        Back::Previous => {
+            let Some(now) = now else {
+                return Err(Error::Problem(format!(
+                    "the profile {} is missing, so there is no generation before it\n  = help: \
+                     switch to one with `djshim rollback {name} --to N`",
+                    profile.link(),
+                )));
+            };
+            previous(&profile, &generations, now)?.ok_or_else(|| {
+                Error::Problem(format!(
+                    "generation {} of instance `{name}` has no older generation with another \
+                     package that ran healthy; there is nothing to roll back to",
+                    now.number
+                ))
+            })?
+        }
+    };
+    if let Some(now) = now.filter(|now| target.number > now.number) {
+        return Err(Error::Problem(format!(
+            "generation {} of instance `{name}` is newer than the one it runs ({}): a rollback \
+             only goes back, and moving the profile forward would skip the migrations, the \
+             steps, the restart and the health probe\n  = help: go forward with `djshim deploy \
+             {name} --path {}`",
+            target.number, now.number, target.target
+        )));
+    }
+    if now.is_some_and(|c| c.number == target.number) {
+        return Ok(Moved::Already {
+            number: target.number,
+            package: target.target.clone(),
+        });
+    }
+    let checked = instance.rebased(&target.target);
+    step("rollback: check", || {
+        let shim = world.shims.shim(Some(&target.target))?;
+        deep_check(&checked, &shim)
+    })?;
+    let plan = rollback_plan(instance, &profile, &generations, now, target)?;
+    window::ready_for(&plan, instance)?;
+    match plan::run(plan, &mut world, &mut JournalFile::new(&profile))? {
+        Outcome::Done => Ok(Moved::To {
+            number: target.number,
+            package: target.target.clone(),
+            from: now.map(|g| (g.number, g.target.clone())),
+        }),
+        Outcome::Undone(failure) => Err(Error::Problem(format!(
+            "the rollback of {name} to generation {} failed: {failure}\n  = {name} is back where \
+             it was{}",
+            target.number,
+            now.map(|g| format!(", on generation {}: {}", g.number, g.target))
+                .unwrap_or_default()
+        ))),
+    }
+}
+
+/// The newest generation older than `now` that runs another package, was
+/// not a failed deploy, and was not itself rolled back (its migrations
+/// reversed): going "back" to one that a rollback undid would go forward
+/// to code the instance left.
+fn previous<'g>(
+    profile: &Profile,
+    generations: &'g [Generation],
+    now: &Generation,
+) -> Result<Option<&'g Generation>, Error> {
+    for g in generations.iter().rev() {
+        if g.number < now.number
+            && g.target != now.target
+            && Record::of(profile, g.number)?.is_none_or(|r| r.healthy && !r.reversed)
+        {
+            return Ok(Some(g));
+        }
+    }
+    Ok(None)
+}
+
+/// The plan of a rollback from `now` to `target`. Every generation
+/// after the target up to the current one that a deploy made has its
+/// migrations reversed, newest first, with its own code (a failed
+/// deploy's too: they were reversed when it was undone, and migrating to
+/// where the database is changes nothing; a pin records none). A
+/// generation whose migrations cannot be reversed stops the rollback
+/// before anything moves. Undone — when a later step fails — the
+/// instance goes forward again the same way.
+fn rollback_plan(
+    instance: &Instance,
+    profile: &Profile,
+    generations: &[Generation],
+    now: Option<&Generation>,
+    target: &Generation,
+) -> Result<Plan, Error> {
+    let name = &instance.name;
+    let deploy = &instance.deploy;
+    let top = now.map_or(target.number, |g| g.number);
+    let (mut steps, reversed, deployed) = reversals(instance, profile, generations, target, top)?;
+    if !reversed.is_empty() {
+        steps.push(Planned {
+            step: Step::Reversed {
+                numbers: reversed.clone(),
+                reversed: true,
+            },
+            undo: Undo::Steps(vec![Step::Reversed {
+                numbers: reversed,
+                reversed: false,
+            }]),
+        });
+    }
+    // The window holds while the schema goes back under the code that
+    // serves (the newer code, which may not run on the older schema).
+    let migrates_back = steps
+        .iter()
+        .any(|p| matches!(p.step, Step::MigrateBack { .. }));
+    let (open, close) = (migrates_back && now.is_some())
+        .then(|| window::steps(instance))
+        .flatten()
+        .map(|w| (w.open, w.close))
+        .unzip();
+    if let Some(open) = open {
+        steps.splice(0..0, open);
+    }
+    let mut forward = vec![Step::Switch {
+        to: now.map(|g| g.number),
+    }];
+    if deployed {
+        forward.extend(manage_steps(instance));
+        forward.push(command_step("restart", &deploy.restart));
+    }
+    steps.push(Planned {
+        step: Step::Switch {
+            to: Some(target.number),
+        },
+        undo: Undo::Steps(forward),
+    });
+    // Generations that pins made alone are switched, nothing more, as a
+    // pin is.
+    if deployed {
+        steps.extend(manage_steps(instance).into_iter().map(|step| Planned {
+            step,
+            undo: Undo::nothing(),
+        }));
+        steps.push(Planned {
+            step: command_step("restart", &deploy.restart),
+            undo: Undo::nothing(),
+        });
+    }
+    // After the restart, as a deploy's (see there); without one (the
+    // target was pinned, not deployed), the launcher that holds starts the
+    // target's code once the window closes.
+    steps.extend(close);
+    if deployed {
+        steps.extend(health(instance));
+        steps.extend(after_steps(instance));
+    }
+    Ok(Plan {
+        operation: "rollback".into(),
+        instance: name.clone(),
+        summary: format!(
+            "a rollback of {name} to generation {}: {}",
+            target.number, target.target
+        ),
+        on_kill: OnKill::Finish,
+        steps,
+    })
+}
+
+/// The migrations a rollback to `target` from generation `top` reverses:
+/// one step per generation between that a deploy made and no rollback
+/// reversed yet, newest first, each with its own code; the generations
+/// they belong to; whether any generation between was a deploy's.
+fn reversals(
+    instance: &Instance,
+    profile: &Profile,
+    generations: &[Generation],
+    target: &Generation,
+    top: u32,
+) -> Result<(Vec<Planned>, Vec<u32>, bool), Error> {
+    let name = &instance.name;
+    let mut steps = Vec::new();
+    let mut deployed = false;
+    // The generations whose migrations this rollback reverses.
+    let mut reversed = Vec::new();
+    for g in generations
+        .iter()
+        .rev()
+        .filter(|g| g.number > target.number && g.number <= top)
+    {
+        let Some(record) = Record::of(profile, g.number)? else {
+            continue;
+        };
+        deployed = true;
+        if record.reversed {
+            continue;
+        }
+        if !record.irreversible.is_empty() {
+            return Err(Error::Problem(format!(
+                "generation {} of instance `{name}` brought migrations that cannot be reversed \
+                 ({}), so no rollback takes the database back past it\n  = help: deploy a fix \
+                 forward (`djshim deploy {name}`), or restore the database from a backup made \
+                 before generation {} and then `djshim pin {name}` the package that matches it",
+                g.number,
+                record.irreversible.join(", "),
+                g.number
+            )));
+        }
+        reversed.push(g.number);
+        let code = Code::Generation {
+            number: g.number,
+            package: g.target.clone(),
+        };
+        if !record.targets.is_empty() {
+            steps.push(Planned {
+                step: Step::MigrateBack {
+                    targets: record.targets.into_iter().collect(),
+                    code: code.clone(),
+                },
+                undo: Undo::Steps(vec![Step::Manage {
+                    args: vec!["migrate".into(), "--noinput".into()],
+                    code,
+                }]),
+            });
+        }
+    }
+    Ok((steps, reversed, deployed))
+}
+
+/// A profile link that points at no generation: no "before" to go to.
+fn elsewhere(
+    instance: &Instance,
+    profile: &Profile,
+    generations: &[Generation],
+    target: &Utf8Path,
+) -> Error {
+    let known: Vec<String> = generations.iter().map(|g| g.number.to_string()).collect();
+    Error::Problem(format!(
+        "the profile {} points at {target}, which is none of its generations ({}), \
+         so there is no generation before it\n  = help: switch to one with \
+         `djshim rollback {} --to N`",
+        profile.link(),
+        known.join(", "),
+        instance.name
+    ))
+}
