@@ -85,10 +85,13 @@ pub fn make_owned_dir(
     use std::os::unix::fs::PermissionsExt;
     let account = match user {
         Some(user) => Some(account(user).ok_or_else(|| {
-            Error::Problem(format!(
-                "the account `{user}` does not exist\n  = help: create it first (`useradd \
+            Error::with_help(
+                format!("the account `{user}` does not exist"),
+                format!(
+                    "create it first (`useradd \
                  --system {user}`)"
-            ))
+                ),
+            )
         })?),
         None => None,
     };
@@ -108,7 +111,7 @@ pub fn make_owned_dir(
 }
 
 fn group_id(name: &str) -> Result<u32, Error> {
-    group(name).ok_or_else(|| Error::Problem(format!("the group `{name}` does not exist")))
+    group(name).ok_or_else(|| Error::problem(format!("the group `{name}` does not exist")))
 }
 
 /// The fields of `getent DATABASE KEY`, if the entry exists.

@@ -82,29 +82,37 @@ impl BuildAccount {
         let me = rustix::process::geteuid();
         let Some(name) = &build.user else {
             if me.is_root() {
-                return Err(Error::Problem(format!(
-                    "`[build] user` is not set, and djshim runs as root: {what} never runs as \
-                     root\n  = help: add `user = \"NAME\"` to `[build]`, an account made for \
+                return Err(Error::with_help(
+                    format!(
+                        "`[build] user` is not set, and djshim runs as root: {what} never runs as \
+                     root"
+                    ),
+                    "add `user = \"NAME\"` to `[build]`, an account made for \
                      building alone (`useradd --system --create-home NAME`): djshim stops every \
-                     process of it after a build"
-                )));
+                     process of it after a build",
+                ));
             }
             return Ok(BuildAccount::me());
         };
         let user = crate::accounts::account(name).ok_or_else(|| {
-            Error::Problem(format!(
-                "the build account `{name}` does not exist\n  = help: `useradd --system \
+            Error::with_help(
+                format!("the build account `{name}` does not exist"),
+                format!(
+                    "`useradd --system \
                      --create-home {name}`"
-            ))
+                ),
+            )
         })?;
         if user.uid == 0 {
-            return Err(Error::Problem(format!(
-                "`[build] user = \"{name}\"` is root: the commit's code never runs as root\n  = \
-                 help: name an account made for building alone"
-            )));
+            return Err(Error::with_help(
+                format!(
+                    "`[build] user = \"{name}\"` is root: the commit's code never runs as root"
+                ),
+                "name an account made for building alone",
+            ));
         }
         if !me.is_root() && user.uid != me.as_raw() {
-            return Err(Error::Problem(format!(
+            return Err(Error::problem(format!(
                 "only root can build as `{name}`: run djshim as root, or as `{name}`"
             )));
         }

@@ -16,7 +16,7 @@ use crate::error::Error;
 use crate::model::{Model, is_name};
 use crate::render::{self, Artifact, Renderer};
 use crate::write::{self, Change};
-use crate::{check, pins, units};
+use crate::{check, release_commands, units};
 
 const DEFAULT_CONFIG: &str = "djshim.toml";
 const STARTER: &str = include_str!("starter.toml");
@@ -35,13 +35,13 @@ pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Generate(args) => generate(&load(config)?, args, out),
         Command::List => list(&load(config)?, out),
         Command::Show(args) => show(&load(config)?, args, out),
-        Command::Pin(args) => pins::pin(&load(config)?, args, out),
-        Command::Rollback(args) => pins::rollback(&load(config)?, args, out),
-        Command::History(args) => pins::history(&load(config)?, args, out),
+        Command::Pin(args) => release_commands::pin(&load(config)?, args, out),
+        Command::Rollback(args) => release_commands::rollback(&load(config)?, args, out),
+        Command::History(args) => release_commands::history(&load(config)?, args, out),
         Command::Systemd(args) => systemd(&load(config)?, args, out),
         Command::Cron(args) => cron(&load(config)?, args, out),
         Command::Nixos(args) => nixos(&load(config)?, args, out),
-        Command::Deploy(args) => pins::deploy(&load(config)?, args, out),
+        Command::Deploy(args) => release_commands::deploy(&load(config)?, args, out),
         Command::Build(args) => {
             crate::release::build(&load(config)?, args.reference.as_deref(), out)
                 .map(|_| ExitCode::SUCCESS)
@@ -99,7 +99,7 @@ fn init(path: &Utf8Path, args: &InitArgs, out: &mut dyn Write) -> Result<ExitCod
     let project = match &args.project {
         Some(name) if is_name(name) => name.clone(),
         Some(name) => {
-            return Err(Error::Usage(format!(
+            return Err(Error::usage(format!(
                 "`{}` is not a valid project name: use lowercase letters, digits, `_` and `-`, \
                  starting with a letter or digit",
                 crate::error::clean(name)
@@ -208,7 +208,7 @@ fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<E
         .map(|i| i.command.clone())
         .collect();
     if model.instances.values().any(render::needs_helper) {
-        let helper = render::helper(&model.project)?;
+        let helper = render::helper(&model.project, crate::installation::helper_binary()?);
         wanted.insert(helper.name.clone());
         artifacts.push(helper);
     }
@@ -219,7 +219,7 @@ fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<E
 fn absolute(path: &Utf8Path) -> Result<Utf8PathBuf, Error> {
     let full = std::path::absolute(path).map_err(|e| Error::io("resolve", path, e))?;
     Utf8PathBuf::from_path_buf(full).map_err(|p| {
-        Error::Usage(format!(
+        Error::usage(format!(
             "`{}` is not UTF-8 once made absolute",
             crate::error::clean(&p.to_string_lossy())
         ))
@@ -253,9 +253,10 @@ fn nixos(model: &Model, args: &NixosArgs, out: &mut dyn Write) -> Result<ExitCod
     match &args.out {
         Some(file) => {
             let name = file.file_name().ok_or_else(|| {
-                Error::Usage(format!(
-                    "`--out {file}` names no file\n  = help: e.g. `--out mywebsite.nix`"
-                ))
+                Error::usage_help(
+                    format!("`--out {file}` names no file"),
+                    "e.g. `--out mywebsite.nix`",
+                )
             })?;
             let dir = match file.parent() {
                 Some(dir) if !dir.as_str().is_empty() => dir,
@@ -277,16 +278,18 @@ fn cron(model: &Model, args: &CronArgs, out: &mut dyn Write) -> Result<ExitCode,
     // line, run as root.
     for (flag, path) in [("--bin", bin), ("--lock-dir", args.lock_dir.as_path())] {
         if !path.is_absolute() || path.as_str().chars().any(char::is_control) {
-            return Err(Error::Usage(format!(
-                "`{flag} {}` must be an absolute path without control characters\n  \
-                 = help: e.g. `{flag} {}`",
-                crate::error::clean(path.as_str()),
-                if flag == "--bin" {
-                    "/usr/local/bin"
-                } else {
-                    "/run/djshim-cron"
-                }
-            )));
+            let example = if flag == "--bin" {
+                "/usr/local/bin"
+            } else {
+                "/run/djshim-cron"
+            };
+            return Err(Error::usage_help(
+                format!(
+                    "`{flag} {}` must be an absolute path without control characters",
+                    crate::error::clean(path.as_str())
+                ),
+                format!("e.g. `{flag} {example}`"),
+            ));
         }
     }
     lock_dir_is_roots(&args.lock_dir)?;
@@ -306,13 +309,16 @@ fn cron(model: &Model, args: &CronArgs, out: &mut dyn Write) -> Result<ExitCode,
 fn lock_dir_is_roots(dir: &Utf8Path) -> Result<(), Error> {
     match check::root_only_way(dir.as_std_path()) {
         Ok(()) => Ok(()),
-        Err((judged, wrong)) => Err(Error::Problem(format!(
-            "the lock directory {dir}: {} {wrong}, so another account could take a job's lock \
+        Err((judged, wrong)) => Err(Error::with_help(
+            format!(
+                "the lock directory {dir}: {} {wrong}, so another account could take a job's lock \
              first (or have root's `flock` create a file where it points) and the job would \
-             never run\n  = help: give a directory only root can write, on a way only root can \
+             never run",
+                crate::error::clean(&judged.to_string_lossy())
+            ),
+            "give a directory only root can write, on a way only root can \
              change, e.g. `--lock-dir /run/djshim-cron` (the cron lines make it)",
-            crate::error::clean(&judged.to_string_lossy())
-        ))),
+        )),
     }
 }
 
@@ -356,7 +362,7 @@ fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let commits = crate::release::commits(model);
     // The helper beside the shims: present, and this djshim's (when known).
     let helper_current = std::fs::read(model.bin_dir.join(render::helper_name(&model.project)))
-        .is_ok_and(|bytes| render::helper(&model.project).map_or(true, |h| h.bytes == bytes));
+        .is_ok_and(|bytes| crate::installation::helper_binary().map_or(true, |h| h == bytes));
     // Installed units that differ from the config's: the instance's
     // service would not run what its shim runs.
     let units = check::installed_units(model)?;

@@ -50,7 +50,10 @@ impl Shims {
             made: BTreeMap::new(),
         };
         if crate::render::needs_helper(instance) {
-            shims.put(&crate::render::helper(&model.project)?)?;
+            shims.put(&crate::render::helper(
+                &model.project,
+                crate::installation::helper_binary()?,
+            ))?;
         }
         Ok(shims)
     }
@@ -66,7 +69,7 @@ impl Shims {
             .tempdir()
             .map_err(|e| Error::io("create", Utf8Path::new("a temporary directory"), e))?;
         let dir = Utf8PathBuf::from_path_buf(tmp.path().join("shims"))
-            .map_err(|_| Error::Problem("the temporary directory's path is not UTF-8".into()))?;
+            .map_err(|_| Error::problem("the temporary directory's path is not UTF-8"))?;
         let shims = Shims::new(model, instance, &dir)?;
         Ok((tmp, shims))
     }
@@ -183,25 +186,44 @@ pub fn deploy_questions(instance: &Instance, shim: &Utf8Path) -> Result<Migratio
     }
     let code = format!("{}{MIGRATIONS}{ANSWER}", deep_check_code(instance));
     let answer: Answer = probe(shim, &code).map_err(|e| {
-        Error::Problem(format!(
+        Error::problem(format!(
             "the candidate cannot run as {}:\n  the settings do not load: {e}",
             instance.name
         ))
     })?;
     if !answer.problems.is_empty() {
-        return Err(Error::Problem(format!(
+        return Err(Error::problem(format!(
             "the candidate cannot run as {}:\n  {}",
             instance.name,
             answer.problems.join("\n  ")
         )));
     }
     answer.migrations.ok_or_else(|| {
-        Error::Problem(format!(
+        Error::problem(format!(
             "the migrations cannot be read: {}",
             answer.error.unwrap_or_default()
         ))
     })
 }
+
+/// `manage.py shell -c` code that migrates each app of `targets` back to
+/// its target (`None`: zero) in turn, in one process.
+pub fn migrate_back_code(targets: &[(String, Option<String>)]) -> Result<String, Error> {
+    let targets = serde_json::to_string(targets)
+        .map_err(|e| Error::problem(format!("cannot write the targets: {e}")))?;
+    // A JSON string literal of the JSON text is also a Python one.
+    let literal = serde_json::to_string(&targets).unwrap_or_default();
+    Ok(MIGRATE_BACK.replace("@TARGETS@", &literal))
+}
+
+/// `manage.py shell -c` code: `migrate APP TARGET` for each target in
+/// turn, in one process.
+const MIGRATE_BACK: &str = r#"
+import json
+from django.core.management import call_command
+for app, target in json.loads(@TARGETS@):
+    call_command("migrate", app, target or "zero", interactive=False)
+"#;
 
 /// The end of the deploy's program: both answers, after `DJSHIM:`.
 const ANSWER: &str = r#"

@@ -1,8 +1,11 @@
-//! Every way djshim can fail, the text a user reads for it, and its exit status.
+//! Every way djshim can fail, how a user reads it, and its exit status.
 //!
-//! All message text lives here (or in the [`Diagnostic`]s that the config and
-//! model stages build), so a change of wording is a change to one file, and
-//! the exit status follows from the kind of failure, never from the call site.
+//! The kinds of failure and their layout live here: a problem's message
+//! and its `help` (the fix) are two fields, written out in one place, and
+//! the exit status follows from the kind of failure, never from the call
+//! site. Config errors carry [`Diagnostic`]s that point at the file, line
+//! and key. The wording of one problem stays where the problem is found,
+//! with the values it names.
 
 use std::fmt;
 use std::io;
@@ -26,10 +29,18 @@ pub enum Error {
     },
     /// The config is invalid; every problem found is listed.
     Config(Vec<Diagnostic>),
-    /// The command found a problem it explains itself (exit 1).
-    Problem(String),
-    /// A command-line value clap could not judge.
-    Usage(String),
+    /// The command found a problem it explains itself (exit 1), and what
+    /// to do about it when there is something to say.
+    Problem {
+        message: String,
+        help: Option<String>,
+    },
+    /// A command-line value clap could not judge, and the fix when there
+    /// is one to say.
+    Usage {
+        message: String,
+        help: Option<String>,
+    },
     /// An instance named on the command line is not in the config.
     UnknownInstance { name: String, known: Vec<String> },
     /// Files that djshim did not write stand where it would write.
@@ -70,7 +81,7 @@ impl Error {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             Error::Config(_)
-            | Error::Usage(_)
+            | Error::Usage { .. }
             | Error::UnknownInstance { .. }
             | Error::ConfigRead { .. } => EXIT_USAGE,
             _ => EXIT_PROBLEM,
@@ -80,6 +91,38 @@ impl Error {
     /// A write to a closed pipe (`djshim list | head`): not worth a message.
     pub fn is_broken_pipe(&self) -> bool {
         matches!(self, Error::Io { source, .. } if source.kind() == io::ErrorKind::BrokenPipe)
+    }
+
+    /// A problem the command explains itself.
+    pub fn problem(message: impl Into<String>) -> Self {
+        Error::Problem {
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    /// A problem, and what to do about it.
+    pub fn with_help(message: impl Into<String>, help: impl Into<String>) -> Self {
+        Error::Problem {
+            message: message.into(),
+            help: Some(help.into()),
+        }
+    }
+
+    /// A command-line value that cannot be used.
+    pub fn usage(message: impl Into<String>) -> Self {
+        Error::Usage {
+            message: message.into(),
+            help: None,
+        }
+    }
+
+    /// A command-line value that cannot be used, and the fix.
+    pub fn usage_help(message: impl Into<String>, help: impl Into<String>) -> Self {
+        Error::Usage {
+            message: message.into(),
+            help: Some(help.into()),
+        }
     }
 
     pub fn io(action: &str, path: &Utf8Path, source: io::Error) -> Self {
@@ -112,7 +155,13 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::Usage(message) | Error::Problem(message) => f.write_str(message),
+            Error::Usage { message, help } | Error::Problem { message, help } => {
+                f.write_str(message)?;
+                match help {
+                    Some(help) => write!(f, "\n  = help: {help}"),
+                    None => Ok(()),
+                }
+            }
             Error::UnknownInstance { name, known } => {
                 write!(f, "no instance `{}` in the config", clean(name))?;
                 if known.is_empty() {

@@ -60,7 +60,7 @@ pub fn register(link: &Utf8Path, target: &Utf8Path) -> Result<(), Error> {
     let auto = auto_dir();
     let gcroots = auto.parent().unwrap_or(&auto);
     if !gcroots.is_dir() {
-        return Err(Error::Problem(format!(
+        return Err(Error::problem(format!(
             "{target} is a Nix store path, but {gcroots} is missing, so the garbage \
              collector cannot be told to keep it; is Nix installed?"
         )));

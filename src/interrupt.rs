@@ -33,7 +33,7 @@ pub fn catch() -> Result<(), Error> {
         // async-signal-safe; no other handler is replaced.
         #[allow(unsafe_code)]
         unsafe { sigaction(signal, &action) }
-            .map_err(|e| Error::Problem(format!("cannot catch {signal}: {e}")))?;
+            .map_err(|e| Error::problem(format!("cannot catch {signal}: {e}")))?;
     }
     ARMED.store(true, Ordering::SeqCst);
     Ok(())
@@ -62,5 +62,5 @@ pub fn last() -> &'static str {
 
 /// The error of a step stopped by one of them.
 pub fn interrupted() -> Error {
-    Error::Problem(format!("interrupted by {}", last()))
+    Error::problem(format!("interrupted by {}", last()))
 }

@@ -8,8 +8,6 @@
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::error::Error;
-
 /// Generation `number` of the profile `name` (Nix's own naming, so
 /// `nix-env`-style tools read it): `<name>-<N>-link`.
 pub fn generation(name: &str, number: u32) -> String {
@@ -65,23 +63,6 @@ pub fn step_processes(dir: &Utf8Path, name: &str) -> Utf8PathBuf {
 /// The name of the shims' helper beside the shims of `project`.
 pub fn helper_name(project: &str) -> String {
     format!(".djshim-{project}-exec")
-}
-
-/// The shims' helper, to be copied beside the shims: the `djshim-exec`
-/// installed beside this program. A copy, not a reference, so that it has
-/// the owner and the trust of the shims that exec it, and stays the
-/// version they were written for.
-pub fn helper_binary() -> Result<Vec<u8>, Error> {
-    let source = std::env::current_exe()
-        .ok()
-        .and_then(|exe| Utf8PathBuf::from_path_buf(exe.with_file_name("djshim-exec")).ok())
-        .ok_or_else(|| Error::Problem("cannot tell where djshim itself is installed".into()))?;
-    std::fs::read(&source).map_err(|e| {
-        Error::Problem(format!(
-            "the shims' helper {source} cannot be read ({e}): it is built and installed with \
-             djshim (`cargo build`, `cargo install --path .`)"
-        ))
-    })
 }
 
 /// Where deploy, rollback and pin write the instance's shims they run

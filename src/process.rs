@@ -396,12 +396,17 @@ pub fn stop_left(file: &Utf8Path) -> Result<usize, Error> {
         }
         most = most.max(left);
         if Instant::now() > deadline {
-            return Err(Error::Problem(format!(
-                "{left} processes of group {group}, left by a killed run's step (as {file} \
-                 says), did not end within {} s of SIGKILL\n  = help: see `ps -o pid,stat,cmd \
-                 -g {group}`; once they are gone, run the command again",
-                LEFT_TIMEOUT.as_secs()
-            )));
+            return Err(Error::with_help(
+                format!(
+                    "{left} processes of group {group}, left by a killed run's step (as {file} \
+                 says), did not end within {} s of SIGKILL",
+                    LEFT_TIMEOUT.as_secs()
+                ),
+                format!(
+                    "see `ps -o pid,stat,cmd \
+                 -g {group}`; once they are gone, run the command again"
+                ),
+            ));
         }
         if let Some(pid) = rustix::process::Pid::from_raw(group) {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);

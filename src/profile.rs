@@ -152,7 +152,7 @@ impl Profile {
         match generations.last() {
             None => Ok(1),
             Some(g) => g.number.checked_add(1).ok_or_else(|| {
-                Error::Problem(format!(
+                Error::problem(format!(
                     "{} is generation {}, the last number there is; rename the generation \
                      links of {} to smaller numbers (or prune them with `--keep`)",
                     g.link, g.number, self.name
@@ -249,11 +249,13 @@ fn read_link(link: &Utf8Path) -> Result<Utf8PathBuf, Error> {
 pub fn profiled<'m>(model: &'m Model, name: &str) -> Result<(&'m Instance, Profile), Error> {
     let instance = model.select(&[name.to_owned()])?[0];
     if !instance.profile {
-        return Err(Error::Usage(format!(
-            "instance `{name}` has `package` set ({}), so it runs that path, not a profile\n  \
-             = help: remove `package` from the instance (and its `[defaults]`) to pin it",
-            instance.package
-        )));
+        return Err(Error::usage_help(
+            format!(
+                "instance `{name}` has `package` set ({}), so it runs that path, not a profile",
+                instance.package
+            ),
+            "remove `package` from the instance (and its `[defaults]`) to pin it",
+        ));
     }
     Ok((instance, Profile::at(&instance.package)))
 }
@@ -273,16 +275,19 @@ pub fn current<'g>(
 /// link of nix-build pins the store path it points to, not the link.
 pub fn resolve(path: &Utf8Path) -> Result<Utf8PathBuf, Error> {
     if !path.is_absolute() {
-        return Err(Error::Usage(format!(
-            "`{path}` is not an absolute path\n  = help: give the package's full path, e.g. \
+        return Err(Error::usage_help(
+            format!("`{path}` is not an absolute path"),
+            format!(
+                "give the package's full path, e.g. \
              `/nix/store/…-mywebsite` or `$PWD/{path}`"
-        )));
+            ),
+        ));
     }
     let real = path
         .canonicalize_utf8()
         .map_err(|e| Error::io("resolve", path, e))?;
     if !real.is_dir() {
-        return Err(Error::Problem(format!(
+        return Err(Error::problem(format!(
             "{path} is not a directory; a package is the directory holding manage.py"
         )));
     }

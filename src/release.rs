@@ -39,10 +39,10 @@ pub fn build(
     out: &mut dyn Write,
 ) -> Result<Utf8PathBuf, Error> {
     let build = model.build.as_ref().ok_or_else(|| {
-        Error::Usage(
-            "the config has no `[build]` table\n  = help: add one with `repo` and `nix = \
-             \"default.nix\"` or `command = [\"sh\", \"build.sh\"]`; see djshim.toml(5)"
-                .to_owned(),
+        Error::usage_help(
+            "the config has no `[build]` table",
+            "add one with `repo` and `nix = \"default.nix\"` or `command = [\"sh\", \
+             \"build.sh\"]`; see djshim.toml(5)",
         )
     })?;
     let reference = reference.or(build.reference.as_deref()).unwrap_or("HEAD");
@@ -108,16 +108,17 @@ fn resolve(repo: &Utf8Path, reference: &str) -> Result<String, Error> {
         ])
         .output()
         .map_err(|_| {
-            Error::Problem(format!(
-                "`{reference}` names no commit in {repo}\n  = help: give a branch, a tag or a \
-                 commit id of that repository"
-            ))
+            Error::with_help(
+                format!("`{reference}` names no commit in {repo}"),
+                "give a branch, a tag or a \
+                 commit id of that repository",
+            )
         })?;
     let commit = String::from_utf8_lossy(&out).trim().to_owned();
     if commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(commit)
     } else {
-        Err(Error::Problem(format!(
+        Err(Error::problem(format!(
             "git gave `{commit}` for `{reference}`, not a commit id"
         )))
     }
@@ -169,16 +170,21 @@ fn export(repo: &Utf8Path, commit: &str, dir: &Utf8Path) -> Result<(), Error> {
         let size: usize = match header.split(' ').collect::<Vec<_>>()[..] {
             [id, "blob", size] if id == object => size.parse().unwrap_or(usize::MAX),
             _ => {
-                return Err(Error::Problem(format!(
-                    "{repo} lacks object {object} ({}) of commit {commit}: `{header}`\n  = help: a \
+                return Err(Error::with_help(
+                    format!(
+                        "{repo} lacks object {object} ({}) of commit {commit}: `{header}`",
+                        path.strip_prefix(dir).unwrap_or(path).display()
+                    ),
+                    format!(
+                        "a \
                      partial or shallow clone has not every object; `git -C {repo} fetch \
-                     --refetch` (or `--unshallow`) fetches them",
-                    path.strip_prefix(dir).unwrap_or(path).display()
-                )));
+                     --refetch` (or `--unshallow`) fetches them"
+                    ),
+                ));
             }
         };
         if after.len() < size + 1 {
-            return Err(Error::Problem(format!(
+            return Err(Error::problem(format!(
                 "git cat-file ended inside object {object}"
             )));
         }
@@ -227,7 +233,7 @@ fn tree(repo: &Utf8Path, commit: &str, dir: &Utf8Path) -> Result<Vec<Entry>, Err
     let mut entries = Vec::new();
     for record in listing.split(|&b| b == 0).filter(|r| !r.is_empty()) {
         let bad = || {
-            Error::Problem(format!(
+            Error::problem(format!(
                 "git ls-tree printed `{}`",
                 String::from_utf8_lossy(record)
             ))
@@ -287,12 +293,15 @@ fn refuse_overlaps(entries: &[Entry], dir: &Utf8Path, commit: &str) -> Result<()
 }
 
 fn overlap(dir: &Utf8Path, commit: &str, path: &std::path::Path, how: &str) -> Error {
-    Error::Problem(format!(
-        "commit {commit}'s tree names `{}` {how}: no checkout can hold it, and writing it would \
-         follow what the commit put there; nothing was exported\n  = help: such a tree is made \
+    Error::with_help(
+        format!(
+            "commit {commit}'s tree names `{}` {how}: no checkout can hold it, and writing it would \
+         follow what the commit put there; nothing was exported",
+            crate::error::clean(&path.strip_prefix(dir).unwrap_or(path).to_string_lossy())
+        ),
+        "such a tree is made \
          by hand (`git mktree`); build another commit",
-        crate::error::clean(&path.strip_prefix(dir).unwrap_or(path).to_string_lossy())
-    ))
+    )
 }
 
 /// The first line of `bytes` (without its newline) and the rest.
@@ -318,7 +327,7 @@ fn nix(
         .tempdir()
         .map_err(|e| Error::io("create", Utf8Path::new("a temporary directory"), e))?;
     let tmp_dir = Utf8Path::from_path(tmp.path())
-        .ok_or_else(|| Error::Problem("the temporary directory's path is not UTF-8".into()))?;
+        .ok_or_else(|| Error::problem("the temporary directory's path is not UTF-8"))?;
     let src = tmp_dir.join(format!("{}-src-{}", model.project, short(commit)));
     step("build: export", || export(repo, commit, &src))?;
     let source = step("build: nix-store --add", || {
@@ -352,7 +361,7 @@ fn nix(
             .last()
             .map(|l| Utf8PathBuf::from(l.trim()))
             .ok_or_else(|| {
-                Error::Problem(format!(
+                Error::problem(format!(
                     "nix-build of {} printed no path",
                     source.join(file)
                 ))

@@ -353,13 +353,15 @@ const WINDOW_PY: &str = include_str!("../wrappers/window.py");
 /// directory of shims of `project`: hidden, one per project.
 pub use crate::layout::helper_name;
 
-/// The helper of `project` as a file to write beside its shims.
-pub fn helper(project: &str) -> Result<Artifact, Error> {
-    Ok(Artifact {
+/// The helper of `project` (its bytes read by the caller:
+/// [`crate::installation::helper_binary`]) as a file to write beside its
+/// shims.
+pub fn helper(project: &str, bytes: Vec<u8>) -> Artifact {
+    Artifact {
         name: helper_name(project),
         mode: 0o755,
-        bytes: crate::layout::helper_binary()?,
-    })
+        bytes,
+    }
 }
 
 /// Whether the shim of `instance` execs the helper: to switch accounts or

@@ -3,15 +3,13 @@
 //! migration record, in one Django start), and the plan: new generation,
 //! window, switch, steps, restart, health, healthy.
 
-use std::collections::BTreeMap;
-
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::journal::{JournalFile, Record};
 use super::plan::{self, Code, OnKill, Outcome, Plan, Planned, Step, Undo};
 use super::{
-    Candidate, Journaled, Moved, after_steps, command_step, health, machine_check, make_state_dir,
-    manage, manage_steps, open, window,
+    Candidate, Journaled, Moved, Notice, Say, after_steps, command_step, health, machine_check,
+    make_state_dir, manage, manage_steps, open, window,
 };
 use crate::django::{self, Migrations};
 use crate::error::Error;
@@ -25,11 +23,15 @@ pub fn deploy(
     name: &str,
     candidate: Candidate<'_>,
     allow_irreversible: bool,
+    say: Say,
 ) -> Result<Moved, Error> {
-    let (mut world, _) = open(model, name, "deploy", Journaled::Recover)?;
+    let (mut world, _) = open(model, name, "deploy", Journaled::Recover, say)?;
     let (instance, profile) = (world.instance, world.profile.clone());
     let package = step("deploy: candidate", || candidate_package(model, candidate))?;
-    eprintln!("djshim: candidate for {name}: {package}");
+    say(Notice::Candidate {
+        instance: name,
+        package: &package,
+    });
     let generations = profile.generations()?;
     let old = current(&profile, &generations)?.cloned();
     if let Some(g) = old.as_ref().filter(|g| g.target == package) {
@@ -47,27 +49,38 @@ pub fn deploy(
         django::deploy_questions(&candidate_instance, &shim)
     })?;
     if !migrations.unknown.is_empty() {
-        return Err(Error::Problem(format!(
-            "not switching {name} to {package}: its database has migrations this package does \
+        return Err(Error::with_help(
+            format!(
+                "not switching {name} to {package}: its database has migrations this package does \
              not know ({}), applied by a newer release; its code would run on a schema it does \
-             not know, and only the code that applied them can reverse them\n  = help: roll \
+             not know, and only the code that applied them can reverse them",
+                migrations.unknown.join(", ")
+            ),
+            format!(
+                "roll \
              back to a generation without them (`djshim rollback {name}`, or `--to N`: \
              `djshim history {name}`), which migrates back with the newer code, or deploy a \
-             package that has them",
-            migrations.unknown.join(", ")
-        )));
+             package that has them"
+            ),
+        ));
     }
-    report_migrations(&migrations, instance.deploy.window);
+    say(Notice::Migrations {
+        migrations: &migrations,
+        window: instance.deploy.window,
+    });
     let irreversible = migrations.irreversible();
     // A first deploy is never migrated back (see `deploy_plan`), so what
     // cannot be reversed does not stop it.
     if !allow_irreversible && old.is_some() && !irreversible.is_empty() {
-        return Err(Error::Problem(format!(
-            "not switching {name} to {package}: these migrations cannot be reversed, so a \
-             failed deploy could not take the database back: {}\n  = help: give them a reverse \
+        return Err(Error::with_help(
+            format!(
+                "not switching {name} to {package}: these migrations cannot be reversed, so a \
+             failed deploy could not take the database back: {}",
+                irreversible.join(", ")
+            ),
+            "give them a reverse \
              (RunPython's reverse_code, RunSQL's reverse_sql), or pass --allow-irreversible",
-            irreversible.join(", ")
-        )));
+        ));
     }
     let number = profile.next_number(&generations)?;
     let plan = deploy_plan(instance, &package, number, old.as_ref(), &migrations);
@@ -86,7 +99,7 @@ pub fn deploy(
                      what the first deploy's migrations made"
                 ),
             };
-            Err(Error::Problem(format!(
+            Err(Error::problem(format!(
                 "the deploy of {package} failed: {failure}\n  = {back}"
             )))
         }
@@ -247,89 +260,43 @@ fn candidate_package(model: &Model, candidate: Candidate<'_>) -> Result<Utf8Path
             let profile = Profile::at(&other.package);
             let _lock = Lock::try_take(&profile, &format!("deploy --from {}", other.name))
                 .map_err(|holder| {
-                    Error::Problem(format!(
-                        "instance `{0}` is busy: {holder} is under way, and what `{0}` runs \
-                         may still change\n  = help: promote once it has ended",
-                        other.name
-                    ))
+                    Error::with_help(
+                        format!(
+                            "instance `{}` is busy: {holder} is under way, and what `{}` runs \
+                             may still change",
+                            other.name, other.name
+                        ),
+                        "promote once it has ended",
+                    )
                 })?;
             if let Some(journal) = JournalFile::new(&profile).read()? {
-                return Err(Error::Problem(format!(
-                    "instance `{}` runs no complete generation: {} did not end\n  = help: \
-                     `djshim rollback {}` or `djshim deploy {}` first",
-                    other.name, journal.plan.summary, other.name, other.name
-                )));
+                return Err(Error::with_help(
+                    format!(
+                        "instance `{}` runs no complete generation: {} did not end",
+                        other.name, journal.plan.summary
+                    ),
+                    format!(
+                        "`djshim rollback {}` or `djshim deploy {}` first",
+                        other.name, other.name
+                    ),
+                ));
             }
             let generations = profile.generations()?;
             let Some(g) = current(&profile, &generations)? else {
-                return Err(Error::Problem(format!(
+                return Err(Error::problem(format!(
                     "instance `{}` runs no generation of its profile, so there is nothing to \
                      promote",
                     other.name
                 )));
             };
             if Record::of(&profile, g.number)?.is_some_and(|r| !r.healthy) {
-                return Err(Error::Problem(format!(
+                return Err(Error::problem(format!(
                     "generation {} of instance `{}` is a deploy that did not end healthy; it is \
                      not promoted",
                     g.number, other.name
                 )));
             }
             resolve(&g.target)
-        }
-    }
-}
-
-/// The new migrations, summarised: their number, and each that cannot be
-/// reversed by name (a first deploy of a large application brings
-/// hundreds).
-fn report_migrations(migrations: &Migrations, window: crate::model::Window) {
-    let count = migrations.new.len();
-    let mut apps: BTreeMap<&str, usize> = BTreeMap::new();
-    for (app, _, _) in &migrations.new {
-        *apps.entry(app).or_default() += 1;
-    }
-    match count {
-        0 => eprintln!("djshim: the candidate brings no new migration"),
-        1..=5 => {
-            for (app, name, reversible) in &migrations.new {
-                let how = if *reversible {
-                    "reversible"
-                } else {
-                    "IRREVERSIBLE"
-                };
-                eprintln!("djshim: new migration {app}.{name}: {how}");
-            }
-        }
-        _ => {
-            let per_app: Vec<String> = apps.iter().map(|(a, n)| format!("{a} {n}")).collect();
-            let irreversible = migrations.irreversible();
-            eprintln!(
-                "djshim: the candidate brings {count} new migrations ({}); {} of them cannot \
-                 be reversed",
-                per_app.join(", "),
-                irreversible.len()
-            );
-            for m in irreversible {
-                eprintln!("djshim: new migration {m}: IRREVERSIBLE");
-            }
-        }
-    }
-    // Said before the switch: the old code keeps serving while the steps
-    // migrate, until the restart — unless a window keeps it from requests.
-    for (migration, why) in &migrations.breaking {
-        if window == crate::model::Window::Serve {
-            eprintln!(
-                "djshim: warning: the code running now may fail against {migration} until the \
-                 restart: {} (`[deploy] window = \"stop\"` or `\"503\"` keeps requests from it)",
-                why.join("; ")
-            );
-        } else {
-            eprintln!(
-                "djshim: {migration} would break the code running now ({}): the window keeps \
-                 requests from it",
-                why.join("; ")
-            );
         }
     }
 }

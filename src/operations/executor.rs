@@ -8,8 +8,8 @@ use camino::Utf8PathBuf;
 
 use super::journal::Record;
 use super::plan::{self, Code, Step};
-use super::{health, window};
-use crate::django::Shims;
+use super::{Notice, Say, health, window};
+use crate::django::{self, Shims};
 use crate::error::Error;
 use crate::model::{Instance, Model};
 use crate::process::Process;
@@ -28,6 +28,8 @@ pub(super) struct Live<'m> {
     pub(super) shims: Shims,
     /// The plan is being undone.
     undoing: bool,
+    /// Where its notices go.
+    pub(super) say: Say,
     /// The instance's lock, let go last (after the shims are removed, so
     /// that the next run's are never removed by this one).
     _lock: Lock,
@@ -39,8 +41,10 @@ impl<'m> Live<'m> {
         instance: &'m Instance,
         profile: &Profile,
         lock: Lock,
+        say: Say,
     ) -> Result<Live<'m>, Error> {
         Ok(Live {
+            say,
             instance,
             profile: profile.clone(),
             undoing: false,
@@ -133,12 +137,8 @@ impl plan::World for Live<'_> {
             }
             Step::MigrateBack { targets, code } => {
                 let shim = self.shim(code)?;
-                let targets = serde_json::to_string(targets)
-                    .map_err(|e| Error::Problem(format!("cannot write the targets: {e}")))?;
-                // A JSON string literal of the JSON text is also a Python one.
-                let literal = serde_json::to_string(&targets).unwrap_or_default();
                 self.bounded(Process::new(&shim))
-                    .args(["shell", "-c", &MIGRATE_BACK.replace("@TARGETS@", &literal)])
+                    .args(["shell", "-c", &django::migrate_back_code(targets)?])
                     .env("DJSHIM_CONFIRM", &self.instance.name)
                     .run()
             }
@@ -149,10 +149,18 @@ impl plan::World for Live<'_> {
                 .run(),
             Step::Health { probe } => health::probe(probe),
             Step::Window { seconds, .. } => window::write(&self.window_file(), *seconds),
-            Step::Held { unit, wait } => window::held(unit, &self.window_file(), *wait),
+            Step::Held { unit, wait } => {
+                if let Some(state) = window::held(unit, &self.window_file(), *wait)? {
+                    (self.say)(Notice::NotServing {
+                        unit,
+                        state: &state,
+                    });
+                }
+                Ok(())
+            }
             Step::Healthy { number } => {
                 let mut record = Record::of(&self.profile, *number)?.ok_or_else(|| {
-                    Error::Problem(format!(
+                    Error::problem(format!(
                         "{}: the deploy record of generation {number} is gone",
                         crate::layout::record(&self.profile.dir, &self.profile.name, *number)
                     ))
@@ -172,12 +180,3 @@ impl plan::World for Live<'_> {
         }
     }
 }
-
-/// `manage.py shell -c` code: `migrate APP TARGET` for each target in
-/// turn, in one process.
-const MIGRATE_BACK: &str = r#"
-import json
-from django.core.management import call_command
-for app, target in json.loads(@TARGETS@):
-    call_command("migrate", app, target or "zero", interactive=False)
-"#;

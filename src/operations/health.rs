@@ -45,7 +45,7 @@ pub fn probe(probe: &Probe) -> Result<(), Error> {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             let why = said.filter(|_| why.ends_with(IN_TIME)).unwrap_or(why);
-            return Err(Error::Problem(format!(
+            return Err(Error::problem(format!(
                 "not healthy within {} s: {why}",
                 timeout.as_secs()
             )));

@@ -45,18 +45,22 @@ impl Record {
             Err(e) => return Err(Error::io("read", &path, e)),
         };
         serde_json::from_str(&text).map(Some).map_err(|e| {
-            Error::Problem(format!(
-                "{path}: not a deploy record djshim wrote ({e}), so what generation {number} \
-                 did to the database is unknown\n  = help: restore the file, or, if generation \
-                 {number} brought no migration, write `{{\"targets\": {{}}, \"healthy\": true}}` \
-                 into it"
-            ))
+            Error::with_help(
+                format!(
+                    "{path}: not a deploy record djshim wrote ({e}), so what generation \
+                     {number} did to the database is unknown"
+                ),
+                format!(
+                    "restore the file, or, if generation {number} brought no migration, write \
+                     `{{\"targets\": {{}}, \"healthy\": true}}` into it"
+                ),
+            )
         })
     }
 
     pub fn write(&self, profile: &Profile, number: u32) -> Result<(), Error> {
         let text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::Problem(format!("cannot write a deploy record: {e}")))?;
+            .map_err(|e| Error::problem(format!("cannot write a deploy record: {e}")))?;
         let path = layout::record(&profile.dir, &profile.name, number);
         crate::write::write_atomic(
             &profile.dir,
@@ -96,11 +100,11 @@ impl JournalFile {
             Err(e) => return Err(Error::io("read", &path, e)),
         };
         plan::parse(&text).map(Some).map_err(|why| {
-            Error::Problem(format!(
-                "{path}: {why}; djshim will not guess what the run that left it did\n  = help: \
-                 see what it says, make the instance whole by hand (`djshim history`, \
-                 `manage.py showmigrations`), then remove the file"
-            ))
+            Error::with_help(
+                format!("{path}: {why}; djshim will not guess what the run that left it did"),
+                "see what it says, make the instance whole by hand (`djshim history`, \
+                 `manage.py showmigrations`), then remove the file",
+            )
         })
     }
 }
@@ -108,7 +112,7 @@ impl JournalFile {
 impl Store for JournalFile {
     fn save(&mut self, journal: &Journal) -> Result<(), Error> {
         let text = serde_json::to_string_pretty(journal)
-            .map_err(|e| Error::Problem(format!("cannot write the journal: {e}")))?;
+            .map_err(|e| Error::problem(format!("cannot write the journal: {e}")))?;
         let path = self.path();
         crate::write::write_atomic(
             &self.profile.dir,

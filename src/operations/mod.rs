@@ -6,8 +6,9 @@
 //! builds its plan: every step with its undo, written out here, so "what
 //! does a deploy do and undo?" has one answer to read.
 //!
-//! The operations print their steps on stderr and return what they did;
-//! the front-end prints the result.
+//! The operations print their steps on stderr (the plan loop's progress);
+//! what else they have to say goes to the front-end as a [`Notice`], and
+//! what they did is their result.
 
 mod deploy;
 mod executor;
@@ -25,14 +26,41 @@ pub use rollback::{Back, rollback};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::django::{self};
+use crate::django::{self, Migrations};
 use crate::error::Error;
-use crate::model::{Health, Instance, Model};
+use crate::model::{Health, Instance, Model, Window};
 use crate::profile::{Lock, Profile, profiled};
 use crate::steps::step;
 use journal::JournalFile;
 pub use journal::Record;
 use plan::{Code, Journal, OnKill, Outcome, Planned, Probe, Step, Undo};
+
+/// What an operation has to say while it runs, before its result; the
+/// front-end words it (the plan's step lines, which say how far it is,
+/// aside).
+#[derive(Debug, Clone, Copy)]
+pub enum Notice<'a> {
+    /// Processes that a killed run's step left running were killed.
+    LeftProcesses(usize),
+    /// A killed run's journal is finished, or undone, now.
+    Recovering { summary: &'a str, undoing: bool },
+    /// The package a deploy goes to.
+    Candidate {
+        instance: &'a str,
+        package: &'a Utf8Path,
+    },
+    /// The candidate's new migrations, and whether a window keeps requests
+    /// from the old code while they run.
+    Migrations {
+        migrations: &'a Migrations,
+        window: Window,
+    },
+    /// The server unit does not run: no old code serves in the window.
+    NotServing { unit: &'a str, state: &'a str },
+}
+
+/// How an operation passes on its [`Notice`]s.
+pub type Say = fn(Notice<'_>);
 
 /// Where the candidate package comes from.
 #[derive(Debug, Clone, Copy)]
@@ -102,19 +130,17 @@ fn open<'m>(
     name: &str,
     operation: &str,
     journaled: Journaled,
+    say: Say,
 ) -> Result<(Live<'m>, bool), Error> {
     let (instance, profile) = profiled(model, name)?;
     let lock = Lock::take(&profile, &format!("{operation} {name}"))?;
-    let mut world = Live::new(model, instance, &profile, lock)?;
+    let mut world = Live::new(model, instance, &profile, lock, say)?;
     // A process of a killed run's migration committing after the undo
     // would leave the old code on a schema it does not know.
     let step = crate::layout::step_processes(&profile.dir, &profile.name);
     let left = crate::process::stop_left(&step)?;
     if left > 0 {
-        eprintln!(
-            "djshim: a step of an interrupted run left {left} process{} running: killed",
-            if left == 1 { "" } else { "es" }
-        );
+        say(Notice::LeftProcesses(left));
     }
     let recovered = match journaled {
         Journaled::Recover => recover(&mut world)?,
@@ -136,13 +162,18 @@ fn unfinished(journal: &Journal, profile: &Profile) -> Error {
         OnKill::Undo => "undoes it",
         OnKill::Finish => "finishes it",
     };
-    Error::Problem(format!(
-        "{} was interrupted and is not finished or undone (its journal is {}); the database may \
-         be half migrated\n  = help: `djshim rollback {name}` {how}, `djshim deploy {name}` {how} \
-         and deploys again",
-        journal.plan.summary,
-        JournalFile::new(profile).path()
-    ))
+    Error::with_help(
+        format!(
+            "{} was interrupted and is not finished or undone (its journal is {}); the database may \
+         be half migrated",
+            journal.plan.summary,
+            JournalFile::new(profile).path()
+        ),
+        format!(
+            "`djshim rollback {name}` {how}, `djshim deploy {name}` {how} \
+         and deploys again"
+        ),
+    )
 }
 
 /// Finishes or undoes what a killed run left, as its journal says; true
@@ -156,17 +187,22 @@ fn recover(world: &mut Live<'_>) -> Result<bool, Error> {
     };
     if let plan::State::Stuck { .. } = journal.state {
         let e = plan::stuck(&journal);
-        return Err(Error::Problem(format!(
-            "{e}\n  = help: make the instance whole by hand (`djshim history`, `manage.py \
+        return Err(Error::with_help(
+            format!("{e}"),
+            format!(
+                "make the instance whole by hand (`djshim history`, `manage.py \
              showmigrations`), then remove {}",
-            store.path()
-        )));
+                store.path()
+            ),
+        ));
     }
-    let how = match (&journal.state, journal.plan.on_kill) {
-        (plan::State::Undoing { .. }, _) | (_, OnKill::Undo) => "undoing it",
-        (_, OnKill::Finish) => "finishing it",
-    };
-    eprintln!("djshim: {} was interrupted; {how}", journal.plan.summary);
+    (world.say)(Notice::Recovering {
+        summary: &journal.plan.summary,
+        undoing: matches!(
+            (&journal.state, journal.plan.on_kill),
+            (plan::State::Undoing { .. }, _) | (_, OnKill::Undo)
+        ),
+    });
     match plan::recover(journal, world, &mut store)? {
         Outcome::Done | Outcome::Undone(_) => Ok(true),
     }
@@ -249,7 +285,7 @@ fn cannot_run(candidate: &Instance, problems: &[String]) -> Result<(), Error> {
     if problems.is_empty() {
         return Ok(());
     }
-    Err(Error::Problem(format!(
+    Err(Error::problem(format!(
         "the candidate cannot run as {}:\n  {}",
         candidate.name,
         problems.join("\n  ")

@@ -5,7 +5,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use super::journal::JournalFile;
 use super::plan::{self, OnKill, Outcome, Plan, Planned, Step, Undo};
-use super::{Journaled, Moved, make_state_dir, open, unfinished};
+use super::{Journaled, Moved, Say, make_state_dir, open, unfinished};
 use crate::error::Error;
 use crate::model::Model;
 use crate::profile::{Lock, current, profiled, resolve};
@@ -26,8 +26,8 @@ pub enum Pinned {
 /// machine checks of `djshim check`, then Django's own, as the instance's
 /// account), then a new generation and one switch. A run left unfinished
 /// is not built on: it is reported, with the way on.
-pub fn pin(model: &Model, name: &str, path: &Utf8Path) -> Result<Pinned, Error> {
-    let (mut world, _) = open(model, name, "pin", Journaled::Refuse)?;
+pub fn pin(model: &Model, name: &str, path: &Utf8Path, say: Say) -> Result<Pinned, Error> {
+    let (mut world, _) = open(model, name, "pin", Journaled::Refuse, say)?;
     let profile = world.profile.clone();
     let package = resolve(path)?;
     let candidate = world.instance.rebased(&package);

@@ -302,8 +302,8 @@ pub fn recover(
         };
         let Some(last) = last else {
             store.clear()?;
-            return Ok(Outcome::Undone(Error::Problem(
-                "it was killed before its first step".into(),
+            return Ok(Outcome::Undone(Error::problem(
+                "it was killed before its first step",
             )));
         };
         journal.state = State::Undoing {
@@ -365,7 +365,7 @@ fn resume(
             let undone = step(&format!("{operation}: undo: {sub}"), || world.run(sub));
             if crate::interrupt::count() > undoing {
                 // A second signal: stop here, the journal says where.
-                return Err(Error::Problem(format!(
+                return Err(Error::problem(format!(
                     "{summary} failed ({error}), and its undo was {what} at `{sub}`: the journal \
                      is kept, and the next `djshim deploy {instance}` or `djshim rollback \
                      {instance}` finishes the undo",
@@ -386,7 +386,7 @@ fn resume(
         }
     }
     store.clear()?;
-    Ok(Outcome::Undone(Error::Problem(error)))
+    Ok(Outcome::Undone(Error::problem(error)))
 }
 
 /// The plan's steps from where the journal says, until one fails (the
@@ -448,14 +448,14 @@ pub fn stuck(journal: &Journal) -> Error {
         step,
     } = &journal.state
     else {
-        return Error::Problem(format!("{} is not stuck", journal.plan.summary));
+        return Error::problem(format!("{} is not stuck", journal.plan.summary));
     };
     let plan = &journal.plan;
     let left: Vec<String> = plan.steps[..=*step]
         .iter()
         .map(|p| format!("    {}", p.step))
         .collect();
-    Error::Problem(format!(
+    Error::problem(format!(
         "{summary} failed and could not be undone\n  = it failed: {error}\n  = the undo \
          stopped: {undo_error}\n  = these steps were done and are not undone, newest last:\n\
          {left}",
@@ -516,7 +516,7 @@ mod tests {
             assert!(self.kill_at.as_deref() != Some(name.as_str()), "killed");
             self.log.push(name.clone());
             if self.fail.contains(&name) {
-                return Err(Error::Problem(format!("{name} failed")));
+                return Err(Error::problem(format!("{name} failed")));
             }
             match step {
                 Step::Switch { to } => self.profile = *to,

@@ -7,7 +7,8 @@ use camino::Utf8Path;
 use super::journal::{JournalFile, Record};
 use super::plan::{self, Code, OnKill, Outcome, Plan, Planned, Step, Undo};
 use super::{
-    Journaled, Moved, after_steps, command_step, deep_check, health, manage_steps, open, window,
+    Journaled, Moved, Say, after_steps, command_step, deep_check, health, manage_steps, open,
+    window,
 };
 use crate::error::Error;
 use crate::model::{Instance, Model};
@@ -29,8 +30,8 @@ pub enum Back {
 /// has its migrations reversed, newest first, each with its own code;
 /// then the switch, the steps, the restart and the health probe with the
 /// target's code. Killed, a rollback goes on where it was.
-pub fn rollback(model: &Model, name: &str, back: Back) -> Result<Moved, Error> {
-    let (mut world, recovered) = open(model, name, "rollback", Journaled::Recover)?;
+pub fn rollback(model: &Model, name: &str, back: Back, say: Say) -> Result<Moved, Error> {
+    let (mut world, recovered) = open(model, name, "rollback", Journaled::Recover, say)?;
     let (instance, profile) = (world.instance, world.profile.clone());
     if recovered {
         let generations = profile.generations()?;
@@ -46,29 +47,34 @@ pub fn rollback(model: &Model, name: &str, back: Back) -> Result<Moved, Error> {
         Current::None | Current::Elsewhere(_) => None,
     };
     if generations.is_empty() {
-        return Err(Error::Problem(format!(
-            "instance `{name}` has no generation yet\n  = help: deploy one with `djshim deploy \
+        return Err(Error::with_help(
+            format!("instance `{name}` has no generation yet"),
+            format!(
+                "deploy one with `djshim deploy \
              {name}`, or pin one with `djshim pin {name} PATH`"
-        )));
+            ),
+        ));
     }
     let target = match back {
         Back::To(n) => generations.iter().find(|g| g.number == n).ok_or_else(|| {
             let known: Vec<String> = generations.iter().map(|g| g.number.to_string()).collect();
-            Error::Problem(format!(
+            Error::problem(format!(
                 "instance `{name}` has no generation {n}; it has {}",
                 known.join(", ")
             ))
         })?,
         Back::Previous => {
             let Some(now) = now else {
-                return Err(Error::Problem(format!(
-                    "the profile {} is missing, so there is no generation before it\n  = help: \
-                     switch to one with `djshim rollback {name} --to N`",
-                    profile.link(),
-                )));
+                return Err(Error::with_help(
+                    format!(
+                        "the profile {} is missing, so there is no generation before it",
+                        profile.link()
+                    ),
+                    format!("switch to one with `djshim rollback {name} --to N`"),
+                ));
             };
             previous(&profile, &generations, now)?.ok_or_else(|| {
-                Error::Problem(format!(
+                Error::problem(format!(
                     "generation {} of instance `{name}` has no older generation with another \
                      package that ran healthy; there is nothing to roll back to",
                     now.number
@@ -77,13 +83,19 @@ pub fn rollback(model: &Model, name: &str, back: Back) -> Result<Moved, Error> {
         }
     };
     if let Some(now) = now.filter(|now| target.number > now.number) {
-        return Err(Error::Problem(format!(
-            "generation {} of instance `{name}` is newer than the one it runs ({}): a rollback \
+        return Err(Error::with_help(
+            format!(
+                "generation {} of instance `{name}` is newer than the one it runs ({}): a rollback \
              only goes back, and moving the profile forward would skip the migrations, the \
-             steps, the restart and the health probe\n  = help: go forward with `djshim deploy \
+             steps, the restart and the health probe",
+                target.number, now.number
+            ),
+            format!(
+                "go forward with `djshim deploy \
              {name} --path {}`",
-            target.number, now.number, target.target
-        )));
+                target.target
+            ),
+        ));
     }
     if now.is_some_and(|c| c.number == target.number) {
         return Ok(Moved::Already {
@@ -104,7 +116,7 @@ pub fn rollback(model: &Model, name: &str, back: Back) -> Result<Moved, Error> {
             package: target.target.clone(),
             from: now.map(|g| (g.number, g.target.clone())),
         }),
-        Outcome::Undone(failure) => Err(Error::Problem(format!(
+        Outcome::Undone(failure) => Err(Error::problem(format!(
             "the rollback of {name} to generation {} failed: {failure}\n  = {name} is back where \
              it was{}",
             target.number,
@@ -252,15 +264,20 @@ fn reversals(
             continue;
         }
         if !record.irreversible.is_empty() {
-            return Err(Error::Problem(format!(
-                "generation {} of instance `{name}` brought migrations that cannot be reversed \
-                 ({}), so no rollback takes the database back past it\n  = help: deploy a fix \
+            return Err(Error::with_help(
+                format!(
+                    "generation {} of instance `{name}` brought migrations that cannot be reversed \
+                 ({}), so no rollback takes the database back past it",
+                    g.number,
+                    record.irreversible.join(", ")
+                ),
+                format!(
+                    "deploy a fix \
                  forward (`djshim deploy {name}`), or restore the database from a backup made \
                  before generation {} and then `djshim pin {name}` the package that matches it",
-                g.number,
-                record.irreversible.join(", "),
-                g.number
-            )));
+                    g.number
+                ),
+            ));
         }
         reversed.push(g.number);
         let code = Code::Generation {
@@ -291,12 +308,17 @@ fn elsewhere(
     target: &Utf8Path,
 ) -> Error {
     let known: Vec<String> = generations.iter().map(|g| g.number.to_string()).collect();
-    Error::Problem(format!(
-        "the profile {} points at {target}, which is none of its generations ({}), \
-         so there is no generation before it\n  = help: switch to one with \
+    Error::with_help(
+        format!(
+            "the profile {} points at {target}, which is none of its generations ({}), \
+         so there is no generation before it",
+            profile.link(),
+            known.join(", ")
+        ),
+        format!(
+            "switch to one with \
          `djshim rollback {} --to N`",
-        profile.link(),
-        known.join(", "),
-        instance.name
-    ))
+            instance.name
+        ),
+    )
 }

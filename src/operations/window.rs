@@ -141,12 +141,15 @@ fn epoch_seconds() -> u64 {
 fn ready(instance: &Instance) -> Result<(), Error> {
     let unit = unit(instance);
     if show(&unit, "NeedDaemonReload")? == "yes" {
-        return Err(Error::Problem(format!(
-            "{unit} changed on disk since systemd loaded it, so the deploy window \
-             (`window = \"{}\"`) could not be trusted to hold requests\n  = help: run \
+        return Err(Error::with_help(
+            format!(
+                "{unit} changed on disk since systemd loaded it, so the deploy window \
+             (`window = \"{}\"`) could not be trusted to hold requests",
+                instance.deploy.window.name()
+            ),
+            "run \
              `systemctl daemon-reload` (after `djshim systemd`), then deploy again",
-            instance.deploy.window.name()
-        )));
+        ));
     }
     Ok(())
 }
@@ -154,15 +157,15 @@ fn ready(instance: &Instance) -> Result<(), Error> {
 /// After the window's restart: the launcher of `unit` runs window.py on
 /// `flag` in the mode `wait` says, or the unit is not running at all (then
 /// no old code serves, and a request that starts it finds the window).
-/// Waits up to [`HOLD_TIMEOUT`] for it.
-pub fn held(unit: &str, flag: &Utf8Path, wait: bool) -> Result<(), Error> {
+/// Waits up to [`HOLD_TIMEOUT`] for it. The unit's state when it is not
+/// running.
+pub fn held(unit: &str, flag: &Utf8Path, wait: bool) -> Result<Option<String>, Error> {
     let mode = if wait { "stop" } else { "503" };
     let start = Instant::now();
     loop {
         let state = show(unit, "ActiveState")?;
         if !matches!(state.as_str(), "active" | "activating" | "reloading") {
-            eprintln!("djshim: {unit} is {state}: no old code serves during the window");
-            return Ok(());
+            return Ok(Some(state));
         }
         let main: i32 = show(unit, "MainPID")?.parse().unwrap_or(0);
         let seen = if main == 0 {
@@ -171,19 +174,22 @@ pub fn held(unit: &str, flag: &Utf8Path, wait: bool) -> Result<(), Error> {
             launcher(main, flag, mode)
         };
         let what = match seen {
-            Seen::Held => return Ok(()),
+            Seen::Held => return Ok(None),
             Seen::NotYet(_) if start.elapsed() < HOLD_TIMEOUT => {
                 std::thread::sleep(Duration::from_millis(50));
                 continue;
             }
             Seen::NotYet(what) | Seen::Never(what) => what,
         };
-        return Err(Error::Problem(format!(
-            "the deploy window did not open: {unit} does not run the `{mode}` window ({what}), \
-             so the old code would serve while the schema changes\n  = help: the unit systemd \
+        return Err(Error::with_help(
+            format!(
+                "the deploy window did not open: {unit} does not run the `{mode}` window ({what}), \
+             so the old code would serve while the schema changes"
+            ),
+            "the unit systemd \
              runs was written for another `window` (or none): run `djshim systemd` and \
-             `systemctl daemon-reload`, then deploy again"
-        )));
+             `systemctl daemon-reload`, then deploy again",
+        ));
     }
 }
 

@@ -1,18 +1,100 @@
 //! The front-end of the release operations: `djshim deploy`, `pin`,
 //! `rollback` and `history` parse nothing and decide nothing here; they
-//! call [`crate::deploy`] and [`crate::profile`] with plain values and print
-//! what those return.
+//! call [`crate::operations`] and [`crate::profile`] with plain values, and
+//! word what those say while they run ([`Notice`]) and what they return.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cli::{DeployArgs, HistoryArgs, PinArgs, RollbackArgs};
+use crate::django::Migrations;
 use crate::error::Error;
 use crate::model::Model;
-use crate::operations::{self, Back, Candidate, Moved, Pinned, Record};
+use crate::model::Window;
+use crate::operations::{self, Back, Candidate, Moved, Notice, Pinned, Record};
 use crate::profile::{Current, profiled};
 use crate::steps::say;
+
+/// Says on stderr what an operation has to say while it runs.
+fn notice(notice: Notice<'_>) {
+    match notice {
+        Notice::LeftProcesses(n) => eprintln!(
+            "djshim: a step of an interrupted run left {n} process{} running: killed",
+            if n == 1 { "" } else { "es" }
+        ),
+        Notice::Recovering { summary, undoing } => eprintln!(
+            "djshim: {summary} was interrupted; {}",
+            if undoing {
+                "undoing it"
+            } else {
+                "finishing it"
+            }
+        ),
+        Notice::Candidate { instance, package } => {
+            eprintln!("djshim: candidate for {instance}: {package}");
+        }
+        Notice::Migrations { migrations, window } => report_migrations(migrations, window),
+        Notice::NotServing { unit, state } => {
+            eprintln!("djshim: {unit} is {state}: no old code serves during the window");
+        }
+    }
+}
+
+/// The new migrations, summarised: their number, and each that cannot be
+/// reversed by name (a first deploy of a large application brings
+/// hundreds).
+fn report_migrations(migrations: &Migrations, window: Window) {
+    let count = migrations.new.len();
+    let mut apps: BTreeMap<&str, usize> = BTreeMap::new();
+    for (app, _, _) in &migrations.new {
+        *apps.entry(app).or_default() += 1;
+    }
+    match count {
+        0 => eprintln!("djshim: the candidate brings no new migration"),
+        1..=5 => {
+            for (app, name, reversible) in &migrations.new {
+                let how = if *reversible {
+                    "reversible"
+                } else {
+                    "IRREVERSIBLE"
+                };
+                eprintln!("djshim: new migration {app}.{name}: {how}");
+            }
+        }
+        _ => {
+            let per_app: Vec<String> = apps.iter().map(|(a, n)| format!("{a} {n}")).collect();
+            let irreversible = migrations.irreversible();
+            eprintln!(
+                "djshim: the candidate brings {count} new migrations ({}); {} of them cannot \
+                 be reversed",
+                per_app.join(", "),
+                irreversible.len()
+            );
+            for m in irreversible {
+                eprintln!("djshim: new migration {m}: IRREVERSIBLE");
+            }
+        }
+    }
+    // Said before the switch: the old code keeps serving while the steps
+    // migrate, until the restart — unless a window keeps it from requests.
+    for (migration, why) in &migrations.breaking {
+        if window == Window::Serve {
+            eprintln!(
+                "djshim: warning: the code running now may fail against {migration} until the \
+                 restart: {} (`[deploy] window = \"stop\"` or `\"503\"` keeps requests from it)",
+                why.join("; ")
+            );
+        } else {
+            eprintln!(
+                "djshim: {migration} would break the code running now ({}): the window keeps \
+                 requests from it",
+                why.join("; ")
+            );
+        }
+    }
+}
 
 /// Says what an operation did.
 fn report(name: &str, moved: &Moved, out: &mut dyn Write) -> Result<(), Error> {
@@ -46,13 +128,13 @@ fn report(name: &str, moved: &Moved, out: &mut dyn Write) -> Result<(), Error> {
 
 pub fn pin(model: &Model, args: &PinArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     if let Some(path) = &args.path {
-        match operations::pin(model, &args.instance, path)? {
+        match operations::pin(model, &args.instance, path, notice)? {
             Pinned::Moved(moved) => report(&args.instance, &moved, out)?,
             Pinned::CannotRun { package, problems } => {
                 for problem in &problems {
                     say(out, format_args!("{problem}"))?;
                 }
-                return Err(Error::Problem(format!(
+                return Err(Error::problem(format!(
                     "not pinning {package}: the instance could not run it ({} problem{})",
                     problems.len(),
                     if problems.len() == 1 { "" } else { "s" }
@@ -77,7 +159,7 @@ pub fn rollback(
     out: &mut dyn Write,
 ) -> Result<ExitCode, Error> {
     let back = args.to.map_or(Back::Previous, Back::To);
-    let moved = operations::rollback(model, &args.instance, back)?;
+    let moved = operations::rollback(model, &args.instance, back, notice)?;
     if let Moved::Already { number, .. } = moved {
         say(
             out,
@@ -97,7 +179,7 @@ pub fn deploy(model: &Model, args: &DeployArgs, out: &mut dyn Write) -> Result<E
         (None, None) => Candidate::Build(args.reference.as_deref()),
     };
     let name = &args.instance;
-    match operations::deploy(model, name, candidate, args.allow_irreversible)? {
+    match operations::deploy(model, name, candidate, args.allow_irreversible, notice)? {
         Moved::Already { package, .. } => {
             say(
                 out,
