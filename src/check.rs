@@ -468,10 +468,10 @@ pub fn installed_units(model: &crate::model::Model) -> Result<Vec<Problem>, crat
             .instances
             .values()
             .filter(|i| {
-                name.strip_prefix(i.command.as_str())
+                name.strip_prefix(i.full_name.as_str())
                     .is_some_and(|rest| rest.starts_with(['.', '-']))
             })
-            .max_by_key(|i| i.command.len());
+            .max_by_key(|i| i.full_name.len());
         found.push(Problem {
             instance: owner.map_or_else(|| model.project.clone(), |i| i.name.clone()),
             key: "units_dir",

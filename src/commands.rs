@@ -205,7 +205,7 @@ fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<E
     let mut wanted: BTreeSet<String> = model
         .instances
         .values()
-        .map(|i| i.command.clone())
+        .map(|i| i.full_name.clone())
         .collect();
     if model.instances.values().any(render::needs_helper) {
         let helper = render::helper(&model.project, crate::installation::helper_binary()?);
@@ -367,7 +367,7 @@ fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
     // service would not run what its shim runs.
     let units = check::installed_units(model)?;
     for instance in model.instances.values() {
-        let shim: Utf8PathBuf = model.bin_dir.join(&instance.command);
+        let shim: Utf8PathBuf = model.bin_dir.join(&instance.full_name);
         let expected = renderer.shim(model, instance, &model.bin_dir)?;
         let state = match std::fs::read(&shim) {
             Ok(_) if render::needs_helper(instance) && !helper_current => "stale",
@@ -420,4 +420,4 @@ fn show(model: &Model, args: &ShowArgs, out: &mut dyn Write) -> Result<ExitCode,
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) use crate::steps::say;
+pub(crate) use crate::progress::say;

@@ -1,5 +1,5 @@
 //! Env files as systemd reads them (`EnvironmentFile=`): the one reader
-//! of the shims' helper (`djshim-exec`, src/exec.rs), so that a shim
+//! of the shims' helper (`djshim-exec`, src/bin/djshim-exec/exec.rs), so that a shim
 //! sees what the instance's units see, and of `djshim check`, which says
 //! where the shim refuses a file and where an older systemd reads it
 //! otherwise. Pure: bytes in, findings out.
@@ -129,7 +129,7 @@ pub fn read(bytes: &[u8]) -> Reading {
         text = &bytes[..nul];
     }
     for &c in text {
-        parser.step(c);
+        parser.feed(c);
         if c == b'\n' {
             parser.line += 1;
         }
@@ -170,7 +170,7 @@ impl Parser {
             .push((self.line, format!("no `=` in `{key}`")));
     }
 
-    fn step(&mut self, c: u8) {
+    fn feed(&mut self, c: u8) {
         match self.state {
             State::PreKey => {
                 if c == b'#' || c == b';' {

@@ -7,7 +7,7 @@
 //! machine what the config cannot know.
 //!
 //! Public only what the `djshim` binary and the tests use; the helper
-//! (`djshim-exec`: src/exec.rs, src/relay.rs) is a binary of its own.
+//! (`djshim-exec`: src/bin/djshim-exec/) is a binary of its own.
 
 pub(crate) mod accounts;
 pub(crate) mod build_account;
@@ -30,11 +30,11 @@ pub(crate) mod operations;
 pub(crate) mod process;
 pub(crate) mod procs;
 pub(crate) mod profile;
+pub(crate) mod progress;
 pub(crate) mod quote;
 pub(crate) mod release;
 pub(crate) mod release_commands;
 pub mod render;
 pub mod schedule;
-pub(crate) mod steps;
 pub mod units;
 pub(crate) mod write;

@@ -83,8 +83,9 @@ pub struct Model {
 pub struct Instance {
     /// The instance name (`prod`).
     pub name: String,
-    /// The shim's file name, `<project>-<instance>`.
-    pub command: String,
+    /// `<project>-<instance>`: the file name of its shim, the name of its
+    /// units and of its profile.
+    pub full_name: String,
     /// The package root: the configured path, or the profile link.
     pub package: Utf8PathBuf,
     /// True when `package` is the instance's profile link (no `package` key).

@@ -17,7 +17,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::error::Error;
 use crate::model::{Build, BuildWith, Model, Repo};
 use crate::process::Process;
-use crate::steps::step;
+use crate::progress::timed;
 
 /// The commit id shown with a package: the first 12 hex digits.
 pub fn short(commit: &str) -> &str {
@@ -46,8 +46,8 @@ pub fn build(
         )
     })?;
     let reference = reference.or(build.reference.as_deref()).unwrap_or("HEAD");
-    let repo = step("build: fetch", || repository(model, build))?;
-    let commit = step(&format!("build: resolve `{reference}`"), || {
+    let repo = timed("build: fetch", || repository(model, build))?;
+    let commit = timed(&format!("build: resolve `{reference}`"), || {
         resolve(&repo, reference)
     })?;
     eprintln!("djshim: building commit {commit}");
@@ -329,8 +329,8 @@ fn nix(
     let tmp_dir = Utf8Path::from_path(tmp.path())
         .ok_or_else(|| Error::problem("the temporary directory's path is not UTF-8"))?;
     let src = tmp_dir.join(format!("{}-src-{}", model.project, short(commit)));
-    step("build: export", || export(repo, commit, &src))?;
-    let source = step("build: nix-store --add", || {
+    timed("build: export", || export(repo, commit, &src))?;
+    let source = timed("build: nix-store --add", || {
         let out = Process::new("nix-store").arg("--add").arg(&src).output()?;
         Ok(Utf8PathBuf::from(String::from_utf8_lossy(&out).trim()))
     })?;
@@ -339,7 +339,7 @@ fn nix(
         .join(release_name(&model.project, commit));
     let account = crate::build_account::BuildAccount::for_nix(build)?;
     let epoch = commit_time(repo, commit)?;
-    step("build: nix-build", || {
+    timed("build: nix-build", || {
         // Restricted evaluation: the commit's Nix code reads the exported
         // source and nothing else of the machine.
         // The build account cannot write the releases directory: it builds
@@ -414,10 +414,10 @@ fn command_build(
     let account = crate::build_account::BuildAccount::for_build(build)?;
     remove_tree(&release)?;
     let made = (|| {
-        step("build: export", || export(repo, commit, &release))?;
+        timed("build: export", || export(repo, commit, &release))?;
         let epoch = commit_time(repo, commit)?;
         account.hand(&release)?;
-        let ran = step(&format!("build: {}", command.join(" ")), || {
+        let ran = timed(&format!("build: {}", command.join(" ")), || {
             account
                 .command(&command[0], &release, commit, &epoch)
                 .args(&command[1..])
@@ -427,7 +427,7 @@ fn command_build(
         // frozen, so nothing of the account can change it afterwards.
         account.stop_leftovers();
         ran?;
-        step("build: freeze", || crate::build_account::freeze(&release))?;
+        timed("build: freeze", || crate::build_account::freeze(&release))?;
         fs::write(&stamp, format!("{commit}\n")).map_err(|e| Error::io("write", &stamp, e))?;
         crate::write::sync_dir(&build.releases_dir)
     })();

@@ -15,7 +15,7 @@ use crate::model::Model;
 use crate::model::Window;
 use crate::operations::{self, Back, Candidate, Moved, Notice, Pinned, Record};
 use crate::profile::{Current, profiled};
-use crate::steps::say;
+use crate::progress::say;
 
 /// Says on stderr what an operation has to say while it runs.
 fn notice(notice: Notice<'_>) {

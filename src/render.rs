@@ -47,8 +47,8 @@ const TEMPLATES: [(&str, &str); 14] = [
     ),
     ("job.service.j2", include_str!("../wrappers/job.service.j2")),
     (
-        "worker.service.j2",
-        include_str!("../wrappers/worker.service.j2"),
+        "service.service.j2",
+        include_str!("../wrappers/service.service.j2"),
     ),
     (
         "server.socket.j2",
@@ -64,8 +64,8 @@ const TEMPLATES: [(&str, &str); 14] = [
     ),
     ("job.timer.j2", include_str!("../wrappers/job.timer.j2")),
     (
-        "service.systemd.j2",
-        include_str!("../wrappers/service.systemd.j2"),
+        "shared-service.systemd.j2",
+        include_str!("../wrappers/shared-service.systemd.j2"),
     ),
     (
         "environment.systemd-env.j2",
@@ -189,7 +189,7 @@ impl Renderer {
         let ctx = ShimContext {
             project: &model.project,
             instance: &instance.name,
-            command: &instance.command,
+            command: &instance.full_name,
             profile: instance.profile.then(|| instance.package.as_str()),
             manage: words.path(&instance.manage),
             python: words.path(&instance.python),
@@ -218,7 +218,7 @@ impl Renderer {
         };
         let text = self.render(SHIM.0, &ctx)?;
         Ok(Artifact {
-            name: instance.command.clone(),
+            name: instance.full_name.clone(),
             mode: 0o755,
             bytes: text.into_bytes(),
         })
@@ -349,7 +349,7 @@ struct WindowContext<'a> {
 
 const WINDOW_PY: &str = include_str!("../wrappers/window.py");
 
-/// The file name of the shims' helper (`djshim-exec`, src/exec.rs) in a
+/// The file name of the shims' helper (`djshim-exec`, src/bin/djshim-exec/) in a
 /// directory of shims of `project`: hidden, one per project.
 pub use crate::layout::helper_name;
 

@@ -63,7 +63,7 @@ struct ServerContext<'a> {
 }
 
 #[derive(Serialize)]
-struct WorkerContext<'a> {
+struct ServiceContext<'a> {
     #[serde(flatten)]
     base: Base<'a>,
     service: &'a str,
@@ -237,7 +237,7 @@ fn base<'a>(
         writable,
         state_directories,
         exec,
-        target: &instance.command,
+        target: &instance.full_name,
         settings: settings
             .iter()
             .map(|(k, v)| Setting {
@@ -331,16 +331,16 @@ impl Units<'_, '_> {
                 let ctx = SocketContext {
                     project: &model.project,
                     instance: &instance.name,
-                    unit: &instance.command,
+                    unit: &instance.full_name,
                     listen: socket.listen(),
                 };
-                let name = format!("{}.socket", instance.command);
+                let name = format!("{}.socket", instance.full_name);
                 wants.push(self.add(name, "server.socket.j2", &ctx)?);
             }
             wants.push(self.server(server)?);
         }
         for service in instance.services.values() {
-            wants.push(self.worker(service)?);
+            wants.push(self.service(service)?);
         }
         for job in instance.jobs.values() {
             let ctx = job_context(self.renderer, model, instance, job, self.system)?;
@@ -350,11 +350,11 @@ impl Units<'_, '_> {
         let ctx = TargetContext {
             project: &model.project,
             instance: &instance.name,
-            unit: &instance.command,
+            unit: &instance.full_name,
             wants,
         };
         self.add(
-            format!("{}.target", instance.command),
+            format!("{}.target", instance.full_name),
             "instance.target.j2",
             &ctx,
         )?;
@@ -366,11 +366,11 @@ impl Units<'_, '_> {
         // The deploy window is the server's: only a profile instance is
         // deployed, through its launcher.
         let window = (instance.deploy.window != Window::Serve)
-            .then(|| crate::layout::window(&self.model.profiles_dir, &instance.command));
+            .then(|| crate::layout::window(&self.model.profiles_dir, &instance.full_name));
         let exec = exec_line(
             self.renderer,
             instance,
-            &instance.command,
+            &instance.full_name,
             true,
             &server.command,
             window.as_deref(),
@@ -380,7 +380,7 @@ impl Units<'_, '_> {
             base: base(
                 self.model,
                 instance,
-                &instance.command,
+                &instance.full_name,
                 true,
                 exec,
                 &server.service,
@@ -391,7 +391,7 @@ impl Units<'_, '_> {
             socket: server.socket.as_ref().map(crate::model::Socket::listen),
         };
         self.add(
-            format!("{}.service", instance.command),
+            format!("{}.service", instance.full_name),
             "server.service.j2",
             &ctx,
         )
@@ -399,7 +399,7 @@ impl Units<'_, '_> {
 
     /// A service: manage.py's arguments, or the interpreter's (which, like
     /// the server's, get manage.py's directory first on `PYTHONPATH`).
-    fn worker(&mut self, service: &crate::model::Service) -> Result<String, Error> {
+    fn service(&mut self, service: &crate::model::Service) -> Result<String, Error> {
         let (args, python) = match &service.run {
             crate::model::Run::Manage(args) => (args, false),
             crate::model::Run::Python(args) => (args, true),
@@ -413,7 +413,7 @@ impl Units<'_, '_> {
             None,
             self.system,
         )?;
-        let ctx = WorkerContext {
+        let ctx = ServiceContext {
             base: base(
                 self.model,
                 self.instance,
@@ -428,7 +428,7 @@ impl Units<'_, '_> {
         };
         self.add(
             format!("{}.service", service.unit),
-            "worker.service.j2",
+            "service.service.j2",
             &ctx,
         )
     }
@@ -451,7 +451,7 @@ impl Units<'_, '_> {
                 directories: outside,
             };
             self.add(
-                format!("{}.tmpfiles.conf", instance.command),
+                format!("{}.tmpfiles.conf", instance.full_name),
                 "tmpfiles.conf.j2",
                 &ctx,
             )?;
@@ -545,7 +545,7 @@ pub fn crontab(
             unit: &job.unit,
             schedule: &job.schedule.cron,
             lock: lock_dir.join(format!("{}.lock", job.unit)).into_string(),
-            shim: bin.join(&instance.command).into_string(),
+            shim: bin.join(&instance.full_name).into_string(),
             command: &job.manage,
         })
         .collect();

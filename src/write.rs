@@ -63,7 +63,7 @@ pub struct Options {
 
 /// One file's planned change, with its old content for the diff.
 #[derive(Debug)]
-struct Step<'a> {
+struct FileChange<'a> {
     name: String,
     change: Change,
     old: Option<Vec<u8>>,
@@ -96,16 +96,17 @@ pub fn sync(
         remove_leftovers(dir)?;
     }
     let owners = Owners::read(dir, project)?;
-    let steps = plan(dir, artifacts, wanted, &owners, options.force)?;
+    let changes = plan(dir, artifacts, wanted, &owners, options.force)?;
 
     if options.dry_run {
-        for step in &steps {
-            print_diff(dir, step, diff_out).map_err(|e| Error::io("write the diff of", dir, e))?;
+        for change in &changes {
+            print_diff(dir, change, diff_out)
+                .map_err(|e| Error::io("write the diff of", dir, e))?;
         }
     } else {
-        apply(dir, project, &steps, &owners, wanted)?;
+        apply(dir, project, &changes, &owners, wanted)?;
     }
-    Ok(steps.into_iter().map(|s| (s.name, s.change)).collect())
+    Ok(changes.into_iter().map(|c| (c.name, c.change)).collect())
 }
 
 /// Who owns what in one directory, as its manifests say.
@@ -154,8 +155,8 @@ fn plan<'a>(
     wanted: &BTreeSet<String>,
     owners: &Owners,
     force: bool,
-) -> Result<Vec<Step<'a>>, Error> {
-    let mut steps = Vec::new();
+) -> Result<Vec<FileChange<'a>>, Error> {
+    let mut changes = Vec::new();
     let mut foreign = Vec::new();
     let mut theirs = Vec::new();
     for artifact in artifacts {
@@ -177,7 +178,7 @@ fn plan<'a>(
             }
             Some(_) => Change::Update,
         };
-        steps.push(Step {
+        changes.push(FileChange {
             name: artifact.name.clone(),
             change,
             old,
@@ -192,7 +193,7 @@ fn plan<'a>(
     }
     for name in owners.own.difference(wanted) {
         if let Some(old) = read_if_exists(&dir.join(name))? {
-            steps.push(Step {
+            changes.push(FileChange {
                 name: name.clone(),
                 change: Change::Remove,
                 old: Some(old),
@@ -200,20 +201,20 @@ fn plan<'a>(
             });
         }
     }
-    steps.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(steps)
+    changes.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(changes)
 }
 
 fn apply(
     dir: &Utf8Path,
     project: &str,
-    steps: &[Step<'_>],
+    changes: &[FileChange<'_>],
     owners: &Owners,
     wanted: &BTreeSet<String>,
 ) -> Result<(), Error> {
     let manifest = manifest_name(project);
     let owned = &owners.own;
-    let written: BTreeSet<String> = steps
+    let written: BTreeSet<String> = changes
         .iter()
         .filter(|s| s.new.is_some())
         .map(|s| s.name.clone())
@@ -232,12 +233,12 @@ fn apply(
             write_manifest(dir, LEGACY_MANIFEST, &owners.legacy, &legacy)?;
         }
     }
-    let changed = steps
+    let to_write = changes
         .iter()
         .filter(|s| matches!(s.change, Change::Create | Change::Update));
-    write_all(dir, changed.filter_map(|s| s.new))?;
-    for step in steps.iter().filter(|s| s.change == Change::Remove) {
-        let path = dir.join(&step.name);
+    write_all(dir, to_write.filter_map(|s| s.new))?;
+    for removed in changes.iter().filter(|s| s.change == Change::Remove) {
+        let path = dir.join(&removed.name);
         fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
     }
     let kept: BTreeSet<String> = claimed.intersection(wanted).cloned().collect();
@@ -416,31 +417,31 @@ fn mode(path: &Utf8Path) -> Result<u32, Error> {
     Ok(meta.permissions().mode() & 0o7777)
 }
 
-fn print_diff(dir: &Utf8Path, step: &Step<'_>, out: &mut dyn Write) -> io::Result<()> {
-    if step.change == Change::Unchanged {
+fn print_diff(dir: &Utf8Path, change: &FileChange<'_>, out: &mut dyn Write) -> io::Result<()> {
+    if change.change == Change::Unchanged {
         return Ok(());
     }
-    let path: Utf8PathBuf = dir.join(&step.name);
+    let path: Utf8PathBuf = dir.join(&change.name);
     let binary = |bytes: &[u8]| std::str::from_utf8(bytes).is_err();
-    if step.old.as_deref().is_some_and(binary) || step.new.is_some_and(|a| binary(&a.bytes)) {
+    if change.old.as_deref().is_some_and(binary) || change.new.is_some_and(|a| binary(&a.bytes)) {
         // The shims' helper: no lines to compare.
-        let verb = match step.change {
+        let verb = match change.change {
             Change::Create => "would be created",
             Change::Remove => "would be removed",
             _ => "would change",
         };
         return writeln!(out, "binary file {path} {verb}");
     }
-    let old = step
+    let old = change
         .old
         .as_deref()
         .map(String::from_utf8_lossy)
         .unwrap_or_default();
-    let new = step
+    let new = change
         .new
         .map(|a| String::from_utf8_lossy(&a.bytes))
         .unwrap_or_default();
-    let (from, to) = match step.change {
+    let (from, to) = match change.change {
         Change::Create => ("/dev/null".to_owned(), path.to_string()),
         Change::Remove => (path.to_string(), "/dev/null".to_owned()),
         _ => (path.to_string(), path.to_string()),
@@ -455,7 +456,7 @@ fn print_diff(dir: &Utf8Path, step: &Step<'_>, out: &mut dyn Write) -> io::Resul
         return writeln!(
             out,
             "mode of {path} becomes {:o}",
-            step.new.map_or(0, |a| a.mode)
+            change.new.map_or(0, |a| a.mode)
         );
     }
     write!(

@@ -128,7 +128,7 @@ impl Model {
             if let Some(i) = b.instance(&project, name, &raw.defaults, inst, profiles) {
                 // Shims and units share names: `<project>-<instance>` and
                 // `<project>-<instance>-<job>` must not meet.
-                let units = std::iter::once(&i.command)
+                let units = std::iter::once(&i.full_name)
                     .chain(i.services.values().map(|s| &s.unit))
                     .chain(i.jobs.values().map(|j| &j.unit));
                 for unit in units {
@@ -315,7 +315,7 @@ impl Builder<'_> {
         let package = package?;
         Some(Instance {
             name: instance.to_owned(),
-            command: format!("{project}-{instance}"),
+            full_name: format!("{project}-{instance}"),
             manage: normalize(&package.join(manage?)),
             package,
             profile,

@@ -30,7 +30,7 @@ impl Builder<'_> {
     ) {
         let instance = name.get_ref();
         let server = self.server(project, instance, defaults, inst);
-        let services = self.workers(project, instance, defaults, inst);
+        let services = self.merged_services(project, instance, defaults, inst);
         let jobs = self.jobs(project, instance, defaults, inst);
         if !has_user && (server.is_some() || !services.is_empty() || !jobs.is_empty()) {
             let what = if server.is_some() {
@@ -120,7 +120,7 @@ impl Builder<'_> {
     }
 
     /// `services` of the defaults and of the instance, merged by name.
-    fn workers(
+    fn merged_services(
         &mut self,
         project: &str,
         instance: &str,
@@ -153,14 +153,14 @@ impl Builder<'_> {
                 );
                 continue;
             }
-            if let Some(service) = self.worker(project, instance, name, at, raw, &key) {
+            if let Some(service) = self.service(project, instance, name, at, raw, &key) {
                 services.insert(name.to_owned(), service);
             }
         }
         services
     }
 
-    fn worker(
+    fn service(
         &mut self,
         project: &str,
         instance: &str,

@@ -15,7 +15,7 @@ use crate::django::{self, Migrations};
 use crate::error::Error;
 use crate::model::{Instance, Model};
 use crate::profile::{Generation, Lock, Profile, current, resolve};
-use crate::steps::step;
+use crate::progress::timed;
 
 /// Deploys `candidate` to `name`.
 pub fn deploy(
@@ -27,7 +27,7 @@ pub fn deploy(
 ) -> Result<Moved, Error> {
     let (mut world, _) = open(model, name, "deploy", Journaled::Recover, say)?;
     let (instance, profile) = (world.instance, world.profile.clone());
-    let package = step("deploy: candidate", || candidate_package(model, candidate))?;
+    let package = timed("deploy: candidate", || candidate_package(model, candidate))?;
     say(Notice::Candidate {
         instance: name,
         package: &package,
@@ -44,7 +44,7 @@ pub fn deploy(
     make_state_dir(&candidate_instance, "deploy")?;
     let shim = world.shims.shim(Some(&package))?;
     // One Django start answers both: the deep check, then the record.
-    let migrations = step("deploy: check and record migrations", || {
+    let migrations = timed("deploy: check and record migrations", || {
         machine_check(&candidate_instance)?;
         django::deploy_questions(&candidate_instance, &shim)
     })?;

@@ -30,7 +30,7 @@ use crate::django::{self, Migrations};
 use crate::error::Error;
 use crate::model::{Health, Instance, Model, Window};
 use crate::profile::{Lock, Profile, profiled};
-use crate::steps::step;
+use crate::progress::timed;
 use journal::JournalFile;
 pub use journal::Record;
 use plan::{Code, Journal, OnKill, Outcome, Planned, Probe, Step, Undo};
@@ -99,7 +99,7 @@ pub fn make_state_dir(instance: &Instance, operation: &str) -> Result<(), Error>
     let Some(dir) = instance.state_dir.as_ref().filter(|d| !d.exists()) else {
         return Ok(());
     };
-    step(
+    timed(
         &format!("{operation}: make the state directory {dir}"),
         || {
             crate::accounts::make_owned_dir(

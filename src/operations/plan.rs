@@ -20,7 +20,7 @@ use camino::Utf8PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::steps::step;
+use crate::progress::timed;
 
 /// The version of the journal's format; a journal of another version is
 /// refused, never guessed at.
@@ -362,7 +362,7 @@ fn resume(
                 sub: s,
             };
             store.save(&journal)?;
-            let undone = step(&format!("{operation}: undo: {sub}"), || world.run(sub));
+            let undone = timed(&format!("{operation}: undo: {sub}"), || world.run(sub));
             if crate::interrupt::count() > undoing {
                 // A second signal: stop here, the journal says where.
                 return Err(Error::problem(format!(
@@ -409,7 +409,7 @@ fn go_forward(
             };
             store.save(journal)?;
             let planned = journal.plan.steps[i].step.clone();
-            let result = step(&format!("{operation}: {planned}"), || {
+            let result = timed(&format!("{operation}: {planned}"), || {
                 world.run(&planned)?;
                 if crate::interrupt::count() > signals {
                     return Err(crate::interrupt::interrupted());

@@ -13,7 +13,7 @@ use super::{
 use crate::error::Error;
 use crate::model::{Instance, Model};
 use crate::profile::{Current, Generation, Profile, current};
-use crate::steps::step;
+use crate::progress::timed;
 
 /// What `rollback` is to do.
 #[derive(Debug, Clone, Copy)]
@@ -104,7 +104,7 @@ pub fn rollback(model: &Model, name: &str, back: Back, say: Say) -> Result<Moved
         });
     }
     let checked = instance.rebased(&target.target);
-    step("rollback: check", || {
+    timed("rollback: check", || {
         let shim = world.shims.shim(Some(&target.target))?;
         deep_check(&checked, &shim)
     })?;

@@ -15,7 +15,7 @@ use super::plan::{Plan, Planned, Step, Undo};
 use crate::error::Error;
 use crate::model::{Instance, Window};
 use crate::process::Process;
-use crate::steps::step;
+use crate::progress::timed;
 
 /// How long the launcher may take from its restart to holding requests.
 const HOLD_TIMEOUT: Duration = Duration::from_secs(15);
@@ -25,7 +25,7 @@ const SHOW_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The server unit whose launcher runs the window.
 pub fn unit(instance: &Instance) -> String {
-    format!("{}.service", instance.command)
+    format!("{}.service", instance.full_name)
 }
 
 /// The steps of a plan's window.
@@ -98,7 +98,7 @@ pub fn ready_for(plan: &Plan, instance: &Instance) -> Result<(), Error> {
     {
         return Ok(());
     }
-    step(
+    timed(
         &format!(
             "{}: check that systemd runs the units on disk",
             plan.operation

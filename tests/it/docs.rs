@@ -100,12 +100,12 @@ fn ci_runs_the_readme_test_command() {
     assert_eq!(ci.lines().last().map(str::trim), Some(command));
 }
 
-/// The README's worked example of an instance with workers is the fixture
-/// the unit tests render (tests/fixtures/workers.toml, without its header).
+/// The README's worked example of an instance with services is the fixture
+/// the unit tests render (tests/fixtures/services.toml, without its header).
 #[test]
-fn the_readme_workers_example_is_the_tested_fixture() {
+fn the_readme_services_example_is_the_tested_fixture() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
-    let fixture = std::fs::read_to_string(root().join("tests/fixtures/workers.toml")).unwrap();
+    let fixture = std::fs::read_to_string(root().join("tests/fixtures/services.toml")).unwrap();
     let body: String = fixture
         .lines()
         .skip_while(|l| l.starts_with('#'))
@@ -113,7 +113,7 @@ fn the_readme_workers_example_is_the_tested_fixture() {
         .collect();
     assert!(
         readme.contains(&format!("```toml\n{body}```")),
-        "README's example differs from tests/fixtures/workers.toml"
+        "README's example differs from tests/fixtures/services.toml"
     );
 }
 
@@ -143,15 +143,155 @@ fn sources() -> Vec<(String, String)> {
     out
 }
 
-/// Layer rule: the front-end (main.rs, cli.rs, commands.rs, pins.rs) is
-/// the only code that knows the CLI's types.
+/// The layers of src/, bottom up, each module (a file or folder under
+/// src/) in one. STYLE.md's map with one difference: its "world" is two
+/// layers here. The primitives (children, /proc, accounts, locks, file
+/// names) sit below the pipeline, which uses some of them (model marks GC
+/// roots, write takes locks); the adapters that speak to Django and run
+/// the build account take the validated model's types, so they sit above
+/// it.
+const LAYERS: [(&str, &[&str]); 6] = [
+    (
+        "leaves",
+        &[
+            "error",
+            "quote",
+            "layout",
+            "envfile",
+            "envrule",
+            "procs",
+            "progress",
+            "schedule",
+            "interrupt",
+        ],
+    ),
+    (
+        "world primitives",
+        &["process", "lock", "gcroot", "accounts", "installation"],
+    ),
+    (
+        "pipeline",
+        &["config", "model", "render", "units", "nixos", "write"],
+    ),
+    ("world adapters", &["django", "build_account"]),
+    ("operations", &["check", "profile", "release", "operations"]),
+    (
+        "front-end",
+        &["cli", "commands", "release_commands", "main", "lib"],
+    ),
+];
+
+/// The modules of src/ that `text` names (`crate::NAME`, `crate::{A, B}`).
+fn imports(text: &str) -> std::collections::BTreeSet<String> {
+    let mut found = std::collections::BTreeSet::new();
+    for (i, _) in text.match_indices("crate::") {
+        let rest = &text[i + "crate::".len()..];
+        let names: Vec<&str> = match rest.strip_prefix('{') {
+            Some(group) => {
+                let mut depth = 0;
+                let end = group
+                    .char_indices()
+                    .find(|&(_, c)| {
+                        match c {
+                            '{' => depth += 1,
+                            '}' if depth == 0 => return true,
+                            '}' => depth -= 1,
+                            _ => {}
+                        }
+                        false
+                    })
+                    .map_or(group.len(), |(at, _)| at);
+                let mut depth = 0;
+                group[..end]
+                    .split(|c| {
+                        match c {
+                            '{' => depth += 1,
+                            '}' => depth -= 1,
+                            _ => {}
+                        }
+                        c == ',' && depth == 0
+                    })
+                    .collect()
+            }
+            None => vec![rest],
+        };
+        for name in names {
+            let name: String = name
+                .trim_start()
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                found.insert(name);
+            }
+        }
+    }
+    found
+}
+
+/// Layer rule: every module is in a layer of [`LAYERS`], and imports only
+/// modules of its own layer or a lower one (python3 ../shared/hooks/layers.py
+/// checks that there are no circles within a layer).
+#[test]
+fn imports_go_down_the_layers() {
+    let rank = |module: &str| LAYERS.iter().position(|(_, names)| names.contains(&module));
+    let mut unplaced = std::collections::BTreeSet::new();
+    let mut upward = Vec::new();
+    for (path, text) in sources() {
+        let Some(rel) = path.strip_prefix("src/") else {
+            continue;
+        };
+        if rel.starts_with("bin/") {
+            continue;
+        }
+        let module = rel.split('/').next().unwrap().trim_end_matches(".rs");
+        let Some(own) = rank(module) else {
+            unplaced.insert(module.to_owned());
+            continue;
+        };
+        for dep in imports(&text) {
+            match rank(&dep) {
+                None => {
+                    unplaced.insert(dep);
+                }
+                Some(theirs) if theirs > own => upward.push(format!(
+                    "{path} ({}) imports {dep} ({})",
+                    LAYERS[own].0, LAYERS[theirs].0
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(
+        unplaced.is_empty(),
+        "modules in no layer of LAYERS: {unplaced:?}"
+    );
+    assert!(
+        upward.is_empty(),
+        "imports going up:\n{}",
+        upward.join("\n")
+    );
+}
+
+#[test]
+fn the_layer_check_sees_an_upward_import() {
+    assert_eq!(
+        imports("use crate::operations::{self, X};\nuse crate::{cli::A, model::{B, C}, error};"),
+        ["cli", "error", "model", "operations"]
+            .map(String::from)
+            .into()
+    );
+}
+
+/// Layer rule: the front-end (`main.rs`, `cli.rs`, `commands.rs`,
+/// `release_commands.rs`) is the only code that knows the CLI's types.
 #[test]
 fn no_cli_types_below_the_front_end() {
     let front = [
         "src/main.rs",
         "src/cli.rs",
         "src/commands.rs",
-        "src/pins.rs",
+        "src/release_commands.rs",
     ];
     let below: Vec<String> = sources()
         .into_iter()
@@ -167,10 +307,10 @@ fn no_cli_types_below_the_front_end() {
 
 /// Layer rule: every child process starts in src/process.rs (deadlines,
 /// process groups, the command in every error), except the helper's own
-/// (src/exec.rs: its final exec and its relay's account side).
+/// (src/bin/djshim-exec/exec.rs: its final exec and its relay's account side).
 #[test]
 fn no_child_process_outside_the_process_module() {
-    let allowed = ["src/process.rs", "src/exec.rs"];
+    let allowed = ["src/process.rs", "src/bin/djshim-exec/exec.rs"];
     let spawners: Vec<String> = sources()
         .into_iter()
         .filter(|(path, _)| !allowed.contains(&path.as_str()))

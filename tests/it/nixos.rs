@@ -176,7 +176,7 @@ fn write_both(world: &World, config: &Utf8Path) -> Utf8PathBuf {
 #[test]
 fn the_modules_units_are_the_unit_files_key_by_key() {
     let world = World::new();
-    let module = write_both(&world, &root().join("tests/fixtures/workers.toml"));
+    let module = write_both(&world, &root().join("tests/fixtures/services.toml"));
     let systemd = eval(&call(&module, "\"/nonexistent\"", "config.systemd"));
     let wrong = differences(&systemd, &world.path("units"));
     assert!(wrong.is_empty(), "{wrong:#?}");
@@ -200,7 +200,7 @@ fn the_modules_units_are_the_unit_files_key_by_key() {
     assert_status(
         &world.djshim(&[
             "-c",
-            root().join("tests/fixtures/workers.toml").as_str(),
+            root().join("tests/fixtures/services.toml").as_str(),
             "nixos",
             "--out",
             module.as_str(),

@@ -1,6 +1,7 @@
-//! The named steps of a build or a deploy: each says on stderr when it
-//! starts and when it ends, with its duration, so a long build or migration
-//! shows that it is alive; a failure names its step.
+//! What a command writes as it goes: each timed piece of work (a build's
+//! export, a plan's step) says on stderr when it starts and when it ends,
+//! with its duration, so a long build or migration shows that it is
+//! alive, and a failure names it; a result's line goes to stdout.
 
 use std::io::Write;
 use std::time::Instant;
@@ -15,11 +16,11 @@ pub fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), Err
     writeln!(out, "{line}").map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))
 }
 
-/// Runs `f` as the step `name`.
+/// Runs `f` as the piece of work `name`.
 ///
 /// The lines are written without panicking on a failed write: after a
 /// hang-up the terminal is gone, and the plan must still be undone.
-pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+pub fn timed<T>(name: &str, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
     let _ = writeln!(std::io::stderr(), "djshim: {name} …");
     let start = Instant::now();
     let result = f();

@@ -22,7 +22,7 @@ use crate::systemd::{Unit, free_port, http_get, verify};
 #[test]
 fn workers_units_match_their_golden_files() {
     let world = World::new();
-    let config = root().join("tests/fixtures/workers.toml");
+    let config = root().join("tests/fixtures/services.toml");
     assert_status(
         &world.djshim(&["-c", config.as_str(), "systemd", "--out", "units"]),
         0,
@@ -39,7 +39,7 @@ fn workers_units_match_their_golden_files() {
             );
         }
     }
-    crate::support::golden_dir("golden/workers", |_| true, &files);
+    crate::support::golden_dir("golden/services", |_| true, &files);
     names.sort();
     assert_eq!(
         names,
