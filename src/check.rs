@@ -48,6 +48,30 @@ pub fn deep(model: &crate::model::Model, instance: &Instance) -> Result<Vec<Prob
         .collect())
 }
 
+/// The problems found of one instance.
+struct Found<'i> {
+    instance: &'i Instance,
+    problems: Vec<Problem>,
+}
+
+impl<'i> Found<'i> {
+    fn new(instance: &'i Instance) -> Found<'i> {
+        Found {
+            instance,
+            problems: Vec::new(),
+        }
+    }
+
+    fn say(&mut self, key: &'static str, message: String, warning: bool) {
+        self.problems.push(Problem {
+            instance: self.instance.name.clone(),
+            key,
+            message,
+            warning,
+        });
+    }
+}
+
 /// Asks Python whether it can find the settings module the way manage.py
 /// will: the script's directory first on `sys.path`, then `PYTHONPATH`.
 const FIND_SETTINGS: &str = "\
@@ -76,21 +100,13 @@ pub fn machine(instance: &Instance) -> Vec<Problem> {
 }
 
 fn problems(instance: &Instance, import: bool) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut say = |key: &'static str, message: String, warning: bool| {
-        problems.push(Problem {
-            instance: instance.name.clone(),
-            key,
-            message,
-            warning,
-        });
-    };
+    let mut found = Found::new(instance);
     let package_ok = if instance.package.is_dir() {
         true
     } else if instance.profile {
         // Where a fresh server starts: nothing to check in a package yet,
         // and nothing wrong.
-        say(
+        found.say(
             "package",
             format!(
                 "not deployed yet: the profile {} points at no package; deploy one with \
@@ -101,7 +117,7 @@ fn problems(instance: &Instance, import: bool) -> Vec<Problem> {
         );
         false
     } else {
-        say(
+        found.say(
             "package",
             format!("{}: no such directory", instance.package),
             false,
@@ -110,7 +126,7 @@ fn problems(instance: &Instance, import: bool) -> Vec<Problem> {
     };
     let manage_ok = package_ok && instance.manage.is_file();
     if package_ok && !manage_ok {
-        say(
+        found.say(
             "manage",
             format!("{}: no such file", instance.manage),
             false,
@@ -119,7 +135,7 @@ fn problems(instance: &Instance, import: bool) -> Vec<Problem> {
     let python_ok = is_executable(&instance.python);
     let in_package = instance.python.starts_with(&instance.package);
     if !python_ok && (package_ok || !in_package) {
-        say(
+        found.say(
             "python",
             format!("{}: missing or not executable", instance.python),
             false,
@@ -131,24 +147,24 @@ fn problems(instance: &Instance, import: bool) -> Vec<Problem> {
     ] {
         for dir in dirs {
             if package_ok && !dir.is_dir() {
-                say(key, format!("{dir}: no such directory"), false);
+                found.say(key, format!("{dir}: no such directory"), false);
             }
         }
     }
     if let Some(dir) = instance.state_dir.as_ref().filter(|d| !d.is_dir()) {
         if package_ok || !instance.profile {
-            say("state_dir", format!("{dir}: no such directory"), false);
+            found.say("state_dir", format!("{dir}: no such directory"), false);
         } else {
             let message = format!("{dir} does not exist yet: the first deploy (or pin) makes it");
-            say("state_dir", message, true);
+            found.say("state_dir", message, true);
         }
     }
     if import && manage_ok && python_ok {
-        find_settings(instance).unwrap_or_else(|message| say("settings", message, false));
+        find_settings(instance).unwrap_or_else(|message| found.say("settings", message, false));
     }
-    problems.extend(accounts(instance));
-    problems.extend(sandbox(instance));
-    problems
+    found.problems.extend(accounts(instance));
+    found.problems.extend(sandbox(instance));
+    found.problems
 }
 
 /// What the instance's units cannot reach in their sandbox: each unit has
@@ -208,20 +224,12 @@ pub fn sandbox(instance: &Instance) -> Vec<Problem> {
 /// world-readable; the instance's writable directories are writable by the
 /// account.
 fn accounts(instance: &Instance) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut say = |key: &'static str, message: String, warning: bool| {
-        problems.push(Problem {
-            instance: instance.name.clone(),
-            key,
-            message,
-            warning,
-        });
-    };
+    let mut found = Found::new(instance);
     // The account whose files these are: the instance's, else whoever runs `check`.
     let account = if let Some(user) = &instance.user {
         let entry = crate::accounts::account(user);
         if entry.is_none() {
-            say(
+            found.say(
                 "user",
                 format!(
                     "the account `{user}` does not exist; create it, e.g. `useradd --system {user}`"
@@ -238,7 +246,7 @@ fn accounts(instance: &Instance) -> Vec<Problem> {
         .as_ref()
         .filter(|g| crate::accounts::group(g).is_none())
     {
-        say(
+        found.say(
             "group",
             format!(
                 "the group `{group}` does not exist; create it, e.g. `groupadd --system {group}`"
@@ -249,7 +257,7 @@ fn accounts(instance: &Instance) -> Vec<Problem> {
     let uid = account.as_ref().and_then(|(uid, _)| *uid);
     for file in &instance.env_files {
         for (message, warning) in env_file(file, uid, instance.user.as_deref()) {
-            say("env_file", message, warning);
+            found.say("env_file", message, warning);
         }
     }
     if let Some((Some(uid), user)) = account.filter(|(_, user)| !user.is_empty()) {
@@ -262,11 +270,11 @@ fn accounts(instance: &Instance) -> Vec<Problem> {
             let Some(dir) = dir else { continue };
             let meta = std::fs::metadata(dir);
             if meta.is_ok_and(|m| !writable(&m, uid, &groups)) {
-                say(key, format!("{dir} is not writable by `{user}`"), false);
+                found.say(key, format!("{dir} is not writable by `{user}`"), false);
             }
         }
     }
-    problems
+    found.problems
 }
 
 /// What the shim will find wrong with one env file, checked by the

@@ -25,6 +25,10 @@ use crate::quote::sh_quote;
 /// stdout, its stderr.
 pub type Outcome = (Option<i32>, Vec<u8>, Vec<u8>);
 
+/// How a child ended (`None`: killed at its deadline), its stdout, its
+/// stderr.
+type Collected = (Option<std::process::ExitStatus>, Vec<u8>, Vec<u8>);
+
 /// A command to run.
 #[derive(Debug, Clone)]
 pub struct Process {
@@ -179,20 +183,7 @@ impl Process {
     /// stderr). An error only when it could not start or did not end by
     /// its deadline.
     pub fn outcome(&self) -> Result<Outcome, Error> {
-        let mut child = self
-            .command()
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| self.failed(format!("could not start: {e}"), ""))?;
-        let out = drain(child.stdout.take());
-        let err = drain(child.stderr.take());
-        let status = self.wait(&mut child)?;
-        let (out, err) = (
-            out.join().unwrap_or_default(),
-            err.join().unwrap_or_default(),
-        );
+        let (status, out, err) = self.collect(false)?;
         match status {
             Some(status) => Ok((status.code(), out, err)),
             None => Err(self
@@ -209,6 +200,14 @@ impl Process {
     }
 
     fn capture(&self, show_stderr: bool) -> Result<Vec<u8>, Error> {
+        let (status, out, err) = self.collect(show_stderr)?;
+        self.ended(status, &err).map(|()| out)
+    }
+
+    /// Runs it with its input fed and its stdout (and, unless
+    /// `show_stderr`, its stderr) read to the end: how it ended (`None`:
+    /// killed at its deadline), its stdout, its stderr.
+    fn collect(&self, show_stderr: bool) -> Result<Collected, Error> {
         let mut child = self
             .command()
             .stdin(if self.input.is_some() {
@@ -232,11 +231,11 @@ impl Process {
         let out = drain(child.stdout.take());
         let err = drain(child.stderr.take());
         let status = self.wait(&mut child)?;
-        let (out, err) = (
+        Ok((
+            status,
             out.join().unwrap_or_default(),
             err.join().unwrap_or_default(),
-        );
-        self.ended(status, &err).map(|()| out)
+        ))
     }
 
     /// Runs it with its output going to djshim's stderr (a build's log must

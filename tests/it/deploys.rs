@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::site::{
     Site, VOTES_MIGRATION, VOTES_MODEL, commit_votes, killed, killed_deploy, stopped_at,
 };
-use crate::support::{World, assert_status, from_cron, git, require, root, text};
+use crate::support::{Expect, World, assert_status, from_cron, git, require, root, text};
 
 #[test]
 fn deploy_builds_migrates_and_serves_the_newest_commit() {
@@ -294,13 +294,24 @@ fn on_postgresql_deploys_and_rollbacks_take_the_database_along() {
 /// Each kill lands where it says: a process of the step waits at a gate
 /// until djshim is dead (the build; the check; mid-migration, its column
 /// added in its transaction; collectstatic; the restart; the health probe,
-/// answered by the server; the migration's reversal in an undo). The
-/// instants between (the new generation, the switch, the healthy record)
-/// are each killed before and after their effect by
+/// answered by the server; an `after` step, the last before the healthy
+/// record; the migration's reversal in an undo). The instants between
+/// (the new generation, the switch, the healthy record itself) are each
+/// killed before and after their effect by
 /// `plans::a_kill_anywhere_is_finished_or_undone_by_the_next_run`.
 #[test]
 fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
     let (site, first) = Site::serving();
+    // An `after` step: a kill there lands after the health probe passed,
+    // before the record of a healthy generation.
+    let config = site.world.read("djshim.toml");
+    site.world.write(
+        "djshim.toml",
+        &config.replace(
+            "health_timeout = 8\n",
+            "health_timeout = 8\nafter = [[\"check\"]]\n",
+        ),
+    );
     commit_votes(&site);
     for (gate, step, switched) in [
         ("build", "djshim: build: ", false),
@@ -317,6 +328,7 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
         ),
         ("restart", "djshim: deploy: restart: ", true),
         ("health", "djshim: deploy: health …", true),
+        ("manage-check", "djshim: deploy: manage.py check", true),
     ] {
         let stderr = killed_deploy(&site, gate);
         let last = stderr
@@ -334,13 +346,10 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
         );
         // A pin would build on a half-done deploy: refused.
         if switched {
-            let output = site.world.djshim(&["pin", "prod", first.as_str()]);
-            assert_status(&output, 1);
-            assert!(
-                text(&output)
-                    .1
-                    .contains("was interrupted and is not finished or undone")
-            );
+            Expect::new()
+                .status(1)
+                .stderr_has("was interrupted and is not finished or undone")
+                .check(&site.world.djshim(&["pin", "prod", first.as_str()]));
         }
         let output = site.deploy(&["prod"]);
         assert_status(&output, 0);
@@ -405,14 +414,14 @@ fn what_a_killed_step_left_running_is_stopped_before_the_undo() {
     let (stderr, status) = stopped_at(&site, &["deploy", "prod"], &["migrate-0002"], "KILL");
     assert!(status.code().is_none(), "{stderr}");
     let killed_at = Instant::now();
-    let output = site.world.djshim(&["rollback", "prod"]);
-    assert_status(&output, 0);
+    let (_, stderr) = Expect::new()
+        .stdout(&format!("prod: back on generation 1: {first}\n"))
+        .stderr_has("djshim: a step of an interrupted run left 1 process running: killed")
+        .stderr_has("was interrupted; undoing it")
+        .check(&site.world.djshim(&["rollback", "prod"]));
     assert!(
-        text(&output)
-            .1
-            .starts_with("djshim: a step of an interrupted run left 1 process running: killed\n"),
-        "{}",
-        text(&output).1
+        stderr.starts_with("djshim: a step of an interrupted run left"),
+        "{stderr}"
     );
     assert_eq!(site.generation_target("prod"), first);
     // Past the time the orphan would have written.

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::accounts::PROBE;
-use crate::support::{CRON_PATH, World, assert_status, text, toml_str};
+use crate::support::{CRON_PATH, Expect, World, assert_status, text, toml_str};
 
 const HELPER: &str = "bin/.djshim-t-exec";
 
@@ -133,17 +133,15 @@ fn the_helper_is_a_copy_and_without_one_nothing_is_written() {
     };
 
     let before = world.files();
-    let output = generate(&djshim);
-    assert_status(&output, 1);
-    assert_eq!(
-        text(&output).1,
-        format!(
+    Expect::new()
+        .status(1)
+        .stderr(&format!(
             "djshim: error: the shims' helper {} cannot be read (No such file or directory (os \
-             error 2)): it is built and installed with djshim (`cargo build`, `cargo install \
-             --path .`)\n",
+             error 2))\n  = help: it is built and installed with djshim (`cargo build`, `cargo \
+             install --path .`)\n",
             install.path("djshim-exec")
-        )
-    );
+        ))
+        .check(&generate(&djshim));
     assert_eq!(world.files(), before, "something was written");
 
     fs::copy(
@@ -159,8 +157,9 @@ fn the_helper_is_a_copy_and_without_one_nothing_is_written() {
     assert_eq!(report.unwrap()["env"]["B"], "2");
 
     // The shim's own copy gone: one line, 127, as for a missing interpreter.
-    let list = world.djshim(&["list"]);
-    assert!(text(&list).0.contains("up to date"), "{}", text(&list).0);
+    Expect::new()
+        .stdout_has("up to date")
+        .check(&world.djshim(&["list"]));
     fs::remove_file(world.path(HELPER)).unwrap();
     let (output, _) = run(&world.path("bin/t-app"));
     assert_status(&output, 127);

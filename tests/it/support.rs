@@ -241,6 +241,98 @@ pub fn text(output: &Output) -> (String, String) {
     )
 }
 
+/// What a run must show, in the way of just's `Test`: status 0 and empty
+/// stdout and stderr unless the test says otherwise, so a test that does
+/// not look at a stream still fails on an unexpected line there. Each
+/// stream is expected whole (`stdout`, `stderr`) or by the lines it must
+/// hold, in order (`stdout_has`, `stderr_has`); [`Expect::check`] asserts
+/// it all, showing both streams on a mismatch.
+#[must_use]
+pub struct Expect {
+    status: i32,
+    stdout: Stream,
+    stderr: Stream,
+}
+
+enum Stream {
+    Whole(String),
+    /// These parts, each within a line, in this order.
+    Has(Vec<String>),
+}
+
+impl Expect {
+    pub fn new() -> Expect {
+        Expect {
+            status: 0,
+            stdout: Stream::Whole(String::new()),
+            stderr: Stream::Whole(String::new()),
+        }
+    }
+
+    pub fn status(mut self, status: i32) -> Expect {
+        self.status = status;
+        self
+    }
+
+    pub fn stdout(mut self, text: &str) -> Expect {
+        self.stdout = Stream::Whole(text.to_owned());
+        self
+    }
+
+    pub fn stderr(mut self, text: &str) -> Expect {
+        self.stderr = Stream::Whole(text.to_owned());
+        self
+    }
+
+    pub fn stdout_has(mut self, part: &str) -> Expect {
+        self.stdout = Stream::has(self.stdout, part);
+        self
+    }
+
+    pub fn stderr_has(mut self, part: &str) -> Expect {
+        self.stderr = Stream::has(self.stderr, part);
+        self
+    }
+
+    /// Asserts `output` is as expected; its streams, for more checks.
+    #[track_caller]
+    pub fn check(self, output: &Output) -> (String, String) {
+        let (out, err) = text(output);
+        let shown = format!("stdout:\n{out}\nstderr:\n{err}");
+        assert_eq!(output.status.code(), Some(self.status), "{shown}");
+        for (name, stream, text) in [
+            ("stdout", &self.stdout, &out),
+            ("stderr", &self.stderr, &err),
+        ] {
+            match stream {
+                Stream::Whole(whole) => assert_eq!(text, whole, "{name} differs; {shown}"),
+                Stream::Has(parts) => {
+                    let mut lines = text.lines();
+                    for part in parts {
+                        assert!(
+                            lines.any(|l| l.contains(part.as_str())),
+                            "{name} has no line with {part:?} (after the ones before it); {shown}"
+                        );
+                    }
+                }
+            }
+        }
+        (out, err)
+    }
+}
+
+impl Stream {
+    fn has(self, part: &str) -> Stream {
+        match self {
+            Stream::Has(mut parts) => {
+                parts.push(part.to_owned());
+                Stream::Has(parts)
+            }
+            Stream::Whole(_) => Stream::Has(vec![part.to_owned()]),
+        }
+    }
+}
+
 /// Asserts the exit status, showing both streams when it differs.
 #[track_caller]
 pub fn assert_status(output: &Output, code: i32) {
@@ -331,4 +423,34 @@ pub fn golden(rel: &str, actual: &str) {
             .unified_diff()
             .header("expected", "actual")
     );
+}
+
+/// The builder fails on what a test did not expect: a line on a stream it
+/// did not look at, a part missing, another status.
+#[test]
+fn expect_fails_on_the_unexpected() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let output = |code: i32, stdout: &str, stderr: &str| Output {
+        status: std::process::ExitStatus::from_raw(code << 8),
+        stdout: stdout.into(),
+        stderr: stderr.into(),
+    };
+    let fails = |expect: Expect, output: Output| {
+        std::panic::catch_unwind(move || {
+            expect.check(&output);
+        })
+        .is_err()
+    };
+    Expect::new().check(&output(0, "", ""));
+    Expect::new()
+        .stdout_has("a")
+        .stdout_has("c")
+        .check(&output(0, "a\nb\nc\n", ""));
+    assert!(fails(Expect::new(), output(0, "", "warning\n")));
+    assert!(fails(Expect::new(), output(1, "", "")));
+    assert!(fails(
+        Expect::new().stdout_has("c").stdout_has("a"),
+        output(0, "a\nc\n", "")
+    ));
+    assert!(fails(Expect::new().stderr("x\n"), output(0, "", "y\n")));
 }
