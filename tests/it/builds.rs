@@ -9,7 +9,8 @@ use camino::Utf8PathBuf;
 
 use crate::profiles::{collect, nix_lock};
 use crate::support::{
-    NIX_CONFIG, World, assert_status, copy_tree, from_cron, git, nix, require, root, text, venv,
+    Expect, NIX_CONFIG, World, assert_status, copy_tree, from_cron, git, nix, require, root, text,
+    venv,
 };
 
 /// A repository holding the example project, committed on `main`, with a
@@ -125,19 +126,16 @@ fn a_branch_means_its_newest_commit_and_a_failed_build_leaves_nothing() {
     fs::write(repo.join("build.sh"), "echo broken >&2\nexit 3\n").unwrap();
     git(&repo, &["commit", "--quiet", "-am", "a broken build"]);
     let broken = git(&repo, &["rev-parse", "HEAD"]);
-    let output = world.djshim(&["build"]);
-    assert_status(&output, 1);
-    let stderr = text(&output).1;
-    assert!(
-        stderr.contains(&format!(
+    Expect::new()
+        .status(1)
+        .stderr_has(&format!(
             "djshim: error: build: sh build.sh: `(cd {} && /usr/bin/setpriv --reuid={} --regid={} \
              --init-groups -- sh build.sh)` failed: exit status: 3",
             world.path(&format!("releases/mywebsite-{}", &broken[..12])),
             crate::accounts::accounts().build_uid,
             crate::accounts::accounts().build_gid,
-        )),
-        "{stderr}"
-    );
+        ))
+        .check(&world.djshim(&["build"]));
     let left: Vec<String> = fs::read_dir(world.path("releases"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -149,17 +149,11 @@ fn a_candidate_that_cannot_run_changes_nothing() {
         )],
         "broken settings",
     );
-    let output = site.deploy(&["staging"]);
-    assert_status(&output, 1);
-    let stderr = text(&output).1;
-    assert!(
-        stderr.contains("djshim: deploy: check and record migrations: failed after "),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("No module named 'no_such_module'"),
-        "{stderr}"
-    );
+    Expect::new()
+        .status(1)
+        .stderr_has("djshim: deploy: check and record migrations: failed after ")
+        .stderr_has("No module named 'no_such_module'")
+        .check(&site.deploy(&["staging"]));
     assert_eq!(text(&site.world.djshim(&["history", "staging"])).0, before);
     // A STATIC_ROOT of its own, not the configured one (collectstatic
     // would write into the package).
@@ -194,17 +188,11 @@ fn irreversible_migrations_stop_the_deploy_unless_allowed() {
         "irreversible",
     );
     let before = text(&site.world.djshim(&["history", "staging"])).0;
-    let output = site.deploy(&["staging"]);
-    assert_status(&output, 1);
-    let stderr = text(&output).1;
-    assert!(
-        stderr.contains("djshim: new migration polls.0002_fill: IRREVERSIBLE"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("these migrations cannot be reversed"),
-        "{stderr}"
-    );
+    Expect::new()
+        .status(1)
+        .stderr_has("djshim: new migration polls.0002_fill: IRREVERSIBLE")
+        .stderr_has("these migrations cannot be reversed")
+        .check(&site.deploy(&["staging"]));
     assert_eq!(text(&site.world.djshim(&["history", "staging"])).0, before);
     assert_status(&site.deploy(&["staging", "--allow-irreversible"]), 0);
     assert!(site.migrations("staging").contains("[X] 0002_fill"));

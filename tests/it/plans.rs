@@ -11,7 +11,7 @@ use std::process::{Child, ChildStderr, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::site::{Site, VOTES_MODEL, commit_votes, killed, killed_deploy};
-use crate::support::{assert_status, from_cron, text};
+use crate::support::{Expect, assert_status, from_cron, text};
 
 /// A migration after 0002 that adds a second column.
 const SCORE_MODEL: &str = "from django.db import models\n\n\nclass Question(models.Model):\n    \
@@ -473,13 +473,10 @@ fn a_first_deploy_starts_from_nothing() {
     let site = Site::new();
     fs::remove_dir_all(site.world.path("var/staging")).unwrap();
     site.commit(&[("polls/migrations/0002_fill.py", IRREVERSIBLE)], "fill");
-    let output = site.deploy(&["staging"]);
-    assert_status(&output, 0);
-    let stderr = text(&output).1;
-    assert!(
-        stderr.contains("djshim: deploy: start: true: done in "),
-        "{stderr}"
-    );
+    Expect::new()
+        .stdout_has("staging: generation 1: ")
+        .stderr_has("djshim: deploy: start: true: done in ")
+        .check(&site.deploy(&["staging"]));
     assert!(site.world.path("var/staging").is_dir());
     assert!(site.migrations("staging").contains("[X] 0002_fill"));
 }
