@@ -35,7 +35,11 @@ fn notice(notice: Notice<'_>) {
         Notice::Candidate { instance, package } => {
             eprintln!("djshim: candidate for {instance}: {package}");
         }
-        Notice::Migrations { migrations, window } => report_migrations(migrations, window),
+        Notice::Migrations {
+            migrations,
+            window,
+            serving,
+        } => report_migrations(migrations, window, serving),
         Notice::NotServing { unit, state } => {
             eprintln!("djshim: {unit} is {state}: no old code serves during the window");
         }
@@ -44,8 +48,10 @@ fn notice(notice: Notice<'_>) {
 
 /// The new migrations, summarised: their number, and each that cannot be
 /// reversed by name (a first deploy of a large application brings
-/// hundreds).
-fn report_migrations(migrations: &Migrations, window: Window) {
+/// hundreds); what would break the code that serves now. Where nothing
+/// serves (a first deploy), neither matters one by one: a first deploy is
+/// never migrated back, and no older code runs; each is a count.
+fn report_migrations(migrations: &Migrations, window: Window, serving: bool) {
     let count = migrations.new.len();
     let mut apps: BTreeMap<&str, usize> = BTreeMap::new();
     for (app, _, _) in &migrations.new {
@@ -72,10 +78,21 @@ fn report_migrations(migrations: &Migrations, window: Window) {
                 per_app.join(", "),
                 irreversible.len()
             );
-            for m in irreversible {
-                eprintln!("djshim: new migration {m}: IRREVERSIBLE");
+            if serving {
+                for m in irreversible {
+                    eprintln!("djshim: new migration {m}: IRREVERSIBLE");
+                }
             }
         }
+    }
+    if !serving {
+        if !migrations.breaking.is_empty() {
+            eprintln!(
+                "djshim: {} of the new migrations would break older code; nothing serves yet",
+                migrations.breaking.len()
+            );
+        }
+        return;
     }
     // Said before the switch: the old code keeps serving while the steps
     // migrate, until the restart — unless a window keeps it from requests.
@@ -209,9 +226,17 @@ pub fn history(model: &Model, args: &HistoryArgs, out: &mut dyn Write) -> Result
     let current = profile.current(&generations)?;
     let width = generations.last().map_or(1, |g| g.number.to_string().len());
     let commits = crate::release::commits(model);
+    let in_flight = operations::in_flight(model, &args.instance)?;
     for g in &generations {
         let mut mark = String::new();
+        let made_by = in_flight.as_ref().filter(|f| f.making == Some(g.number));
         match Record::of(&profile, g.number)? {
+            Some(r) if !r.healthy && made_by.is_some_and(|f| f.running) => {
+                mark.push_str("   (deploy in progress)");
+            }
+            Some(r) if !r.healthy && made_by.is_some() => {
+                mark.push_str("   (interrupted deploy: the next `deploy` or `rollback` undoes it)");
+            }
             Some(r) if !r.healthy => mark.push_str("   (failed deploy: rollback skips it)"),
             Some(r) if r.reversed => mark.push_str("   (rolled back: rollback skips it)"),
             _ => {}

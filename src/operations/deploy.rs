@@ -67,6 +67,7 @@ pub fn deploy(
     say(Notice::Migrations {
         migrations: &migrations,
         window: instance.deploy.window,
+        serving: old.is_some(),
     });
     let irreversible = migrations.irreversible();
     // A first deploy is never migrated back (see `deploy_plan`), so what

@@ -54,9 +54,40 @@ pub enum Notice<'a> {
     Migrations {
         migrations: &'a Migrations,
         window: Window,
+        /// A generation serves now (else older code runs nowhere).
+        serving: bool,
     },
     /// The server unit does not run: no old code serves in the window.
     NotServing { unit: &'a str, state: &'a str },
+}
+
+/// A plan that has not ended: a run under way, or a killed run's journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    /// `deploy`, `rollback`, `pin`.
+    pub operation: String,
+    /// The generation it makes, if it makes one.
+    pub making: Option<u32>,
+    /// A run holds the instance's lock now (else it was killed).
+    pub running: bool,
+}
+
+/// What instance `name` has in flight, read without waiting: its journal,
+/// and whether a run holds its lock (the lock is let go at once).
+pub fn in_flight(model: &Model, name: &str) -> Result<Option<InFlight>, Error> {
+    let (_, profile) = profiled(model, name)?;
+    let Some(journal) = JournalFile::new(&profile).read()? else {
+        return Ok(None);
+    };
+    let making = journal.plan.steps.iter().find_map(|p| match p.step {
+        Step::Create { number, .. } => Some(number),
+        _ => None,
+    });
+    Ok(Some(InFlight {
+        operation: journal.plan.operation.clone(),
+        making,
+        running: Lock::try_take(&profile, &format!("history {name}")).is_err(),
+    }))
 }
 
 /// How an operation passes on its [`Notice`]s.

@@ -870,3 +870,68 @@ fn a_deploy_says_which_migrations_break_the_running_code() {
         text(&output).1
     );
 }
+
+/// Issue 23, item 4: a first deploy says once, as a count, what would
+/// break older code (none runs) instead of a warning a migration.
+#[test]
+fn a_first_deploy_counts_what_would_break_older_code() {
+    let site = Site::new();
+    site.commit(
+        &[
+            (
+                "polls/models.py",
+                "from django.db import models\n\n\nclass Question(models.Model):\n    \
+                 text = models.CharField(max_length=200)\n",
+            ),
+            (
+                "polls/migrations/0002_drop_published.py",
+                "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    \
+                 dependencies = [(\"polls\", \"0001_initial\")]\n    operations = \
+                 [migrations.RemoveField(\"question\", \"published\")]\n",
+            ),
+        ],
+        "drop published",
+    );
+    let (_, stderr) = Expect::new()
+        .stdout_has("staging: generation 1: ")
+        .stderr_has("djshim: new migration polls.0002_drop_published: reversible")
+        // polls.0002 and contenttypes.0002 (it removes a field too).
+        .stderr_has("djshim: 2 of the new migrations would break older code; nothing serves yet")
+        .check(&site.deploy(&["staging"]));
+    assert!(!stderr.contains("the code running now"), "{stderr}");
+}
+
+/// Issue 23, item 5: `history` while a deploy runs shows its generation as
+/// in progress, not as a failed deploy; once the deploy is killed, as
+/// interrupted (the next run undoes it).
+#[test]
+fn history_shows_a_deploy_in_progress() {
+    let site = Site::new();
+    assert_status(&site.deploy(&["staging"]), 0);
+    commit_votes(&site);
+    site.arm("manage-collectstatic", "");
+    let mut deploy = site
+        .world
+        .djshim_cmd(&["deploy", "staging"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let inside = site.world.path("gates/manage-collectstatic.inside");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !inside.exists() {
+        assert!(deploy.try_wait().unwrap().is_none(), "the deploy ended");
+        assert!(std::time::Instant::now() < deadline, "no gate reached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (history, _) = Expect::new()
+        .stdout_has("(deploy in progress)   (current)")
+        .check(&site.world.djshim(&["history", "staging"]));
+    assert!(!history.contains("failed deploy"), "{history}");
+    deploy.kill().unwrap();
+    deploy.wait().unwrap();
+    Expect::new()
+        .stdout_has("(interrupted deploy: the next `deploy` or `rollback` undoes it)")
+        .check(&site.world.djshim(&["history", "staging"]));
+    std::fs::remove_file(&inside).unwrap();
+}
