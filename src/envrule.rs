@@ -37,6 +37,9 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     Missing,
+    /// The caller may not open it (a file root's alone, read by its
+    /// account).
+    Denied(String),
     Unreadable(String),
     NotRegular,
     /// Root-owned, read for an account, under this directory that others
@@ -51,7 +54,7 @@ impl Refusal {
     pub fn describe(&self, account: &str) -> String {
         match self {
             Refusal::Missing => "is missing".into(),
-            Refusal::Unreadable(e) => format!("cannot be opened: {e}"),
+            Refusal::Denied(e) | Refusal::Unreadable(e) => format!("cannot be opened: {e}"),
             Refusal::NotRegular => "is not a regular file".into(),
             Refusal::UnsafeDir(dir) => format!(
                 "belongs to root but lies under {}, which others than root can change (a link \
@@ -94,6 +97,9 @@ pub fn open(path: &Path, rule: Rule) -> Opened {
     let (fd, unsafe_dir) = match opened {
         Ok(found) => found,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return refused(Refusal::Missing),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            return refused(Refusal::Denied(e.to_string()));
+        }
         Err(e) => return refused(Refusal::Unreadable(e.to_string())),
     };
     let stat = match rustix::fs::fstat(&fd) {

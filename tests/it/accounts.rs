@@ -10,7 +10,9 @@ use std::sync::OnceLock;
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Deserialize;
 
-use crate::support::{CRON_PATH, World, assert_status, from_cron, require, root_dir, text, venv};
+use crate::support::{
+    CRON_PATH, Expect, World, assert_status, from_cron, require, root_dir, text, venv,
+};
 
 /// The test accounts: `djshimt-app` (primary group `djshimt-app`, also in
 /// `djshimt-extra`), `djshimt-other`, and `djshimt-build`, the build
@@ -342,6 +344,34 @@ fn unsafe_or_broken_env_files_are_refused() {
         .unwrap();
     fs::write(&path, "SECRET=x\n").unwrap();
     assert_eq!(report(&run_as(None, &shim, &[])).env["SECRET"], "x");
+    // Root's alone, and the account runs its own shim: the message says
+    // the fix the README gives (issue 23, item 11).
+    assert!(
+        Command::new("chown")
+            .arg("root")
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let group = text(
+        &Command::new("id")
+            .args(["-gn", "djshimt-app"])
+            .output()
+            .unwrap(),
+    )
+    .0
+    .trim()
+    .to_owned();
+    Expect::new()
+        .status(78)
+        .stderr(&format!(
+            "t-app: env file {path} cannot be opened: Permission denied (os error 13); it is \
+             root's alone, for root to run this command (cron, systemd, sudo); for djshimt-app \
+             to run it too, make it root:{group} 0640 (`chown root:{group} {path}; chmod 0640 \
+             {path}`)\n"
+        ))
+        .check(&run_as(Some("djshimt-app"), &shim, &[]));
     fs::remove_file(&path).unwrap();
     let output = run_as(None, &shim, &[]);
     assert_status(&output, 78);

@@ -28,6 +28,7 @@
 //! file problem, 126/127 when the program cannot be started, 2 for usage.
 
 use std::ffi::{CString, OsStr, OsString};
+use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Read as _;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, RawFd};
@@ -165,6 +166,12 @@ struct Account {
 }
 
 impl Account {
+    /// The group its processes run with: the configured one, else the
+    /// account's own (by name when it has one).
+    fn group_name(&self) -> String {
+        self.group.clone().unwrap_or_else(|| group_name(self.gid))
+    }
+
     fn look_up(name: &str, group: Option<&str>) -> Result<Account, Failure> {
         let Ok(Some(user)) = User::from_name(name) else {
             return fail(77, format!("the account {name} does not exist"));
@@ -282,7 +289,26 @@ fn prepare(request: &Request) -> Result<Next, Failure> {
                     || "cannot be opened".to_owned(),
                     |r| r.describe(&account_name(owner)),
                 );
-                return fail(78, format!("env file {} {why}", path.display()));
+                let mut message = format!("env file {} {why}", path.display());
+                // The account running its own shim, the file root's alone:
+                // the fix the README gives.
+                if let Some(envrule::Refusal::Denied(_)) = refusal
+                    && !caller.is_root()
+                {
+                    // The account runs its shim itself: its own group.
+                    let group = account
+                        .as_ref()
+                        .map_or_else(|| group_name(nix::unistd::getegid()), Account::group_name);
+                    let _ = write!(
+                        message,
+                        "; it is root's alone, for root to run this command (cron, systemd, \
+                         sudo); for {name} to run it too, make it root:{group} 0640 (`chown \
+                         root:{group} {file}; chmod 0640 {file}`)",
+                        name = account_name(caller),
+                        file = path.display(),
+                    );
+                }
+                return fail(78, message);
             }
         }
     }
@@ -318,6 +344,14 @@ fn prepare(request: &Request) -> Result<Next, Failure> {
 }
 
 /// The name of the account with `uid`, for messages.
+/// The name of group `gid` (its number when it has none).
+fn group_name(gid: Gid) -> String {
+    nix::unistd::Group::from_gid(gid)
+        .ok()
+        .flatten()
+        .map_or_else(|| gid.to_string(), |g| g.name)
+}
+
 fn account_name(uid: Uid) -> String {
     User::from_uid(uid)
         .ok()
