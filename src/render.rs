@@ -24,6 +24,16 @@ pub struct Artifact {
     pub bytes: Vec<u8>,
 }
 
+/// The `PATH` systemd gives services; the instance's directories go first,
+/// as the shim puts them before the caller's.
+pub const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The system's directories in a unit of the NixOS module, after the
+/// instance's own: a unit's `PATH=` replaces the one NixOS gives every
+/// unit (coreutils, grep, sed, systemd…), so the system's profile keeps
+/// them reachable, then systemd's directories as elsewhere.
+pub const NIXOS_SERVICE_PATH: &str = "/run/wrappers/bin:/run/current-system/sw/bin:/run/current-system/sw/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// What a unit of an instance that runs its profile sets `PYTHONPATH`,
 /// `VIRTUAL_ENV` and `PATH` to: its launcher replaces a value still equal
 /// to this (set by no env file) with the one of the generation it starts.
@@ -186,7 +196,16 @@ impl Renderer {
                 },
             })
             .collect();
+        let account_path = |system: &str| {
+            instance.user.as_ref().map(|_| {
+                let mut all = path.clone();
+                all.extend(system.split(':').map(Utf8PathBuf::from));
+                words.list(&all)
+            })
+        };
         let ctx = ShimContext {
+            account_path: account_path(SERVICE_PATH),
+            account_path_nixos: account_path(NIXOS_SERVICE_PATH),
             project: &model.project,
             instance: &instance.name,
             command: &instance.full_name,
@@ -298,6 +317,11 @@ impl Renderer {
 /// printed; paths arrive as [`Words`], already escaped.
 #[derive(Serialize)]
 struct ShimContext<'a> {
+    /// The `PATH` of the account root switches to: the instance's
+    /// directories, then the system's as systemd gives its units (on
+    /// NixOS, `nixos`), never the caller's.
+    account_path: Option<Value>,
+    account_path_nixos: Option<Value>,
     project: &'a str,
     instance: &'a str,
     command: &'a str,

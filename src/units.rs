@@ -15,15 +15,7 @@ use crate::error::Error;
 use crate::model::{Instance, Job, Model, Window, join};
 use crate::render::{Artifact, FROM_PROFILE, Renderer};
 
-/// The `PATH` systemd gives services; the instance's directories go first,
-/// as the shim puts them before the caller's.
-pub const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// The system's directories in a unit of the NixOS module, after the
-/// instance's own: a unit's `PATH=` replaces the one NixOS gives every
-/// unit (coreutils, grep, sed, systemd…), so the system's profile keeps
-/// them reachable, then systemd's directories as elsewhere.
-pub const NIXOS_SERVICE_PATH: &str = "/run/wrappers/bin:/run/current-system/sw/bin:/run/current-system/sw/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub use crate::render::{NIXOS_SERVICE_PATH, SERVICE_PATH};
 
 /// What every unit of an instance shares with its shim.
 #[derive(Serialize)]

@@ -188,6 +188,26 @@ fn root_switches_to_the_account_with_its_groups() {
         &[("USER", "djshimt-app"), ("LOGNAME", "x")],
     ));
     assert_eq!(r.uid, a.app_uid);
+    // Root's PATH (a rustup's, a pyenv's directory) is not the account's:
+    // the instance's directories, then the system's, as its units get
+    // (issue 23, item 7).
+    let r = report(&run_as(
+        None,
+        &shim,
+        &[("PATH", "/root/.cargo/bin:/root/.pyenv/shims:/usr/bin:/bin")],
+    ));
+    let python_bin = require("python3", "python3-minimal")
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    assert_eq!(
+        r.env["PATH"],
+        format!("{python_bin}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    );
+    // The account running its own shim keeps its PATH after the instance's.
+    let r = report(&run_as(Some("djshimt-app"), &shim, &[]));
+    assert_eq!(r.env["PATH"], format!("{python_bin}:{CRON_PATH}"));
 }
 
 #[test]
