@@ -32,7 +32,8 @@ fn init_writes_a_valid_starter_and_never_overwrites() {
         "user = \"{project}-{instance}\"",
         "# env_file = ",
         "# [instances.prod.server]",
-        "#   djshim deploy staging",
+        "#   djshim deploy prod",
+        "{port}",
     ] {
         assert!(
             starter.contains(line),
@@ -85,6 +86,58 @@ fn init_writes_a_valid_starter_and_never_overwrites() {
         w.read("empty/etc/djshim.toml")
             .contains("project = \"mywebsite\"")
     );
+}
+
+/// The starter's way to a running site is the README's "From a fresh
+/// server to a running site", command for command (issue 23, item 6).
+#[test]
+fn the_starter_leads_the_way_the_readme_does() {
+    let w = World::new();
+    w.djshim_cmd(&["init", "--project", "shop"])
+        .assert()
+        .code(0);
+    let starter = w.read("djshim.toml");
+    let readme = std::fs::read_to_string(crate::support::root().join("README.md")).unwrap();
+    let section = readme
+        .split("### From a fresh server to a running site")
+        .nth(1)
+        .unwrap();
+    let commands = |lines: Vec<&str>| -> Vec<String> {
+        lines
+            .into_iter()
+            .map(|l| {
+                l.split("   #")
+                    .next()
+                    .unwrap()
+                    .split("  #")
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let readme_way = commands(
+        section
+            .lines()
+            .skip_while(|l| !l.starts_with("    useradd"))
+            .take_while(|l| l.starts_with("    "))
+            .map(|l| l.replace("mywebsite", "shop"))
+            .collect::<Vec<_>>()
+            .iter()
+            .map(String::as_str)
+            .collect(),
+    );
+    let starter_way = commands(
+        starter
+            .lines()
+            .skip_while(|l| !l.starts_with("#   useradd"))
+            .take_while(|l| l.starts_with("#   "))
+            .map(|l| &l[1..])
+            .collect(),
+    );
+    assert_eq!(starter_way, readme_way);
+    assert_eq!(readme_way.len(), 9, "{readme_way:?}");
 }
 
 #[test]
