@@ -327,7 +327,7 @@ fn commands(instance: &Instance) -> Vec<String> {
 const DEEP_CHECK: &str = r#"
 import importlib.util, json, os
 from django.conf import settings
-from django.core.management import call_command, get_commands
+from django.core.management import call_command, get_commands, load_command_class
 expected = json.loads(@EXPECTED@)
 problems = []
 try:
@@ -354,6 +354,13 @@ known = get_commands()
 for name in expected["commands"]:
     if name not in known:
         problems.append(f"there is no management command {name!r}")
+    elif isinstance(known[name], str):
+        # Found is not enough: a job's command whose module cannot be
+        # imported (a dependency the release lacks) fails at every run.
+        try:
+            load_command_class(known[name], name)
+        except Exception as e:
+            problems.append(f"the management command {name!r} cannot be loaded: {type(e).__name__}: {e}")
 "#;
 
 /// `manage.py shell -c` code: `record()`, the migration state, per app the newest

@@ -6,7 +6,7 @@ use std::process::Stdio;
 use assert_cmd::assert::OutputAssertExt;
 
 use crate::generate::config;
-use crate::support::{World, assert_status, text, venv};
+use crate::support::{Expect, World, assert_status, text, venv};
 
 #[test]
 fn init_writes_a_valid_starter_and_never_overwrites() {
@@ -349,4 +349,40 @@ fn check_asks_django_itself() {
         stdout.contains("No module named 'no_such_module'"),
         "{stdout}"
     );
+}
+
+/// Issue 23, item 8: a job's management command that is found but cannot
+/// be imported (a dependency the release lacks) fails `check`, as it would
+/// fail at every run of its timer.
+#[test]
+fn check_loads_the_commands_of_jobs() {
+    let w = World::new();
+    let pkg = w.release("pkg");
+    fs::write(
+        pkg.join("polls/management/commands/pruneobjects.py"),
+        "import minio  # not in the release\nfrom django.core.management.base import BaseCommand\n\n\n\
+         class Command(BaseCommand):\n    def handle(self, *args, **options):\n        pass\n",
+    )
+    .unwrap();
+    w.write(
+        "djshim.toml",
+        &format!(
+            "project = \"mywebsite\"\n[instances.prod]\npackage = \"{pkg}\"\npython = \"{}/bin/python3\"\n\
+             settings = \"mywebsite.settings.production\"\nuser = \"root\"\n\
+             env = {{ MYWEBSITE_DB = \"{}\" }}\n\
+             [instances.prod.jobs.prune]\nmanage = [\"pruneobjects\"]\nschedule = \"* * * * *\"\n",
+            crate::support::venv(),
+            w.path("db.sqlite3")
+        ),
+    );
+    Expect::new()
+        .status(1)
+        // (The world lies under /tmp, which the units would not see.)
+        .stdout_has("prod: `package`: warning: ")
+        .stdout_has(
+            "prod: `settings`: the management command 'pruneobjects' cannot be loaded: \
+             ModuleNotFoundError: No module named 'minio'",
+        )
+        .stderr("djshim: error: check found 1 problem\n")
+        .check(&w.djshim(&["check"]));
 }
