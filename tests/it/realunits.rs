@@ -818,6 +818,31 @@ fn a_deploy_window_keeps_the_old_code_from_a_changed_schema_on_postgresql() {
     window_case("sdwinpg", 8109, true);
 }
 
+/// For a failure's message: when a step of `stderr` took 20 s or more (a
+/// restart held up to systemd's 90 s stop timeout was seen once on a
+/// loaded machine), the server unit's journal with precise times, which
+/// says which process did not end on SIGTERM.
+fn slow_steps_journal(m: &Machine, project: &str, stderr: &str, into: &mut serde_json::Value) {
+    let slow = stderr.lines().any(|l| {
+        l.rsplit_once(": done in ")
+            .and_then(|(_, t)| t.trim_end_matches(" s").parse::<f64>().ok())
+            .is_some_and(|t| t >= 20.0)
+    });
+    if slow {
+        let journal = m.run(&[
+            "journalctl",
+            "--no-pager",
+            "-o",
+            "short-precise",
+            "-n",
+            "200",
+            "-u",
+            &format!("{project}-prod.service"),
+        ]);
+        into["journal"] = text(&journal).0.into();
+    }
+}
+
 fn window_case(project: &str, port: u16, pg: bool) {
     let site = DeploySite::on(project, port, "", pg);
     let (m, guest) = (site.guest.machine, &site.guest);
@@ -851,6 +876,7 @@ fn window_case(project: &str, port: u16, pg: bool) {
         let mut back = finish(guest, client_back);
         assert!(!site.columns().contains("'votes'"));
         back["rollback"] = text(&rollback).1.into();
+        slow_steps_journal(m, project, &text(&rollback).1, &mut back);
         rollbacks.insert(window, back);
         assert_status(&guest.djshim(&["deploy", "prod"]), 0);
         assert!(site.columns().contains("'votes'"));
@@ -865,6 +891,7 @@ fn window_case(project: &str, port: u16, pg: bool) {
         let mut summary = finish(guest, client);
         assert!(!site.columns().contains("'votes'"));
         summary["deploy"] = text(&deploy).1.into();
+        slow_steps_journal(m, project, &text(&deploy).1, &mut summary);
         results.insert(window, summary);
     }
     let errors = |w: &str| results[w]["errors"].as_object().unwrap().clone();
