@@ -843,6 +843,24 @@ fn slow_steps_journal(m: &Machine, project: &str, stderr: &str, into: &mut serde
     }
 }
 
+/// `djshim ARGS` (which must succeed) while a client loop asks for
+/// /health, from half a second before to half a second after: what the
+/// loop saw, with djshim's stderr under `key` (and the server's journal
+/// when a step was slow).
+fn under_load(site: &DeploySite, port: u16, args: &[&str], key: &str) -> serde_json::Value {
+    let guest = &site.guest;
+    let running = client(guest, port, "/health");
+    std::thread::sleep(Duration::from_millis(500));
+    let output = guest.djshim(args);
+    assert_status(&output, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut seen = finish(guest, running);
+    let stderr = text(&output).1;
+    slow_steps_journal(guest.machine, &site.project, &stderr, &mut seen);
+    seen[key] = stderr.into();
+    seen
+}
+
 fn window_case(project: &str, port: u16, pg: bool) {
     let site = DeploySite::on(project, port, "", pg);
     let (m, guest) = (site.guest.machine, &site.guest);
@@ -868,30 +886,16 @@ fn window_case(project: &str, port: u16, pg: bool) {
         n += 1;
         // A rollback drops it again under the code that selects it: the
         // window holds through the way back too.
-        let client_back = client(guest, port, "/health");
-        std::thread::sleep(Duration::from_millis(500));
-        let rollback = guest.djshim(&["rollback", "prod"]);
-        assert_status(&rollback, 0);
-        std::thread::sleep(Duration::from_millis(500));
-        let mut back = finish(guest, client_back);
+        let back = under_load(&site, port, &["rollback", "prod"], "rollback");
         assert!(!site.columns().contains("'votes'"));
-        back["rollback"] = text(&rollback).1.into();
-        slow_steps_journal(m, project, &text(&rollback).1, &mut back);
         rollbacks.insert(window, back);
         assert_status(&guest.djshim(&["deploy", "prod"]), 0);
         assert!(site.columns().contains("'votes'"));
         // …comes again and goes, under one.
         site.commit_votes(n, false);
         n += 1;
-        let client = client(guest, port, "/health");
-        std::thread::sleep(Duration::from_millis(500));
-        let deploy = guest.djshim(&["deploy", "prod"]);
-        assert_status(&deploy, 0);
-        std::thread::sleep(Duration::from_millis(500));
-        let mut summary = finish(guest, client);
+        let summary = under_load(&site, port, &["deploy", "prod"], "deploy");
         assert!(!site.columns().contains("'votes'"));
-        summary["deploy"] = text(&deploy).1.into();
-        slow_steps_journal(m, project, &text(&deploy).1, &mut summary);
         results.insert(window, summary);
     }
     let errors = |w: &str| results[w]["errors"].as_object().unwrap().clone();
