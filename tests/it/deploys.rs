@@ -217,9 +217,7 @@ fn rollback_reverses_the_current_release_first() {
     ] {
         assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
     }
-    assert_eq!(site.generation_target("prod"), first);
-    assert!(!site.migrations("prod").contains("0002"));
-    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+    site.assert_back_on(&first);
 }
 
 /// The same ways forward and back on PostgreSQL, whose DDL is
@@ -374,9 +372,7 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
         "{}",
         text(&output).0
     );
-    assert_eq!(site.generation_target("prod"), first);
-    assert!(!site.migrations("prod").contains("0002"));
-    assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
+    site.assert_back_on(&first);
 }
 
 /// A step's process that the step started (here, by the migration) is

@@ -287,6 +287,16 @@ impl Site {
         text(&output).0
     }
 
+    /// Prod runs `first` again, its database without the votes migration
+    /// (0002), and serves.
+    #[track_caller]
+    pub(crate) fn assert_back_on(&self, first: &Utf8Path) {
+        assert_eq!(self.generation_target("prod"), first);
+        let migrations = self.migrations("prod");
+        assert!(!migrations.contains("[X] 0002"), "{migrations}");
+        assert!(self.get("/health").ends_with("\r\n\r\nok\n"));
+    }
+
     pub(crate) fn generation_target(&self, instance: &str) -> Utf8PathBuf {
         Utf8PathBuf::from_path_buf(
             fs::canonicalize(self.world.path(&format!("profiles/mywebsite-{instance}"))).unwrap(),
