@@ -32,10 +32,13 @@ def is_open():
     return not stopping.is_set() and os.path.exists(flag) and time.time() < deadline
 
 
+# The end skips the interpreter's finalization (os._exit): a stop of the
+# unit must not wait on it (with threads still answering, it can hang
+# until systemd's stop timeout kills it).
 if mode == "stop":
     while is_open():
         time.sleep(0.2)
-    sys.exit(0)
+    os._exit(0)
 
 listener = socket.socket(fileno=os.dup(3))
 body = b"deploying: try again in a few seconds\n"
@@ -73,3 +76,4 @@ while is_open():
     answering = [t for t in answering if t.is_alive()] + [thread]
 for thread in answering:
     thread.join(3)
+os._exit(0)
