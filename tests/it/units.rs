@@ -12,7 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use djshim::schedule::Schedule;
 
 use crate::accounts::accounts;
-use crate::support::{World, assert_status, from_cron, require, root, text, venv};
+use crate::support::{Expect, World, assert_status, from_cron, require, root, text, venv};
 use crate::systemd::{Unit, env_file, free_port, serve, stop, verify};
 
 /// A world with the example project and a config with a server and a job
@@ -683,4 +683,45 @@ fn the_lock_directory_is_judged_from_the_root_down() {
         let output = world.djshim(&["cron", "--lock-dir", dir.as_str()]);
         assert_status(&output, 0);
     }
+}
+
+/// Issue 23, item 10: a job removed from the config loses its unit files,
+/// and `djshim systemd` says what systemd still needs: stop the removed
+/// units, reload, forget their failures (a timer whose service vanished
+/// fails every time it fires until then).
+#[test]
+fn removed_units_are_named_with_the_way_to_stop_them() {
+    let world = world("[\"-m\", \"gunicorn\", \"mywebsite.wsgi\"]", "");
+    assert_status(&world.djshim(&["systemd"]), 0);
+    let config = world.read("djshim.toml");
+    world.write(
+        "djshim.toml",
+        &config.replace(
+            "[instances.prod.jobs.clearsessions]\nmanage = [\"clearsessions\"]\nschedule = \"17 3 * * *\"\n",
+            "",
+        ),
+    );
+    let units = world.path("units");
+    Expect::new()
+        .stdout(&format!(
+            "removed {units}/mywebsite-prod-clearsessions.service\n\
+             removed {units}/mywebsite-prod-clearsessions.timer\n\
+             updated {units}/mywebsite-prod.target\n"
+        ))
+        // (After the warnings about /tmp, where the test's world lies.)
+        .stderr_has(
+            "djshim: mywebsite-prod-clearsessions.service mywebsite-prod-clearsessions.timer \
+             removed: systemd runs them until they are stopped",
+        )
+        .stderr_has(
+            "  = help: `systemctl stop mywebsite-prod-clearsessions.service \
+             mywebsite-prod-clearsessions.timer && systemctl daemon-reload && systemctl \
+             reset-failed`",
+        )
+        .check(&world.djshim(&["systemd"]));
+    // Nothing removed: nothing said.
+    let (_, stderr) = Expect::new()
+        .stderr_has("warning")
+        .check(&world.djshim(&["systemd"]));
+    assert!(!stderr.contains("removed"), "{stderr}");
 }
