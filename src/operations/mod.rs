@@ -1,10 +1,12 @@
 //! The release operations — `deploy`, `rollback`, `pin` — as plans for the
-//! one loop of [`plan`]. Each operation takes the instance's lock before it
-//! reads anything, finishes or undoes what a killed run left (from the
-//! journal, never re-deriving it), asks its questions (the candidate, the
-//! deep check as the instance's account, the migration record), then
-//! builds its plan: every step with its undo, written out here, so "what
-//! does a deploy do and undo?" has one answer to read.
+//! one loop of [`plan`]. Each comes in through [`open`]: the instance's
+//! lock before anything is read, then what a killed run left (its step's
+//! processes stopped, its journal finished or undone, never re-derived).
+//! Then it asks its questions (the candidate, the deep check as the
+//! instance's account, the migration record) and builds its plan, every
+//! step with its undo, written out in its own file (`deploy.rs`,
+//! `rollback.rs`, `pin.rs`), so "what does a deploy do and undo?" has one
+//! answer to read; `executor.rs` says what each step does.
 //!
 //! The operations print their steps on stderr (the plan loop's progress);
 //! what else they have to say goes to the front-end as a [`Notice`], and
