@@ -78,6 +78,8 @@ def gate(key, gates=None):
         os.rename(armed, inside)
     except FileNotFoundError:
         return
+    with open(inside, "w") as f:
+        f.write(str(os.getpid()))
     if code:
         subprocess.Popen(
             [sys.executable, "-c", code],
@@ -393,6 +395,28 @@ pub(crate) fn stopped_at(
         assert!(status.success());
         if signal == "KILL" {
             child.wait().unwrap();
+        } else {
+            // djshim stops its step's process on the signal: the gate
+            // opens only once it is gone, so the step never goes on past
+            // it (a migration's reversal let through here dropped its
+            // column, and the kill then came before Django recorded it).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let holder = loop {
+                if let Ok(pid) = fs::read_to_string(&inside).map(|t| t.trim().to_owned())
+                    && !pid.is_empty()
+                {
+                    break pid;
+                }
+                assert!(Instant::now() < deadline, "gate `{key}` names no process");
+                std::thread::sleep(Duration::from_millis(10));
+            };
+            while Utf8Path::new(&format!("/proc/{holder}")).exists() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the process at gate `{key}` outlived the signal by 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         // A process that did not die with djshim (the server answering
         // the health probe) goes on.
