@@ -277,8 +277,8 @@ fn deploy_costs(runs: usize) {
     );
     println!(
         "rollback of it, median of {runs}: {:.0} ms wall, djshim's own part {:.1} ms; Python \
-         started {} times, Django {} times, of which 1 is the user's step (its check 1, the way \
-         back 1)",
+         started {} times, Django {} times, of which 1 is the user's step and 1 the way back (a \
+         target that ran healthy is not checked by Django again)",
         ms(median(back_wall)),
         ms(median(back_own)),
         back_starts.0,
