@@ -60,19 +60,14 @@ pub fn groups_of(name: &str) -> Vec<u32> {
 }
 
 /// `program` started as `account`, with group `gid` and the account's
-/// supplementary groups (`setpriv`; none when util-linux is missing).
-pub fn as_account(
-    account: &Account,
-    gid: u32,
-    program: impl AsRef<std::ffi::OsStr>,
-) -> Option<Process> {
-    Some(
-        Process::new(tool("setpriv")?)
-            .arg(format!("--reuid={}", account.uid))
-            .arg(format!("--regid={gid}"))
-            .args(["--init-groups", "--"])
-            .arg(program),
-    )
+/// supplementary groups (`setpriv`, looked up where the shims look; where
+/// util-linux is missing the start fails, naming the whole command).
+pub fn as_account(account: &Account, gid: u32, program: impl AsRef<std::ffi::OsStr>) -> Process {
+    Process::new(tool("setpriv").unwrap_or_else(|| "/usr/bin/setpriv".into()))
+        .arg(format!("--reuid={}", account.uid))
+        .arg(format!("--regid={gid}"))
+        .args(["--init-groups", "--"])
+        .arg(program)
 }
 
 /// Makes `dir` (mode 0750), owned by account `user` and group `group` (the

@@ -200,10 +200,7 @@ impl BuildAccount {
     fn process(&self, program: &str) -> Process {
         let account = &self.account;
         let process = if self.switch {
-            // Without setpriv the build fails saying so (as a command that
-            // cannot start), never runs as root.
             crate::accounts::as_account(account, account.gid, program)
-                .unwrap_or_else(|| Process::new("/usr/bin/setpriv"))
         } else {
             Process::new(program)
         };

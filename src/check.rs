@@ -374,11 +374,14 @@ pub fn as_account(instance: &Instance) -> Result<Process, String> {
             .ok_or_else(|| format!("not imported: the group `{group}` does not exist"))?,
         None => account.gid,
     };
-    let process = crate::accounts::as_account(&account, gid, &instance.python).ok_or_else(|| {
-        "not imported: setpriv (util-linux) is missing, and the package's code never runs as root"
-            .to_owned()
-    })?;
-    Ok(process
+    if crate::process::tool("setpriv").is_none() {
+        return Err(
+            "not imported: setpriv (util-linux) is missing, and the package's code never runs as \
+             root"
+                .to_owned(),
+        );
+    }
+    Ok(crate::accounts::as_account(&account, gid, &instance.python)
         .env("HOME", &account.home)
         .env("USER", user)
         .env("LOGNAME", user))

@@ -66,8 +66,6 @@ pub enum Notice<'a> {
 /// A plan that has not ended: a run under way, or a killed run's journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InFlight {
-    /// `deploy`, `rollback`, `pin`.
-    pub operation: String,
     /// The generation it makes, if it makes one.
     pub making: Option<u32>,
     /// A run holds the instance's lock now (else it was killed).
@@ -86,7 +84,6 @@ pub fn in_flight(model: &Model, name: &str) -> Result<Option<InFlight>, Error> {
         _ => None,
     });
     Ok(Some(InFlight {
-        operation: journal.plan.operation.clone(),
         making,
         running: Lock::try_take(&profile, &format!("history {name}")).is_err(),
     }))
