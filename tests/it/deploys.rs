@@ -112,24 +112,12 @@ fn a_failed_health_check_takes_code_and_database_back() {
     assert!(stderr.contains("500 Internal Server Error`"), "{stderr}");
     assert_eq!(site.generation_target("prod"), first);
     // The database forgot 0002, and its column is gone.
-    let output = from_cron(
-        site.world.path("bin/mywebsite-prod"),
-        &[
-            "shell",
-            "-c",
-            "from django.db import connection; from django.db.migrations.recorder import MigrationRecorder; \
-             print(sorted(MigrationRecorder.Migration.objects.filter(app='polls').values_list('name', flat=True)), \
-             [c.name for c in connection.introspection.get_table_description(connection.cursor(), 'polls_question')])",
-        ],
+    let seen = site.python(
+        "from django.db import connection; from django.db.migrations.recorder import MigrationRecorder; \
+         print(sorted(MigrationRecorder.Migration.objects.filter(app='polls').values_list('name', flat=True)), \
+         [c.name for c in connection.introspection.get_table_description(connection.cursor(), 'polls_question')])",
     );
-    assert_status(&output, 0);
-    assert!(
-        text(&output)
-            .0
-            .ends_with("['0001_initial'] ['id', 'text', 'published']\n"),
-        "{}",
-        text(&output).0
-    );
+    assert_eq!(seen, "['0001_initial'] ['id', 'text', 'published']");
     assert!(
         site.get("/health").ends_with("\r\n\r\nok\n"),
         "the old code is not serving"
@@ -231,22 +219,10 @@ fn on_postgresql_deploys_and_rollbacks_take_the_database_along() {
     let mut site = Site::with(Some(&postgres.socket_dir));
     site.hold_server();
     let columns = |site: &Site| {
-        let output = from_cron(
-            site.world.path("bin/mywebsite-prod"),
-            &[
-                "shell",
-                "-c",
-                "from django.db import connection; print(connection.vendor, [c.name for c in \
-                 connection.introspection.get_table_description(connection.cursor(), 'polls_question')])",
-            ],
-        );
-        assert_status(&output, 0);
-        text(&output)
-            .0
-            .lines()
-            .last()
-            .unwrap_or_default()
-            .to_owned()
+        site.python(
+            "from django.db import connection; print(connection.vendor, [c.name for c in \
+             connection.introspection.get_table_description(connection.cursor(), 'polls_question')])",
+        )
     };
     assert_status(&site.deploy(&["prod"]), 0);
     assert_eq!(columns(&site), "postgresql ['id', 'text', 'published']");
@@ -413,16 +389,9 @@ fn what_a_killed_step_left_running_is_stopped_before_the_undo() {
     assert_eq!(site.generation_target("prod"), first);
     // Past the time the orphan would have written.
     std::thread::sleep(Duration::from_secs(5).saturating_sub(killed_at.elapsed()));
-    let output = from_cron(
-        site.world.path("bin/mywebsite-prod"),
-        &[
-            "shell",
-            "-c",
-            "from django.db import connection; print(sorted(connection.introspection.table_names()))",
-        ],
+    let tables = site.python(
+        "from django.db import connection; print(sorted(connection.introspection.table_names()))",
     );
-    assert_status(&output, 0);
-    let tables = text(&output).0;
     assert!(tables.contains("polls_question"), "{tables}");
     assert!(!tables.contains("orphan_was_here"), "{tables}");
     assert!(!site.migrations("prod").contains("[X] 0002"));

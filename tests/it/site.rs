@@ -289,6 +289,23 @@ impl Site {
         text(&output).0
     }
 
+    /// The last line `code` prints, run by prod's shim as `manage.py
+    /// shell -c` from cron's environment (which must succeed).
+    #[track_caller]
+    pub(crate) fn python(&self, code: &str) -> String {
+        let output = from_cron(
+            self.world.path("bin/mywebsite-prod"),
+            &["shell", "-c", code],
+        );
+        assert_status(&output, 0);
+        text(&output)
+            .0
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     /// Prod runs `first` again, its database without the votes migration
     /// (0002), and serves.
     #[track_caller]
@@ -375,18 +392,14 @@ pub(crate) fn stopped_at(
     let reader = drain(child.stderr.take().unwrap());
     for key in keys {
         let inside = site.world.path(&format!("gates/{key}.inside"));
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while !inside.exists() {
-            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "`djshim {}` never reached gate `{key}`:\n{}",
-                    args.join(" "),
-                    reader.join().unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if !gate_taken(site, &mut child, key) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`djshim {}` never reached gate `{key}`:\n{}",
+                args.join(" "),
+                reader.join().unwrap()
+            );
         }
         let status = Command::new("kill")
             .args(["-s", signal, &child.id().to_string()])
@@ -424,6 +437,20 @@ pub(crate) fn stopped_at(
     }
     let status = child.wait().unwrap();
     (reader.join().unwrap(), status)
+}
+
+/// Waits (at most 120 s) until a process of `child` takes gate `key`;
+/// false when `child` ended first or the time ran out.
+pub(crate) fn gate_taken(site: &Site, child: &mut Child, key: &str) -> bool {
+    let inside = site.world.path(&format!("gates/{key}.inside"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !inside.exists() {
+        if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 /// Reads `pipe` to its end in a thread.
