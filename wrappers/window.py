@@ -1,7 +1,8 @@
 # The deploy window of a server (`[deploy] window`), run by the server's
-# launcher while the window file exists: ARGV flag mode. Ends when the file
-# is gone or its deadline (the file's content, seconds since the epoch) has
-# passed; the launcher then starts the server of the new generation on the
+# launcher while the window file exists: ARGV flag mode launcher-pid. Ends
+# when the file is gone, its deadline (the file's content, seconds since the
+# epoch) has passed, or the launcher has ended (a stop of the unit sends
+# SIGTERM to the launcher alone: KillMode=mixed); the launcher then starts the server of the new generation on the
 # same socket. `stop`: requests wait in the socket's queue. `503`: each gets
 # 503 Service Unavailable with Retry-After, from the socket systemd passed
 # (fd 3), which is left as it was found (blocking).
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 
-flag, mode = sys.argv[1], sys.argv[2]
+flag, mode, launcher = sys.argv[1], sys.argv[2], int(sys.argv[3])
 try:
     with open(flag) as f:
         deadline = float(f.read())
@@ -29,7 +30,12 @@ signal.signal(signal.SIGTERM, lambda *_: stopping.set())
 
 
 def is_open():
-    return not stopping.is_set() and os.path.exists(flag) and time.time() < deadline
+    return (
+        not stopping.is_set()
+        and os.getppid() == launcher
+        and os.path.exists(flag)
+        and time.time() < deadline
+    )
 
 
 # The end skips the interpreter's finalization (os._exit): a stop of the

@@ -219,9 +219,15 @@ fn launcher(main: i32, flag: &Utf8Path, mode: &str) -> Seen {
     }
     for pid in children(main) {
         let argv = crate::procs::cmdline(pid);
-        // `PYTHON -c CODE FLAG MODE`, as the launcher starts it.
-        if argv.len() == 5 && argv[1] == "-c" && argv[2].contains("is_open") {
-            if argv[3] == flag.as_str() && argv[4] == mode {
+        // `PYTHON -c CODE FLAG MODE LAUNCHER`, as the launcher starts it
+        // (units an earlier djshim wrote leave out LAUNCHER: their
+        // window would outlive a stop of the unit).
+        if argv.len() >= 5 && argv[1] == "-c" && argv[2].contains("is_open") {
+            if argv.len() == 6
+                && argv[3] == flag.as_str()
+                && argv[4] == mode
+                && argv[5] == main.to_string()
+            {
                 return Seen::Held;
             }
             seen.push(format!("its window is {} on {}", argv[4], argv[3]));

@@ -10,6 +10,15 @@ KillMode=control-group) or, with `--master`, to the master alone
 Run it with the test venv's Python (target/tmp/venv/bin/python3), on a
 loaded machine (a `cargo build --release` beside it). Not part of the
 suite: a rate, which belongs to no test.
+
+What it found, with the server's journal of a failing window test: under
+KillMode=control-group every worker gets systemd's SIGTERM and then the
+master's, dies of the second while exiting, and the master's SIGCHLD
+handler logs "Worker (pid:N) was sent SIGTERM!"; one handler nested in
+another's write to stderr fails ("RuntimeError: reentrant call"), the
+master never forgets the worker it reaped, and waits its graceful timeout.
+The server unit now has KillMode=mixed (gunicorn's own unit does too), and
+the window test asserts that no worker dies of a signal.
 """
 import os
 import random

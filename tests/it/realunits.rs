@@ -823,22 +823,28 @@ fn a_deploy_window_keeps_the_old_code_from_a_changed_schema_on_postgresql() {
 
 /// For a failure's message: when a step of `stderr` took 20 s or more (a
 /// restart held up to systemd's 90 s stop timeout was seen once on a
-/// loaded machine), the server unit's journal with precise times, which
-/// says which process did not end on SIGTERM.
-fn slow_steps_journal(m: &Machine, project: &str, stderr: &str, into: &mut serde_json::Value) {
+/// loaded machine) or the loop saw a failure that is neither the 500 of
+/// old code on a new schema nor the window's 503 (a timeout, a reset), the
+/// server unit's journal with precise times, which says which process did
+/// what when.
+fn journal_if_odd(m: &Machine, project: &str, stderr: &str, into: &mut serde_json::Value) {
     let slow = stderr.lines().any(|l| {
         l.rsplit_once(": done in ")
             .and_then(|(_, t)| t.trim_end_matches(" s").parse::<f64>().ok())
             .is_some_and(|t| t >= 20.0)
     });
-    if slow {
+    let odd = into["errors"].as_object().is_some_and(|e| {
+        e.keys()
+            .any(|k| k != "HTTP 500" && k != "HTTP 503 Retry-After 5")
+    });
+    if slow || odd {
         let journal = m.run(&[
             "journalctl",
             "--no-pager",
             "-o",
             "short-precise",
             "-n",
-            "200",
+            "150",
             "-u",
             &format!("{project}-prod.service"),
         ]);
@@ -849,7 +855,7 @@ fn slow_steps_journal(m: &Machine, project: &str, stderr: &str, into: &mut serde
 /// `djshim ARGS` (which must succeed) while a client loop asks for
 /// /health, from half a second before to half a second after: what the
 /// loop saw, with djshim's stderr under `key` (and the server's journal
-/// when a step was slow).
+/// when something was odd).
 fn under_load(site: &DeploySite, port: u16, args: &[&str], key: &str) -> serde_json::Value {
     let guest = &site.guest;
     let running = client(guest, port, "/health");
@@ -859,9 +865,38 @@ fn under_load(site: &DeploySite, port: u16, args: &[&str], key: &str) -> serde_j
     std::thread::sleep(Duration::from_millis(500));
     let mut seen = finish(guest, running);
     let stderr = text(&output).1;
-    slow_steps_journal(guest.machine, &site.project, &stderr, &mut seen);
+    journal_if_odd(guest.machine, &site.project, &stderr, &mut seen);
     seen[key] = stderr.into();
     seen
+}
+
+/// One mode's summary for a failure's message: what the loop saw first,
+/// then djshim's lines that took a second or more, then the journal (last,
+/// where a log cut in its middle keeps it).
+fn told(seen: &serde_json::Value) -> String {
+    use std::fmt::Write;
+
+    let mut out = format!(
+        "requests {} failures {} errors {} slowest {} s\n",
+        seen["requests"], seen["failures"], seen["errors"], seen["slowest"]
+    );
+    for key in ["deploy", "rollback"] {
+        let Some(stderr) = seen[key].as_str() else {
+            continue;
+        };
+        writeln!(out, "{key}, its steps of 1 s or more:").unwrap();
+        for line in stderr.lines().filter(|l| {
+            l.rsplit_once(": done in ")
+                .and_then(|(_, t)| t.trim_end_matches(" s").parse::<f64>().ok())
+                .is_some_and(|t| t >= 1.0)
+        }) {
+            writeln!(out, "  {line}").unwrap();
+        }
+    }
+    if let Some(journal) = seen["journal"].as_str() {
+        write!(out, "the server's journal:\n{journal}").unwrap();
+    }
+    out
 }
 
 fn window_case(project: &str, port: u16, pg: bool) {
@@ -901,32 +936,49 @@ fn window_case(project: &str, port: u16, pg: bool) {
         assert!(!site.columns().contains("'votes'"));
         results.insert(window, summary);
     }
-    let errors = |w: &str| results[w]["errors"].as_object().unwrap().clone();
-    assert!(
-        errors("serve").contains_key("HTTP 500"),
-        "the old code served the new schema without an error: {results:#?}"
-    );
-    assert_eq!(results["stop"]["failures"], 0, "{results:#?}");
-    assert!(
-        results["stop"]["slowest"].as_f64().unwrap() > 2.0,
-        "{results:#?}"
-    );
-    let unavailable = errors("503");
-    assert!(
-        unavailable.keys().all(|k| k == "HTTP 503 Retry-After 5") && !unavailable.is_empty(),
-        "{results:#?}"
-    );
-    println!("{results:#?}");
-    // The same through the rollbacks.
-    let back = |w: &str| rollbacks[w]["errors"].as_object().unwrap().clone();
-    assert!(back("serve").contains_key("HTTP 500"), "{rollbacks:#?}");
-    assert_eq!(rollbacks["stop"]["failures"], 0, "{rollbacks:#?}");
-    let unavailable = back("503");
-    assert!(
-        unavailable.keys().all(|k| k == "HTTP 503 Retry-After 5") && !unavailable.is_empty(),
-        "{rollbacks:#?}"
-    );
-    println!("{rollbacks:#?}");
+    // Each of the many restarts stopped gunicorn's workers by the master's
+    // one SIGTERM (KillMode=mixed), which they handle: none died of a
+    // signal, the mark of the race that once held a restart 30 s.
+    let journal = text(&m.run(&[
+        "journalctl",
+        "--no-pager",
+        "-u",
+        &format!("{project}-prod.service"),
+    ]))
+    .0;
+    let killed: Vec<&str> = journal
+        .lines()
+        .filter(|l| l.contains("was sent SIG") || l.contains("Logging error"))
+        .collect();
+    assert!(killed.is_empty(), "{}", killed.join("\n"));
+    for (what, seen) in [("deploy", &results), ("rollback", &rollbacks)] {
+        let errors = |w: &str| seen[w]["errors"].as_object().unwrap().clone();
+        assert!(
+            errors("serve").contains_key("HTTP 500"),
+            "the old code served the new schema without an error through the {what}: {}",
+            told(&seen["serve"])
+        );
+        assert_eq!(
+            seen["stop"]["failures"],
+            0,
+            "the {what} with `stop`: {}",
+            told(&seen["stop"])
+        );
+        assert!(
+            seen["stop"]["slowest"].as_f64().unwrap() > 2.0,
+            "requests were not held through the {what} with `stop`: {}",
+            told(&seen["stop"])
+        );
+        let unavailable = errors("503");
+        assert!(
+            unavailable.keys().all(|k| k == "HTTP 503 Retry-After 5") && !unavailable.is_empty(),
+            "the {what} with `503`: {}",
+            told(&seen["503"])
+        );
+        for (mode, summary) in seen {
+            println!("{what} with `{mode}`: {}", told(summary));
+        }
+    }
 }
 
 /// With `group`, the server's group is that group (`Group=`), as the
