@@ -126,6 +126,7 @@ pub struct RawInstance {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDeploy {
+    pub before: Option<Spanned<Vec<StrList>>>,
     pub steps: Option<Spanned<Vec<StrList>>>,
     pub after: Option<Spanned<Vec<StrList>>>,
     pub restart: Option<StrList>,

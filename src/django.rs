@@ -86,14 +86,26 @@ impl Shims {
     /// when it starts).
     pub fn shim(&mut self, package: Option<&Utf8Path>) -> Result<Utf8PathBuf, Error> {
         let key = package.map_or_else(|| Utf8PathBuf::from("profile"), Utf8Path::to_owned);
-        if let Some(path) = self.made.get(&key) {
-            return Ok(path.clone());
-        }
         let instance = match package {
             Some(p) if self.instance.profile => self.instance.rebased(p),
             _ => self.instance.clone(),
         };
-        let mut artifact = Renderer::new().shim(&self.model, &instance, &self.dir)?;
+        self.made_for(key, &instance)
+    }
+
+    /// The shim of generation `number` on `package` before it is switched
+    /// to ([`Instance::generation`]: its static files in its own
+    /// directory).
+    pub fn generation(&mut self, number: u32, package: &Utf8Path) -> Result<Utf8PathBuf, Error> {
+        let instance = self.instance.generation(number, package);
+        self.made_for(Utf8PathBuf::from(format!("{number}:{package}")), &instance)
+    }
+
+    fn made_for(&mut self, key: Utf8PathBuf, instance: &Instance) -> Result<Utf8PathBuf, Error> {
+        if let Some(path) = self.made.get(&key) {
+            return Ok(path.clone());
+        }
+        let mut artifact = Renderer::new().shim(&self.model, instance, &self.dir)?;
         artifact.name = format!("shim-{}", self.made.len());
         let path = self.put(&artifact)?;
         self.made.insert(key, path.clone());

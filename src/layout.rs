@@ -1,7 +1,8 @@
 //! Every file djshim keeps on disk beside what it generates, named in one
 //! place: beside a profile (`dir`, the profile's name `name`) its
 //! generations, the journal, the deploy records, the lock, the window and
-//! the shims a deploy runs steps through; in a directory of shims or units
+//! the shims a deploy runs steps through; beside `static_root` each
+//! generation's collected static files; in a directory of shims or units
 //! the manifest, and beside the shims the helper's copy; beside the
 //! releases a remote repository's mirror; in `/run` the build accounts'
 //! locks.
@@ -12,6 +13,13 @@ use camino::{Utf8Path, Utf8PathBuf};
 /// `nix-env`-style tools read it): `<name>-<N>-link`.
 pub fn generation(name: &str, number: u32) -> String {
     format!("{name}-{number}-link")
+}
+
+/// The collected static files of generation `number` of an instance whose
+/// `static_root` is `root` (which is a link to the running generation's):
+/// `<root>-<N>`, beside it, so the link can name it relatively.
+pub fn generation_static(root: &Utf8Path, number: u32) -> Utf8PathBuf {
+    Utf8PathBuf::from(format!("{root}-{number}"))
 }
 
 /// The file in an output directory (shims, units) that lists what

@@ -13,6 +13,7 @@ pub(crate) mod accounts;
 pub(crate) mod build_account;
 pub(crate) mod check;
 pub mod cli;
+pub(crate) mod collected;
 pub mod commands;
 pub mod config;
 pub(crate) mod django;

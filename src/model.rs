@@ -242,6 +242,30 @@ impl Instance {
         }
     }
 
+    /// Where generation `number` keeps its collected static files: for an
+    /// instance that runs its profile and has a `static_root`,
+    /// `<static_root>-<N>` (the root is then a link to the running
+    /// generation's, moved by every switch); else none.
+    pub fn generation_static(&self, number: u32) -> Option<Utf8PathBuf> {
+        self.static_root
+            .as_deref()
+            .filter(|_| self.profile)
+            .map(|root| crate::layout::generation_static(root, number))
+    }
+
+    /// The instance as generation `number` on `package` runs before it is
+    /// switched to (its deploy's questions and `before` steps, a rollback's
+    /// way back): [`Instance::rebased`], with its static files in the
+    /// generation's own directory.
+    #[must_use]
+    pub fn generation(&self, number: u32, package: &Utf8Path) -> Instance {
+        let mut instance = self.rebased(package);
+        if let Some(dir) = self.generation_static(number) {
+            instance.static_root = Some(dir);
+        }
+        instance
+    }
+
     /// The interpreter's own `bin` directory, put first on `PATH`.
     pub fn python_bin(&self) -> &Utf8Path {
         self.python.parent().unwrap_or(Utf8Path::new("/"))

@@ -43,6 +43,15 @@ fn notice(notice: Notice<'_>) {
         Notice::NotServing { unit, state } => {
             eprintln!("djshim: {unit} is {state}: no old code serves during the window");
         }
+        Notice::Held {
+            operation,
+            wait,
+            seconds,
+        } => eprintln!(
+            "djshim: {operation}: requests {} for {seconds:.1} s in the window, then until the \
+             new code's server started",
+            if wait { "waited" } else { "got 503" }
+        ),
     }
 }
 

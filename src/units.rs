@@ -241,12 +241,17 @@ fn base<'a>(
     }
 }
 
-/// The directories an instance writes: state, static and media.
+/// The directories an instance writes and its units make: state, static
+/// and media. Not the static root of an instance that runs its profile:
+/// that is a link to the running generation's static files, which deploys
+/// make (`crate::collected`); systemd's `StateDirectory=` and tmpfiles'
+/// `d` would refuse a link, and the server never writes there.
 fn writable_dirs(instance: &Instance) -> impl Iterator<Item = &Utf8Path> {
+    let static_root = instance.static_root.as_ref().filter(|_| !instance.profile);
     [
-        &instance.state_dir,
-        &instance.static_root,
-        &instance.media_root,
+        instance.state_dir.as_ref(),
+        static_root,
+        instance.media_root.as_ref(),
     ]
     .into_iter()
     .flatten()

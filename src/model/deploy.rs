@@ -12,7 +12,14 @@ use crate::config::{RawDeploy, RawHealth, Str, StrList};
 /// How an instance is deployed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deploy {
-    /// manage.py commands run through the shim after a switch.
+    /// manage.py commands run with the candidate's code before anything
+    /// changes for the site (before the window opens and the switch): the
+    /// commands that do not change the schema and that the new code needs
+    /// done before it serves (collectstatic, into the generation's own
+    /// static directory).
+    pub before: Vec<Vec<String>>,
+    /// manage.py commands run through the shim after a switch, in the
+    /// window: the ones that change the schema.
     pub steps: Vec<Vec<String>>,
     /// manage.py commands run once the new code serves (after the health
     /// probe); a failure rolls back as any step's does.
@@ -100,15 +107,13 @@ impl Builder<'_> {
             instance: Some(instance),
             key,
         };
+        let words = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+        let before = match key!(before) {
+            None => vec![words(&["collectstatic", "--noinput", "--clear"])],
+            Some((list, key)) => self.commands_of(list, &key, &scope),
+        };
         let steps = match key!(steps) {
-            None => vec![
-                vec!["migrate".to_owned(), "--noinput".to_owned()],
-                vec![
-                    "collectstatic".to_owned(),
-                    "--noinput".to_owned(),
-                    "--clear".to_owned(),
-                ],
-            ],
+            None => vec![words(&["migrate", "--noinput"])],
             Some((list, key)) => self.commands_of(list, &key, &scope),
         };
         let after = match key!(after) {
@@ -147,6 +152,7 @@ impl Builder<'_> {
         let window = self.window(key!(window), socket);
         let window_timeout = self.seconds(key!(window_timeout), 300);
         Deploy {
+            before,
             steps,
             after,
             restart,

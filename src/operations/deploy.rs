@@ -8,8 +8,8 @@ use camino::{Utf8Path, Utf8PathBuf};
 use super::journal::{JournalFile, Record};
 use super::plan::{self, Code, OnKill, Outcome, Plan, Planned, Step, Undo};
 use super::{
-    Candidate, Journaled, Moved, Notice, Say, after_steps, command_step, health, machine_check,
-    make_state_dir, manage, manage_steps, open, window,
+    Candidate, Journaled, Moved, Notice, Say, after_steps, before_steps, command_step, health,
+    machine_check, make_state_dir, manage, manage_steps, open, window,
 };
 use crate::django::{self, Migrations};
 use crate::error::Error;
@@ -40,9 +40,10 @@ pub fn deploy(
             package,
         });
     }
-    let candidate_instance = instance.rebased(&package);
+    let number = profile.next_number(&generations)?;
+    let candidate_instance = instance.generation(number, &package);
     make_state_dir(&candidate_instance, "deploy")?;
-    let shim = world.shims.shim(Some(&package))?;
+    let shim = world.shims.generation(number, &package)?;
     // One Django start answers both: the deep check, then the record.
     let migrations = timed("deploy: check and record migrations", || {
         machine_check(&candidate_instance)?;
@@ -83,7 +84,6 @@ pub fn deploy(
              (RunPython's reverse_code, RunSQL's reverse_sql), or pass --allow-irreversible",
         ));
     }
-    let number = profile.next_number(&generations)?;
     let plan = deploy_plan(instance, &package, number, old.as_ref(), &migrations);
     window::ready_for(&plan, instance)?;
     match plan::run(plan, &mut world, &mut JournalFile::new(&profile))? {
@@ -110,7 +110,7 @@ pub fn deploy(
 /// The plan of a deploy to generation `number` from `old`.
 ///
 /// Forward: make the generation (its record says "not healthy" until the
-/// last step), switch, the deploy steps, restart (a first deploy: start),
+/// last step), its `before` steps with its code, switch, the deploy steps, restart (a first deploy: start),
 /// health, mark it healthy. Undone newest first: the migrations go back
 /// with the candidate's code (it alone knows how to reverse them), then
 /// the profile goes back and the old code's steps and restart run again.
@@ -147,6 +147,10 @@ fn deploy_plan(
             reversed: true,
         }]),
     }];
+    // With the candidate's code, before anything changes for the site:
+    // what does not change the schema (collectstatic, into the
+    // generation's own static files) stays out of the window.
+    steps.extend(before_steps(instance, &candidate));
     let back = match old {
         Some(old) => {
             let mut back = vec![Step::Switch {

@@ -22,6 +22,8 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(300);
 /// The world a plan changes: the instance's profile, its shims, its
 /// database and its processes.
 pub(super) struct Live<'m> {
+    /// The operation (`deploy`, `rollback`, `pin`), for its notices.
+    operation: String,
     pub(super) instance: &'m Instance,
     pub(super) profile: Profile,
     /// The shims the steps run through (and the deploy's questions).
@@ -38,12 +40,14 @@ pub(super) struct Live<'m> {
 impl<'m> Live<'m> {
     pub(super) fn new(
         model: &Model,
+        operation: &str,
         instance: &'m Instance,
         profile: &Profile,
         lock: Lock,
         say: Say,
     ) -> Result<Live<'m>, Error> {
         Ok(Live {
+            operation: operation.to_owned(),
             say,
             instance,
             profile: profile.clone(),
@@ -57,11 +61,68 @@ impl<'m> Live<'m> {
         })
     }
 
+    /// The shim that runs `code`; a generation's writes its static files
+    /// to the generation's own directory, made when missing.
     fn shim(&mut self, code: &Code) -> Result<Utf8PathBuf, Error> {
         match code {
             Code::Profile => self.shims.shim(None),
-            Code::Generation { package, .. } => self.shims.shim(Some(package)),
+            Code::Generation { number, package } => {
+                self.make_static(*number)?;
+                self.shims.generation(*number, package)
+            }
         }
+    }
+
+    /// Makes generation `number`'s static directory, if the instance
+    /// gives each generation one and it is missing.
+    fn make_static(&self, number: u32) -> Result<(), Error> {
+        let instance = self.instance;
+        match self.static_root() {
+            Some(root) => crate::collected::make(
+                root,
+                number,
+                instance.user.as_deref(),
+                instance.group.as_deref(),
+            )
+            .map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// The link to the running generation's static files, for an instance
+    /// whose generations each have their own.
+    fn static_root(&self) -> Option<&'m camino::Utf8Path> {
+        let instance = self.instance;
+        instance.static_root.as_deref().filter(|_| instance.profile)
+    }
+
+    /// Switches the profile to generation `number`, and the static files
+    /// with it (to its directory, made empty when it has none yet: the
+    /// steps that collect through `static_root` then fill its own).
+    fn switch(&mut self, number: u32) -> Result<(), Error> {
+        let generations = self.profile.generations()?;
+        let from = crate::profile::current(&self.profile, &generations)?.map(|g| g.number);
+        self.make_static(number)?;
+        self.profile.switch(number)?;
+        match self.static_root() {
+            Some(root) => crate::collected::point(root, number, from),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the window, saying how long it was open.
+    fn close_window(&mut self, wait: bool) -> Result<(), Error> {
+        let flag = self.window_file();
+        let opened = std::fs::metadata(&flag).and_then(|m| m.modified()).ok();
+        window::write(&flag, 0)?;
+        if let Some(seconds) = opened.and_then(|t| t.elapsed().ok()) {
+            (self.say)(Notice::Held {
+                operation: &self.operation,
+                wait,
+                seconds: seconds.as_secs_f64(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -115,6 +176,7 @@ impl plan::World for Live<'_> {
                     let _ = std::fs::remove_file(&link);
                     self.profile.create(*number, package)?;
                 }
+                self.make_static(*number)?;
                 if let Some(targets) = targets {
                     Record {
                         targets: targets.clone(),
@@ -126,7 +188,7 @@ impl plan::World for Live<'_> {
                 }
                 Ok(())
             }
-            Step::Switch { to: Some(n) } => self.profile.switch(*n),
+            Step::Switch { to: Some(n) } => self.switch(*n),
             Step::Switch { to: None } => self.profile.unlink(),
             Step::Manage { args, code } => {
                 let shim = self.shim(code)?;
@@ -148,6 +210,7 @@ impl plan::World for Live<'_> {
                 .timeout(COMMAND_TIMEOUT)
                 .run(),
             Step::Health { probe } => health::probe(probe),
+            Step::Window { seconds: 0, wait } => self.close_window(*wait),
             Step::Window { seconds, .. } => window::write(&self.window_file(), *seconds),
             Step::Held { unit, wait } => {
                 if let Some(state) = window::held(unit, &self.window_file(), *wait)? {

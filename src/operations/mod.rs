@@ -61,6 +61,13 @@ pub enum Notice<'a> {
     },
     /// The server unit does not run: no old code serves in the window.
     NotServing { unit: &'a str, state: &'a str },
+    /// The window closed after `seconds` open: requests waited (`wait`)
+    /// or got 503 that long at most.
+    Held {
+        operation: &'a str,
+        wait: bool,
+        seconds: f64,
+    },
 }
 
 /// A plan that has not ended: a run under way, or a killed run's journal.
@@ -164,7 +171,7 @@ fn open<'m>(
 ) -> Result<(Live<'m>, bool), Error> {
     let (instance, profile) = profiled(model, name)?;
     let lock = Lock::take(&profile, &format!("{operation} {name}"))?;
-    let mut world = Live::new(model, instance, &profile, lock, say)?;
+    let mut world = Live::new(model, operation, instance, &profile, lock, say)?;
     // A process of a killed run's migration committing after the undo
     // would leave the old code on a schema it does not know.
     let step = crate::layout::step_processes(&profile.dir, &profile.name);
@@ -257,6 +264,24 @@ fn command_step(what: &str, argv: &[String]) -> Step {
         what: what.into(),
         argv: argv.to_vec(),
     }
+}
+
+/// The `before` steps of generation `code`: with its code, before
+/// anything changes for the site (its static files into its own
+/// directory); nothing of their own to undo.
+fn before_steps(instance: &Instance, code: &Code) -> Vec<Planned> {
+    instance
+        .deploy
+        .before
+        .iter()
+        .map(|args| Planned {
+            step: Step::Manage {
+                args: args.clone(),
+                code: code.clone(),
+            },
+            undo: Undo::nothing(),
+        })
+        .collect()
 }
 
 /// The steps once the new code serves (`after`): nothing of their own to

@@ -4,8 +4,8 @@
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::journal::JournalFile;
-use super::plan::{self, OnKill, Outcome, Plan, Planned, Step, Undo};
-use super::{Journaled, Moved, Say, make_state_dir, open, unfinished};
+use super::plan::{self, Code, OnKill, Outcome, Plan, Planned, Step, Undo};
+use super::{Journaled, Moved, Say, before_steps, make_state_dir, open, unfinished};
 use crate::error::Error;
 use crate::model::Model;
 use crate::profile::{Lock, current, profiled, resolve};
@@ -30,7 +30,9 @@ pub fn pin(model: &Model, name: &str, path: &Utf8Path, say: Say) -> Result<Pinne
     let (mut world, _) = open(model, name, "pin", Journaled::Refuse, say)?;
     let profile = world.profile.clone();
     let package = resolve(path)?;
-    let candidate = world.instance.rebased(&package);
+    let generations = profile.generations()?;
+    let number = profile.next_number(&generations)?;
+    let candidate = world.instance.generation(number, &package);
     make_state_dir(&candidate, "pin")?;
     let mut problems = crate::check::instance(&candidate);
     problems.retain(|p| !p.warning);
@@ -40,7 +42,6 @@ pub fn pin(model: &Model, name: &str, path: &Utf8Path, say: Say) -> Result<Pinne
     if !problems.is_empty() {
         return Ok(Pinned::CannotRun { package, problems });
     }
-    let generations = profile.generations()?;
     let old = current(&profile, &generations)?.cloned();
     if let Some(g) = old.as_ref().filter(|g| g.target == package) {
         return Ok(Pinned::Moved(Moved::Already {
@@ -48,29 +49,36 @@ pub fn pin(model: &Model, name: &str, path: &Utf8Path, say: Say) -> Result<Pinne
             package,
         }));
     }
-    let number = profile.next_number(&generations)?;
+    let code = Code::Generation {
+        number,
+        package: package.clone(),
+    };
+    let mut steps = vec![Planned {
+        step: Step::Create {
+            number,
+            package: package.clone(),
+            targets: None,
+            irreversible: Vec::new(),
+        },
+        undo: Undo::nothing(),
+    }];
+    // Its static files, collected with its code before the switch (a
+    // generation of its own has its own; see `crate::collected`).
+    if world.instance.generation_static(number).is_some() {
+        steps.extend(before_steps(world.instance, &code));
+    }
+    steps.push(Planned {
+        step: Step::Switch { to: Some(number) },
+        undo: Undo::Steps(vec![Step::Switch {
+            to: old.as_ref().map(|g| g.number),
+        }]),
+    });
     let plan = Plan {
         operation: "pin".into(),
         instance: name.to_owned(),
         summary: format!("a pin of {name} to {package} (generation {number})"),
         on_kill: OnKill::Undo,
-        steps: vec![
-            Planned {
-                step: Step::Create {
-                    number,
-                    package: package.clone(),
-                    targets: None,
-                    irreversible: Vec::new(),
-                },
-                undo: Undo::nothing(),
-            },
-            Planned {
-                step: Step::Switch { to: Some(number) },
-                undo: Undo::Steps(vec![Step::Switch {
-                    to: old.as_ref().map(|g| g.number),
-                }]),
-            },
-        ],
+        steps,
     };
     match plan::run(plan, &mut world, &mut JournalFile::new(&profile))? {
         Outcome::Done => Ok(Pinned::Moved(Moved::To {
@@ -82,11 +90,11 @@ pub fn pin(model: &Model, name: &str, path: &Utf8Path, say: Say) -> Result<Pinne
     }
 }
 
-/// `djshim pin --keep N`: deletes all but the newest `keep` generations,
-/// never one that runs, never while a run is unfinished (its journal may
+/// `djshim pin --keep N`: deletes all but the newest `keep` generations
+/// (and their static files), never one that runs, never while a run is unfinished (its journal may
 /// name them). What was deleted, oldest first.
 pub fn prune(model: &Model, name: &str, keep: usize) -> Result<Vec<(u32, Utf8PathBuf)>, Error> {
-    let (_, profile) = profiled(model, name)?;
+    let (instance, profile) = profiled(model, name)?;
     let _lock = Lock::take(&profile, &format!("pin {name} --keep {keep}"))?;
     if let Some(journal) = JournalFile::new(&profile).read()? {
         return Err(unfinished(&journal, &profile));
@@ -100,6 +108,9 @@ pub fn prune(model: &Model, name: &str, keep: usize) -> Result<Vec<(u32, Utf8Pat
         .filter(|g| !running.contains(&g.number))
     {
         profile.delete(g)?;
+        if let Some(root) = instance.static_root.as_deref().filter(|_| instance.profile) {
+            crate::collected::delete(root, g.number)?;
+        }
         deleted.push((g.number, g.target.clone()));
     }
     Ok(deleted)

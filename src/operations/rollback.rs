@@ -7,8 +7,8 @@ use camino::Utf8Path;
 use super::journal::{JournalFile, Record};
 use super::plan::{self, Code, OnKill, Outcome, Plan, Planned, Step, Undo};
 use super::{
-    Journaled, Moved, Say, after_steps, command_step, deep_check, health, machine_check,
-    manage_steps, open, window,
+    Journaled, Moved, Say, after_steps, before_steps, command_step, deep_check, health,
+    machine_check, manage_steps, open, window,
 };
 use crate::error::Error;
 use crate::model::{Instance, Model};
@@ -103,7 +103,7 @@ pub fn rollback(model: &Model, name: &str, back: Back, say: Say) -> Result<Moved
             package: target.target.clone(),
         });
     }
-    let checked = instance.rebased(&target.target);
+    let checked = instance.generation(target.number, &target.target);
     // A generation a deploy recorded healthy ran here already: the machine
     // checks (no Python start) are enough; Django's deep check is for code
     // that never ran (a pinned generation).
@@ -114,7 +114,7 @@ pub fn rollback(model: &Model, name: &str, back: Back, say: Say) -> Result<Moved
         )?;
     } else {
         timed("rollback: check", || {
-            let shim = world.shims.shim(Some(&target.target))?;
+            let shim = world.shims.generation(target.number, &target.target)?;
             deep_check(&checked, &shim)
         })?;
     }
@@ -199,6 +199,21 @@ fn rollback_plan(
         .unzip();
     if let Some(open) = open {
         steps.splice(0..0, open);
+    }
+    // A target whose static files were never collected in a directory of
+    // its own (deployed before generations had one, or pinned before that)
+    // collects them first, with its code, before anything changes; any
+    // other's are where its deploy collected them, and the switch points
+    // the site at them again.
+    if instance
+        .generation_static(target.number)
+        .is_some_and(|dir| !dir.is_dir())
+    {
+        let code = Code::Generation {
+            number: target.number,
+            package: target.target.clone(),
+        };
+        steps.splice(0..0, before_steps(instance, &code));
     }
     let mut forward = vec![Step::Switch {
         to: now.map(|g| g.number),

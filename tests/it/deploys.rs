@@ -25,7 +25,7 @@ fn deploy_builds_migrates_and_serves_the_newest_commit() {
     for line in [
         "djshim: deploy: check and record migrations: done in ",
         "djshim: deploy: manage.py migrate --noinput: done in ",
-        "djshim: deploy: manage.py collectstatic --noinput --clear: done in ",
+        "djshim: deploy: manage.py collectstatic --noinput --clear (generation 1's code): done in ",
         "djshim: deploy: health: done in ",
     ] {
         assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
@@ -257,8 +257,8 @@ fn on_postgresql_deploys_and_rollbacks_take_the_database_along() {
 /// `kill -9` of a deploy at any step leaves the instance on one complete
 /// generation, and the next deploy (or rollback) undoes what was left.
 /// Each kill lands where it says: a process of the step waits at a gate
-/// until djshim is dead (the build; the check; mid-migration, its column
-/// added in its transaction; collectstatic; the restart; the health probe,
+/// until djshim is dead (the build; the check; collectstatic, before the
+/// switch; mid-migration, its column added in its transaction; the restart; the health probe,
 /// answered by the server; an `after` step, the last before the healthy
 /// record; the migration's reversal in an undo). The instants between
 /// (the new generation, the switch, the healthy record itself) are each
@@ -278,19 +278,19 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
         ),
     );
     commit_votes(&site);
-    for (gate, step, switched) in [
+    for (gate, step, journaled) in [
         ("build", "djshim: build: ", false),
         (
             "manage-shell",
             "djshim: deploy: check and record migrations …",
             false,
         ),
-        ("migrate-0002", "djshim: deploy: manage.py migrate", true),
         (
             "manage-collectstatic",
             "djshim: deploy: manage.py collectstatic",
             true,
         ),
+        ("migrate-0002", "djshim: deploy: manage.py migrate", true),
         ("restart", "djshim: deploy: restart: ", true),
         ("health", "djshim: deploy: health …", true),
         ("manage-check", "djshim: deploy: manage.py check", true),
@@ -310,7 +310,7 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
             0,
         );
         // A pin would build on a half-done deploy: refused.
-        if switched {
+        if journaled {
             Expect::new()
                 .status(1)
                 .stderr_has("was interrupted and is not finished or undone")
@@ -320,7 +320,7 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
         assert_status(&output, 0);
         assert_eq!(
             text(&output).1.contains("was interrupted; undoing it"),
-            switched,
+            journaled,
             "{gate}:\n{}",
             text(&output).1
         );
@@ -333,7 +333,7 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
     // A rollback undoes an interrupted deploy, and stops there; killed in
     // that undo, halfway through the migration's reversal, the next
     // rollback finishes the undo.
-    killed_deploy(&site, "manage-collectstatic");
+    killed_deploy(&site, "restart");
     let stderr = killed(&site, &["rollback", "prod"], "unmigrate-0002");
     assert!(stderr.contains("was interrupted; undoing it"), "{stderr}");
     assert!(
@@ -657,4 +657,62 @@ fn a_signal_during_a_deploy_undoes_it() {
     );
     assert_eq!(site.generation_target("prod"), first);
     assert!(!site.migrations("prod").contains("[X] 0002"));
+}
+
+/// Each generation collects its static files into a directory of its own
+/// before the switch, so the old code's files stay as they were while the
+/// new ones are collected; `static_root` is a link that each switch moves,
+/// so a rollback moves the files back with no collect; a `static_root` an
+/// earlier djshim collected into becomes the running generation's at the
+/// first switch; `pin --keep` deletes a deleted generation's.
+#[test]
+fn each_generation_has_its_own_static_files() {
+    let (site, _) = Site::serving();
+    let root = site.world.path("var/prod/static");
+    let link = || fs::read_link(&root).unwrap().display().to_string();
+    let css = |n: u32| {
+        fs::read_to_string(
+            site.world
+                .path(&format!("var/prod/static-{n}/css/site.css")),
+        )
+        .unwrap()
+    };
+    assert_eq!(link(), "static-1");
+    let first = css(1);
+    site.commit(&[("assets/css/site.css", "body { color: red }\n")], "red");
+    let out = site.deploy(&["prod"]);
+    assert_status(&out, 0);
+    let stderr = text(&out).1;
+    let at = |what: &str| {
+        stderr
+            .lines()
+            .position(|l| l.starts_with(&format!("djshim: deploy: {what}")))
+            .unwrap_or_else(|| panic!("no `{what}` in:\n{stderr}"))
+    };
+    assert!(
+        at("manage.py collectstatic") < at("switch to generation 2"),
+        "{stderr}"
+    );
+    assert_eq!(link(), "static-2");
+    assert_eq!(css(2), "body { color: red }\n");
+    assert_eq!(css(1), first);
+
+    let out = site.world.djshim(&["rollback", "prod"]);
+    assert_status(&out, 0);
+    assert!(!text(&out).1.contains("collectstatic"), "{}", text(&out).1);
+    assert_eq!(link(), "static-1");
+
+    // What an earlier djshim left: static_root a directory of the files.
+    fs::remove_file(&root).unwrap();
+    fs::rename(site.world.path("var/prod/static-1"), &root).unwrap();
+    assert_status(&site.deploy(&["prod"]), 0);
+    assert_eq!(link(), "static-3");
+    assert_eq!(css(1), first);
+    assert_eq!(css(3), "body { color: red }\n");
+
+    // Generation 1 goes, its files with it; 2 stays (its package runs).
+    assert_status(&site.world.djshim(&["pin", "prod", "--keep", "1"]), 0);
+    assert!(!site.world.path("var/prod/static-1").exists());
+    assert_eq!(css(2), "body { color: red }\n");
+    assert_eq!(css(3), "body { color: red }\n");
 }

@@ -174,7 +174,10 @@ const LAYERS: [(&str, &[&str]); 6] = [
         &["config", "model", "render", "units", "nixos", "write"],
     ),
     ("world adapters", &["django", "build_account"]),
-    ("operations", &["check", "profile", "release", "operations"]),
+    (
+        "operations",
+        &["check", "collected", "profile", "release", "operations"],
+    ),
     (
         "front-end",
         &["cli", "commands", "release_commands", "main", "lib"],

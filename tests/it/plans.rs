@@ -148,12 +148,12 @@ fn a_killed_rollback_is_finished_by_the_next() {
     let (site, first) = Site::serving();
     commit_votes(&site);
     assert_status(&site.deploy(&["prod"]), 0);
-    let stderr = killed(&site, &["rollback", "prod"], "manage-collectstatic");
+    let stderr = killed(&site, &["rollback", "prod"], "restart");
     assert!(
         stderr
             .lines()
             .rfind(|l| l.starts_with("djshim: "))
-            .is_some_and(|l| l.starts_with("djshim: rollback: manage.py collectstatic")),
+            .is_some_and(|l| l.starts_with("djshim: rollback: restart: ")),
         "{stderr}"
     );
     let output = site.world.djshim(&["rollback", "prod"]);
@@ -161,7 +161,6 @@ fn a_killed_rollback_is_finished_by_the_next() {
     let stderr = text(&output).1;
     for line in [
         "was interrupted; finishing it",
-        "djshim: rollback: manage.py collectstatic --noinput --clear: done in ",
         "djshim: rollback: restart: ",
         "djshim: rollback: health: done in ",
     ] {
@@ -898,7 +897,7 @@ fn history_shows_a_deploy_in_progress() {
     let site = Site::new();
     assert_status(&site.deploy(&["staging"]), 0);
     commit_votes(&site);
-    site.arm("manage-collectstatic", "");
+    site.arm("migrate-0002", "");
     let mut deploy = site
         .world
         .djshim_cmd(&["deploy", "staging"])
@@ -907,10 +906,10 @@ fn history_shows_a_deploy_in_progress() {
         .spawn()
         .unwrap();
     assert!(
-        gate_taken(&site, &mut deploy, "manage-collectstatic"),
+        gate_taken(&site, &mut deploy, "migrate-0002"),
         "the deploy never reached its gate"
     );
-    let inside = site.world.path("gates/manage-collectstatic.inside");
+    let inside = site.world.path("gates/migrate-0002.inside");
     let (history, _) = Expect::new()
         .stdout_has("(deploy in progress)   (current)")
         .check(&site.world.djshim(&["history", "staging"]));

@@ -68,7 +68,7 @@ in
         "PrivateTmp" = "yes";
         "ProtectSystem" = "strict";
         "ProtectHome" = "read-only";
-        "StateDirectory" = "mywebsite-prod mywebsite-prod/static";
+        "StateDirectory" = "mywebsite-prod";
         "StateDirectoryMode" = "0750";
         "ReadWritePaths" = "-/srv/mywebsite/prod/media";
         "ExecStart" = "/bin/sh -c \"cd -P /var/lib/djshim/profiles/mywebsite-prod || exit 127; djshim_package=$\${PWD}; cd \\\"$\${OLDPWD}\\\" || exit 127; if [ \\\"$\${PYTHONPATH-}\\\" = @djshim-from-profile@ ]; then export PYTHONPATH=\\\"$\${djshim_package}\\\"; fi; if [ \\\"$\${VIRTUAL_ENV-}\\\" = @djshim-from-profile@ ]; then if [ -f /nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/pyvenv.cfg ]; then export VIRTUAL_ENV=/nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env; else unset VIRTUAL_ENV; fi; fi; if [ \\\"$\${PATH-}\\\" = @djshim-from-profile@ ]; then export PATH=/nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/bin:/run/wrappers/bin:/run/current-system/sw/bin:/run/current-system/sw/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; fi; exec /nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/bin/python3 \\\"$$@\\\"\" mywebsite-prod-celery -m celery -A mywebsite worker --loglevel INFO";
@@ -97,7 +97,7 @@ in
         "PrivateTmp" = "yes";
         "ProtectSystem" = "strict";
         "ProtectHome" = "read-only";
-        "StateDirectory" = "mywebsite-prod mywebsite-prod/static";
+        "StateDirectory" = "mywebsite-prod";
         "StateDirectoryMode" = "0750";
         "ReadWritePaths" = "-/srv/mywebsite/prod/media";
         "ExecStart" = "/bin/sh -c \"cd -P /var/lib/djshim/profiles/mywebsite-prod || exit 127; djshim_package=$\${PWD}; cd \\\"$\${OLDPWD}\\\" || exit 127; if [ \\\"$\${PYTHONPATH-}\\\" = @djshim-from-profile@ ]; then unset PYTHONPATH; fi; if [ \\\"$\${VIRTUAL_ENV-}\\\" = @djshim-from-profile@ ]; then if [ -f /nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/pyvenv.cfg ]; then export VIRTUAL_ENV=/nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env; else unset VIRTUAL_ENV; fi; fi; if [ \\\"$\${PATH-}\\\" = @djshim-from-profile@ ]; then export PATH=/nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/bin:/run/wrappers/bin:/run/current-system/sw/bin:/run/current-system/sw/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; fi; exec /nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/bin/python3 \\\"$\${djshim_package}\\\"/manage.py \\\"$$@\\\"\" mywebsite-prod-clearsessions clearsessions";
@@ -140,7 +140,7 @@ in
         "PrivateTmp" = "yes";
         "ProtectSystem" = "strict";
         "ProtectHome" = "read-only";
-        "StateDirectory" = "mywebsite-prod mywebsite-prod/static";
+        "StateDirectory" = "mywebsite-prod";
         "StateDirectoryMode" = "0750";
         "ReadWritePaths" = "-/srv/mywebsite/prod/media";
         "ExecStart" = "/bin/sh -c \"cd -P /var/lib/djshim/profiles/mywebsite-prod || exit 127; djshim_package=$\${PWD}; cd \\\"$\${OLDPWD}\\\" || exit 127; if [ \\\"$\${PYTHONPATH-}\\\" = @djshim-from-profile@ ]; then unset PYTHONPATH; fi; if [ \\\"$\${VIRTUAL_ENV-}\\\" = @djshim-from-profile@ ]; then if [ -f /nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/pyvenv.cfg ]; then export VIRTUAL_ENV=/nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env; else unset VIRTUAL_ENV; fi; fi; if [ \\\"$\${PATH-}\\\" = @djshim-from-profile@ ]; then export PATH=/nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/bin:/run/wrappers/bin:/run/current-system/sw/bin:/run/current-system/sw/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; fi; exec /nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/bin/python3 \\\"$\${djshim_package}\\\"/manage.py \\\"$$@\\\"\" mywebsite-prod-sendalerts sendalerts";
@@ -174,7 +174,7 @@ in
         "PrivateTmp" = "yes";
         "ProtectSystem" = "strict";
         "ProtectHome" = "read-only";
-        "StateDirectory" = "mywebsite-prod mywebsite-prod/static";
+        "StateDirectory" = "mywebsite-prod";
         "StateDirectoryMode" = "0750";
         "ReadWritePaths" = "-/srv/mywebsite/prod/media";
         "ExecStart" = "/bin/sh -c \"cd -P /var/lib/djshim/profiles/mywebsite-prod || exit 127; djshim_package=$\${PWD}; cd \\\"$\${OLDPWD}\\\" || exit 127; if [ \\\"$\${PYTHONPATH-}\\\" = @djshim-from-profile@ ]; then export PYTHONPATH=\\\"$\${djshim_package}\\\"; fi; if [ \\\"$\${VIRTUAL_ENV-}\\\" = @djshim-from-profile@ ]; then if [ -f /nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/pyvenv.cfg ]; then export VIRTUAL_ENV=/nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env; else unset VIRTUAL_ENV; fi; fi; if [ \\\"$\${PATH-}\\\" = @djshim-from-profile@ ]; then export PATH=/nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/bin:/run/wrappers/bin:/run/current-system/sw/bin:/run/current-system/sw/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; fi; exec /nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/bin/python3 \\\"$$@\\\"\" mywebsite-prod -m gunicorn mywebsite.wsgi --workers 3";
