@@ -262,10 +262,15 @@ fn accounts(instance: &Instance) -> Vec<Problem> {
     }
     if let Some((Some(uid), user)) = account.filter(|(_, user)| !user.is_empty()) {
         let groups = crate::accounts::groups_of(&user);
+        // Static files a build collected into the package are read-only.
+        let static_root = instance
+            .static_root
+            .as_ref()
+            .filter(|_| instance.static_in_package.is_none());
         for (key, dir) in [
-            ("state_dir", &instance.state_dir),
-            ("static_root", &instance.static_root),
-            ("media_root", &instance.media_root),
+            ("state_dir", instance.state_dir.as_ref()),
+            ("static_root", static_root),
+            ("media_root", instance.media_root.as_ref()),
         ] {
             let Some(dir) = dir else { continue };
             let meta = std::fs::metadata(dir);

@@ -105,6 +105,7 @@ pub struct RawInstance {
     pub pythonpath: Option<StrList>,
     pub path: Option<StrList>,
     pub static_root: Option<Str>,
+    pub static_in_package: Option<Str>,
     pub static_dirs: Option<StrList>,
     pub media_root: Option<Str>,
     pub state_dir: Option<Str>,

@@ -101,6 +101,10 @@ pub struct Instance {
     /// Directories put in front of `PATH`, after the interpreter's own.
     pub path: Vec<Utf8PathBuf>,
     pub static_root: Option<Utf8PathBuf>,
+    /// Where each package holds its static files, collected when it was
+    /// built (relative to the package): a generation's static directory
+    /// is then in its package, and a deploy collects nothing.
+    pub static_in_package: Option<Utf8PathBuf>,
     pub static_dirs: Vec<Utf8PathBuf>,
     pub media_root: Option<Utf8PathBuf>,
     /// Working directory of the command; unchanged when `None`.
@@ -242,15 +246,18 @@ impl Instance {
         }
     }
 
-    /// Where generation `number` keeps its collected static files: for an
-    /// instance that runs its profile and has a `static_root`,
-    /// `<static_root>-<N>` (the root is then a link to the running
-    /// generation's, moved by every switch); else none.
-    pub fn generation_static(&self, number: u32) -> Option<Utf8PathBuf> {
-        self.static_root
-            .as_deref()
-            .filter(|_| self.profile)
-            .map(|root| crate::layout::generation_static(root, number))
+    /// Where generation `number` on `package` keeps its collected static
+    /// files: for an instance that runs its profile and has a
+    /// `static_root`, `<package>/<static_in_package>` (collected at build
+    /// time) or else `<static_root>-<N>` (collected by its deploy); the
+    /// root is then a link to the running generation's, moved by every
+    /// switch. Else none.
+    pub fn generation_static(&self, number: u32, package: &Utf8Path) -> Option<Utf8PathBuf> {
+        let root = self.static_root.as_deref().filter(|_| self.profile)?;
+        Some(match &self.static_in_package {
+            Some(inside) => package.join(inside),
+            None => crate::layout::generation_static(root, number),
+        })
     }
 
     /// The instance as generation `number` on `package` runs before it is
@@ -260,7 +267,7 @@ impl Instance {
     #[must_use]
     pub fn generation(&self, number: u32, package: &Utf8Path) -> Instance {
         let mut instance = self.rebased(package);
-        if let Some(dir) = self.generation_static(number) {
+        if let Some(dir) = self.generation_static(number, package) {
             instance.static_root = Some(dir);
         }
         instance

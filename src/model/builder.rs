@@ -295,6 +295,9 @@ impl Builder<'_> {
         let static_root = single(field!(static_root));
         let media_root = single(field!(media_root));
         let state_dir = single(field!(state_dir));
+        let in_package = field!(static_in_package);
+        let static_in_package =
+            self.static_in_package(in_package, &scope, static_root.as_ref(), profile);
         let env = self.env(project, instance, defaults, inst);
         let env_files = self.env_files(field!(env_file), &scope);
         let user = field!(user).and_then(|(v, key)| self.account(v, &scope(key)));
@@ -307,7 +310,8 @@ impl Builder<'_> {
             self.unit_paths(&own_at, defaults, inst, dirs, &env_files);
         }
         let socket = server.as_ref().is_some_and(|s| s.socket.is_some());
-        let deploy = self.deploy(project, instance, [&defaults.deploy, &inst.deploy], socket);
+        let raw = [&defaults.deploy, &inst.deploy];
+        let deploy = self.deploy(project, instance, raw, socket, static_in_package.is_some());
 
         if self.errors.len() > before {
             return None;
@@ -324,6 +328,7 @@ impl Builder<'_> {
             pythonpath,
             path,
             static_root,
+            static_in_package,
             static_dirs,
             media_root,
             state_dir,

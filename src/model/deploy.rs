@@ -84,6 +84,7 @@ impl Builder<'_> {
         instance: &str,
         [defaults, own]: [&Option<RawDeploy>; 2],
         socket: bool,
+        static_in_package: bool,
     ) -> Deploy {
         let empty = RawDeploy::default();
         let (defaults, own) = (
@@ -109,6 +110,8 @@ impl Builder<'_> {
         };
         let words = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
         let before = match key!(before) {
+            // Collected when the package was built.
+            None if static_in_package => Vec::new(),
             None => vec![words(&["collectstatic", "--noinput", "--clear"])],
             Some((list, key)) => self.commands_of(list, &key, &scope),
         };

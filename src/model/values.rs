@@ -54,6 +54,52 @@ impl Builder<'_> {
         self.plain(v, scope, &value).then_some(path)
     }
 
+    /// `static_in_package`: a directory inside each package (relative, no
+    /// `..`), for an instance that runs its profile and has a
+    /// `static_root`, the link to the running generation's.
+    pub(super) fn static_in_package<'s>(
+        &mut self,
+        field: Option<(&Str, String)>,
+        scope: &impl Fn(String) -> Scope<'s>,
+        static_root: Option<&Utf8PathBuf>,
+        profile: bool,
+    ) -> Option<Utf8PathBuf> {
+        let (v, key) = field?;
+        let scope = &scope(key);
+        let static_root = static_root.is_some();
+        let value = self.expand(v, scope)?;
+        let path = Utf8PathBuf::from(&value);
+        let inside = !path.is_absolute()
+            && !value.is_empty()
+            && path
+                .components()
+                .all(|c| matches!(c, camino::Utf8Component::Normal(_)));
+        let wrong = if !inside {
+            Some((
+                format!("`{value}` is not a directory inside the package"),
+                "name it relative to the package, e.g. `static` for `$out/static`",
+            ))
+        } else if !profile {
+            Some((
+                "`static_in_package` is for an instance that runs its profile".to_owned(),
+                "for a fixed `package`, set `static_root` to the package's directory itself",
+            ))
+        } else if !static_root {
+            Some((
+                "`static_in_package` needs `static_root`, the link the web server serves"
+                    .to_owned(),
+                "set `static_root`, e.g. `/var/lib/{project}-{instance}/static`",
+            ))
+        } else {
+            None
+        };
+        if let Some((message, help)) = wrong {
+            self.error(v, &scope.key, message, help);
+            return None;
+        }
+        self.plain(v, scope, &value).then_some(path)
+    }
+
     /// A path: absolute, or relative to `base`; made absolute and normalized.
     pub(super) fn path(
         &mut self,

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 
 use super::journal::Record;
 use super::plan::{self, Code, Step};
@@ -67,33 +67,23 @@ impl<'m> Live<'m> {
         match code {
             Code::Profile => self.shims.shim(None),
             Code::Generation { number, package } => {
-                self.make_static(*number)?;
+                self.make_static(*number, package)?;
                 self.shims.generation(*number, package)
             }
         }
     }
 
-    /// Makes generation `number`'s static directory, if the instance
-    /// gives each generation one and it is missing.
-    fn make_static(&self, number: u32) -> Result<(), Error> {
+    /// Makes the static directory of generation `number` on `package`, if
+    /// the instance gives each generation one outside its package and it
+    /// is missing.
+    fn make_static(&self, number: u32, package: &Utf8Path) -> Result<(), Error> {
         let instance = self.instance;
-        match self.static_root() {
-            Some(root) => crate::collected::make(
-                root,
-                number,
-                instance.user.as_deref(),
-                instance.group.as_deref(),
-            )
-            .map(drop),
-            None => Ok(()),
+        match instance.generation_static(number, package) {
+            Some(dir) if instance.static_in_package.is_none() => {
+                crate::collected::make(&dir, instance.user.as_deref(), instance.group.as_deref())
+            }
+            _ => Ok(()),
         }
-    }
-
-    /// The link to the running generation's static files, for an instance
-    /// whose generations each have their own.
-    fn static_root(&self) -> Option<&'m camino::Utf8Path> {
-        let instance = self.instance;
-        instance.static_root.as_deref().filter(|_| instance.profile)
     }
 
     /// Switches the profile to generation `number`, and the static files
@@ -101,13 +91,19 @@ impl<'m> Live<'m> {
     /// steps that collect through `static_root` then fill its own).
     fn switch(&mut self, number: u32) -> Result<(), Error> {
         let generations = self.profile.generations()?;
-        let from = crate::profile::current(&self.profile, &generations)?.map(|g| g.number);
-        self.make_static(number)?;
+        let from = crate::profile::current(&self.profile, &generations)?.cloned();
+        let to = generations.iter().find(|g| g.number == number).cloned();
         self.profile.switch(number)?;
-        match self.static_root() {
-            Some(root) => crate::collected::point(root, number, from),
-            None => Ok(()),
-        }
+        let instance = self.instance;
+        let (Some(root), Some(to)) = (instance.static_root.as_deref(), to) else {
+            return Ok(());
+        };
+        let Some(dir) = instance.generation_static(number, &to.target) else {
+            return Ok(());
+        };
+        self.make_static(number, &to.target)?;
+        let adopt = from.and_then(|g| instance.generation_static(g.number, &g.target));
+        crate::collected::point(root, &dir, adopt.as_deref())
     }
 
     /// Closes the window, saying how long it was open.
@@ -176,7 +172,7 @@ impl plan::World for Live<'_> {
                     let _ = std::fs::remove_file(&link);
                     self.profile.create(*number, package)?;
                 }
-                self.make_static(*number)?;
+                self.make_static(*number, package)?;
                 if let Some(targets) = targets {
                     Record {
                         targets: targets.clone(),

@@ -64,7 +64,7 @@ pub fn pin(model: &Model, name: &str, path: &Utf8Path, say: Say) -> Result<Pinne
     }];
     // Its static files, collected with its code before the switch (a
     // generation of its own has its own; see `crate::collected`).
-    if world.instance.generation_static(number).is_some() {
+    if world.instance.generation_static(number, &package).is_some() {
         steps.extend(before_steps(world.instance, &code));
     }
     steps.push(Planned {
@@ -108,8 +108,12 @@ pub fn prune(model: &Model, name: &str, keep: usize) -> Result<Vec<(u32, Utf8Pat
         .filter(|g| !running.contains(&g.number))
     {
         profile.delete(g)?;
-        if let Some(root) = instance.static_root.as_deref().filter(|_| instance.profile) {
-            crate::collected::delete(root, g.number)?;
+        // A package's own static files go with the package.
+        if let Some(dir) = instance
+            .generation_static(g.number, &g.target)
+            .filter(|_| instance.static_in_package.is_none())
+        {
+            crate::collected::delete(&dir)?;
         }
         deleted.push((g.number, g.target.clone()));
     }

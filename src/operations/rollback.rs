@@ -206,7 +206,7 @@ fn rollback_plan(
     // other's are where its deploy collected them, and the switch points
     // the site at them again.
     if instance
-        .generation_static(target.number)
+        .generation_static(target.number, &target.target)
         .is_some_and(|dir| !dir.is_dir())
     {
         let code = Code::Generation {

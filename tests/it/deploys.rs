@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::site::{
     Site, VOTES_MIGRATION, VOTES_MODEL, commit_votes, killed, killed_deploy, stopped_at,
 };
-use crate::support::{Expect, World, assert_status, from_cron, git, require, root, text};
+use crate::support::{Expect, World, assert_status, from_cron, git, line_of, require, root, text};
 
 #[test]
 fn deploy_builds_migrates_and_serves_the_newest_commit() {
@@ -683,12 +683,7 @@ fn each_generation_has_its_own_static_files() {
     let out = site.deploy(&["prod"]);
     assert_status(&out, 0);
     let stderr = text(&out).1;
-    let at = |what: &str| {
-        stderr
-            .lines()
-            .position(|l| l.starts_with(&format!("djshim: deploy: {what}")))
-            .unwrap_or_else(|| panic!("no `{what}` in:\n{stderr}"))
-    };
+    let at = |what: &str| line_of(&stderr, &format!("djshim: deploy: {what}"));
     assert!(
         at("manage.py collectstatic") < at("switch to generation 2"),
         "{stderr}"
@@ -715,4 +710,73 @@ fn each_generation_has_its_own_static_files() {
     assert!(!site.world.path("var/prod/static-1").exists());
     assert_eq!(css(2), "body { color: red }\n");
     assert_eq!(css(3), "body { color: red }\n");
+}
+
+/// Static files a Nix build collected into its package
+/// (`static_in_package`): each generation's static directory is its store
+/// path's, `static_root` links into the store, and neither a deploy nor a
+/// rollback collects anything (the default `before` is empty).
+#[test]
+fn static_files_a_nix_build_collected_are_served_from_its_store_path() {
+    let _nix = crate::profiles::nix_lock();
+    let site = Site::built_with(None, "nix = \"default.nix\"");
+    let config = site.world.read("djshim.toml");
+    site.world.write(
+        "djshim.toml",
+        &config.replace(
+            "static_root = \"var/{instance}/static\"\n",
+            "static_root = \"var/{instance}/static\"\nstatic_in_package = \"static\"\n",
+        ),
+    );
+    // A build that collects: here a copy of the one file, where a real
+    // derivation runs `manage.py collectstatic` into $out/static.
+    let nix_file = "derivation {\n  name = \"mywebsite\";\n  system = builtins.currentSystem;\n  \
+        builder = \"/bin/sh\";\n  args = [ \"-c\" \"src=${builtins.path { path = ./.; name = \"source\"; }}; \
+        /bin/cp -r $src $out && /bin/chmod u+w $out && /bin/mkdir -p $out/static/css && \
+        /bin/cp $src/assets/css/site.css $out/static/css/site.css\" ];\n}\n";
+    let deploy = |args: &[&str]| {
+        site.world
+            .djshim_cmd(args)
+            .env("NIX_CONFIG", crate::support::NIX_CONFIG)
+            .output()
+            .unwrap()
+    };
+    let root = site.world.path("var/staging/static");
+    let mut built = Vec::new();
+    for color in ["red", "blue"] {
+        let css = format!("body {{ color: {color}; }}\n");
+        site.commit(
+            &[("default.nix", nix_file), ("assets/css/site.css", &css)],
+            color,
+        );
+        let output = deploy(&["deploy", "staging"]);
+        assert_status(&output, 0);
+        assert!(
+            !text(&output).1.contains("collectstatic"),
+            "{}",
+            text(&output).1
+        );
+        let package = site.generation_target("staging");
+        assert!(package.starts_with("/nix/store"), "{package}");
+        assert_eq!(fs::read_link(&root).unwrap(), package.join("static"));
+        assert_eq!(fs::read_to_string(root.join("css/site.css")).unwrap(), css);
+        built.push(package);
+    }
+    let output = deploy(&["rollback", "staging"]);
+    assert_status(&output, 0);
+    assert!(
+        !text(&output).1.contains("collectstatic"),
+        "{}",
+        text(&output).1
+    );
+    assert_eq!(fs::read_link(&root).unwrap(), built[0].join("static"));
+    // Leave the store as it was: unroot, collect what this test built.
+    fs::remove_dir_all(site.world.path("profiles")).unwrap();
+    fs::remove_dir_all(site.world.path("releases")).unwrap();
+    for path in built {
+        let _ = crate::support::nix("nix-store")
+            .arg("--delete")
+            .arg(&path)
+            .output();
+    }
 }

@@ -1296,12 +1296,7 @@ fn the_window_holds_requests_through_the_migration_alone() {
     assert!(!site.columns().contains("'votes'"));
     assert_eq!(seen["failures"], 0, "{}", told(&seen));
     let stderr = seen["deploy"].as_str().unwrap();
-    let at = |what: &str| {
-        stderr
-            .lines()
-            .position(|l| l.starts_with(&format!("djshim: deploy: {what}")))
-            .unwrap_or_else(|| panic!("no `{what}` in:\n{stderr}"))
-    };
+    let at = |what: &str| crate::support::line_of(stderr, &format!("djshim: deploy: {what}"));
     assert!(
         at("manage.py collectstatic") < at("open the window"),
         "{stderr}"

@@ -233,6 +233,15 @@ pub fn from_cron(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output 
         .unwrap()
 }
 
+/// The index of the first line of `text` that starts with `prefix`, for
+/// asserting the order of what a command said; a test failure naming the
+/// text when there is none.
+pub fn line_of(text: &str, prefix: &str) -> usize {
+    text.lines()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{text}"))
+}
+
 /// Strings of stdout and stderr, for messages.
 pub fn text(output: &Output) -> (String, String) {
     (
