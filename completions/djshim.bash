@@ -55,6 +55,9 @@ _djshim() {
             djshim,show)
                 cmd="djshim__subcmd__show"
                 ;;
+            djshim,status)
+                cmd="djshim__subcmd__status"
+                ;;
             djshim,systemd)
                 cmd="djshim__subcmd__systemd"
                 ;;
@@ -97,6 +100,9 @@ _djshim() {
             djshim__subcmd__help,show)
                 cmd="djshim__subcmd__help__subcmd__show"
                 ;;
+            djshim__subcmd__help,status)
+                cmd="djshim__subcmd__help__subcmd__status"
+                ;;
             djshim__subcmd__help,systemd)
                 cmd="djshim__subcmd__help__subcmd__systemd"
                 ;;
@@ -107,7 +113,7 @@ _djshim() {
 
     case "${cmd}" in
         djshim)
-            opts="-c -h -V --config --help --version init check generate list show pin rollback history systemd cron nixos build deploy help"
+            opts="-c -h -V --config --help --version init check generate list show pin rollback history status systemd cron nixos build deploy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -271,7 +277,7 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help)
-            opts="init check generate list show pin rollback history systemd cron nixos build deploy help"
+            opts="init check generate list show pin rollback history status systemd cron nixos build deploy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -466,6 +472,20 @@ _djshim() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        djshim__subcmd__help__subcmd__status)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         djshim__subcmd__help__subcmd__systemd)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -630,6 +650,28 @@ _djshim() {
             ;;
         djshim__subcmd__show)
             opts="-c -h --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__status)
+            opts="-c -h --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -74,6 +74,16 @@ pub enum Command {
     Rollback(RollbackArgs),
     /// List the generations of an instance's profile, the current one marked
     History(HistoryArgs),
+    /// What each instance runs: generation, package, commit, content hash, health, units
+    ///
+    /// Per instance (all, or those named): the generation its profile runs,
+    /// the package (symlinks resolved) with the commit it was built from and
+    /// its content hash (sha256 of its Nix archive serialization, the hash
+    /// Nix keeps for a store path: equal on two hosts when they run the same
+    /// bytes), whether that generation's deploy ended healthy, a run that
+    /// has not ended, and systemd's state of each of its units. Changes
+    /// nothing. With --json, one JSON object for an engine to read.
+    Status(StatusArgs),
     /// Write systemd units: the server, services, jobs and target of each instance
     ///
     /// Per instance with a `server`, `services` or `jobs`, into the config's
@@ -244,6 +254,16 @@ pub struct HistoryArgs {
     /// The instance whose generations to list
     #[arg(value_name = "INSTANCE")]
     pub instance: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The instances to report (all when none is named)
+    #[arg(value_name = "INSTANCE")]
+    pub instances: Vec<String>,
+    /// One JSON object: `{"project": …, "instances": {NAME: {…}}}`
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
         Command::Pin(args) => release_commands::pin(&load(config)?, args, out),
         Command::Rollback(args) => release_commands::rollback(&load(config)?, args, out),
         Command::History(args) => release_commands::history(&load(config)?, args, out),
+        Command::Status(args) => release_commands::status(&load(config)?, args, out),
         Command::Systemd(args) => systemd(&load(config)?, args, out),
         Command::Cron(args) => cron(&load(config)?, args, out),
         Command::Nixos(args) => nixos(&load(config)?, args, out),
@@ -416,20 +417,7 @@ fn list(model: &Model, out: &mut dyn Write) -> Result<ExitCode, Error> {
             state.into(),
         ]);
     }
-    let widths: Vec<usize> = (0..5)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in &rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            if c + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<w$}  ", w = widths[c]);
-            }
-        }
-        say(out, format_args!("{line}"))?;
-    }
+    crate::progress::table(out, &rows)?;
     Ok(ExitCode::SUCCESS)
 }
 

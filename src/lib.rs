@@ -16,6 +16,7 @@ pub mod cli;
 pub(crate) mod collected;
 pub mod commands;
 pub mod config;
+pub(crate) mod content;
 pub(crate) mod django;
 pub mod envfile;
 pub(crate) mod envrule;

@@ -16,6 +16,34 @@ pub fn say(out: &mut dyn Write, line: std::fmt::Arguments<'_>) -> Result<(), Err
     writeln!(out, "{line}").map_err(|e| Error::io("write", Utf8Path::new("stdout"), e))
 }
 
+/// A result as a table on stdout: each column as wide as its widest cell,
+/// two spaces between, the last column unpadded.
+pub fn table<R: AsRef<[String]>>(out: &mut dyn Write, rows: &[R]) -> Result<(), Error> {
+    let columns = rows.first().map_or(0, |r| r.as_ref().len());
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.as_ref()[c].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let row = row.as_ref();
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
+            }
+        }
+        say(out, format_args!("{line}"))?;
+    }
+    Ok(())
+}
+
 /// Runs `f` as the piece of work `name`.
 ///
 /// The lines are written without panicking on a failed write: after a

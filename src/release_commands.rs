@@ -1,5 +1,5 @@
 //! The front-end of the release operations: `djshim deploy`, `pin`,
-//! `rollback` and `history` parse nothing and decide nothing here; they
+//! `rollback`, `history` and `status` parse nothing and decide nothing here; they
 //! call [`crate::operations`] and [`crate::profile`] with plain values, and
 //! word what those say while they run ([`Notice`]) and what they return.
 
@@ -8,7 +8,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cli::{DeployArgs, HistoryArgs, PinArgs, RollbackArgs};
+use crate::cli::{DeployArgs, HistoryArgs, PinArgs, RollbackArgs, StatusArgs};
 use crate::django::Migrations;
 use crate::error::Error;
 use crate::model::Model;
@@ -297,6 +297,71 @@ fn utc(time: SystemTime) -> String {
         rem / 60 % 60,
         rem % 60
     )
+}
+
+/// `djshim status`: a table for a person, or (`--json`) one object for an
+/// engine.
+pub fn status(model: &Model, args: &StatusArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let all = operations::status(model, &args.instances)?;
+    if args.json {
+        let instances: serde_json::Map<String, serde_json::Value> = all
+            .iter()
+            .map(|s| {
+                let value = serde_json::to_value(s).expect("a status is plain data");
+                (s.instance.clone(), value)
+            })
+            .collect();
+        let object = serde_json::json!({ "project": model.project, "instances": instances });
+        say(out, format_args!("{object:#}"))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut rows = vec![
+        [
+            "INSTANCE",
+            "GENERATION",
+            "PACKAGE",
+            "HASH",
+            "HEALTHY",
+            "UNITS",
+        ]
+        .map(String::from),
+    ];
+    for s in &all {
+        let package = match (&s.package, &s.commit) {
+            (None, _) => "(none)".to_owned(),
+            (Some(p), None) => p.to_string(),
+            (Some(p), Some(commit)) => format!("{p} (commit {commit})"),
+        };
+        let healthy = match (&s.unfinished, s.healthy) {
+            (Some(u), _) if u.running => "(run in progress)".to_owned(),
+            (Some(_), _) => "(interrupted run)".to_owned(),
+            (None, Some(true)) => "yes".to_owned(),
+            (None, Some(false)) => "no".to_owned(),
+            (None, None) => "-".to_owned(),
+        };
+        let units: Vec<String> = s
+            .units
+            .iter()
+            .map(|(u, state)| format!("{u} {state}"))
+            .collect();
+        rows.push([
+            s.instance.clone(),
+            s.generation
+                .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            package,
+            s.content_hash
+                .as_deref()
+                .map_or_else(|| "-".to_owned(), |h| h.chars().take(19).collect()),
+            healthy,
+            if units.is_empty() {
+                "-".to_owned()
+            } else {
+                units.join(", ")
+            },
+        ]);
+    }
+    crate::progress::table(out, &rows)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

@@ -19,12 +19,14 @@ pub mod journal;
 mod pin;
 pub mod plan;
 mod rollback;
+mod status;
 pub mod window;
 
 pub use deploy::deploy;
 use executor::Live;
 pub use pin::{Pinned, pin, prune};
 pub use rollback::{Back, rollback};
+pub use status::status;
 
 use camino::{Utf8Path, Utf8PathBuf};
 

@@ -167,7 +167,14 @@ const LAYERS: [(&str, &[&str]); 6] = [
     ),
     (
         "world primitives",
-        &["process", "lock", "gcroot", "accounts", "installation"],
+        &[
+            "process",
+            "lock",
+            "gcroot",
+            "accounts",
+            "installation",
+            "content",
+        ],
     ),
     (
         "pipeline",

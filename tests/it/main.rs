@@ -24,6 +24,7 @@ mod servers;
 mod services;
 mod shells;
 mod site;
+mod status;
 mod support;
 mod systemd;
 mod terminals;

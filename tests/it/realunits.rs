@@ -1279,7 +1279,8 @@ fn a_window_that_runs_out_is_opened_again_for_the_undo() {
 /// drops a column the old code selects (`window = "stop"`, SQLite): no
 /// request fails, and the window covers the migration alone. The static
 /// files are collected before it opens, with the candidate's code, and the
-/// deploy says how long requests were held. The figures (the slowest
+/// deploy says how long requests were held; `status` then finds the
+/// units active. The figures (the slowest
 /// request against the migration's and the restart's time) are printed
 /// for the README; a time is never asserted.
 #[test]
@@ -1307,4 +1308,16 @@ fn the_window_holds_requests_through_the_migration_alone() {
         .find(|l| l.starts_with("djshim: deploy: requests waited for "))
         .unwrap_or_else(|| panic!("the deploy does not say how long requests waited:\n{stderr}"));
     println!("{held}");
+    // `djshim status` asks systemd (issue 24, item 6).
+    let seen: serde_json::Value =
+        serde_json::from_str(&site.guest.djshim_ok(&["status", "--json", "prod"])).unwrap();
+    let prod = &seen["instances"]["prod"];
+    for unit in ["service", "socket", "target"] {
+        assert_eq!(
+            prod["units"][format!("sdshort-prod.{unit}")],
+            "active",
+            "{prod:#}"
+        );
+    }
+    assert_eq!(prod["healthy"], true, "{prod:#}");
 }
