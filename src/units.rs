@@ -49,7 +49,9 @@ struct ServerContext<'a> {
     #[serde(flatten)]
     base: Base<'a>,
     after: &'a [String],
-    runtime_dir: Option<&'a str>,
+    /// `RuntimeDirectory=` (under /run), also the server's
+    /// `XDG_RUNTIME_DIR`: `runtime_dir`, else the unit's name.
+    runtime_dir: &'a str,
     /// `ListenStream=` of the socket unit, when systemd holds the socket.
     socket: Option<&'a str>,
 }
@@ -384,7 +386,9 @@ impl Units<'_, '_> {
                 self.system,
             ),
             after: &server.after,
-            runtime_dir: server.runtime_dir.as_deref(),
+            // Every server gets one: its runtime files (gunicorn's control
+            // socket) go there, never under the account's home.
+            runtime_dir: server.runtime_dir.as_deref().unwrap_or(&instance.full_name),
             socket: server.socket.as_ref().map(crate::model::Socket::listen),
         };
         self.add(

@@ -158,8 +158,8 @@ in
       };
       serviceConfig = {
         "Type" = "exec";
-        "User" = "mywebsite-prod";
         "Environment" = [
+          "XDG_RUNTIME_DIR=/run/mywebsite-prod"
           "DJANGO_SETTINGS_MODULE=mywebsite.settings.production"
           "PYTHONPATH=@djshim-from-profile@"
           "PYTHONNOUSERSITE=1"
@@ -168,6 +168,7 @@ in
           "DJANGO_STATIC_ROOT=/var/lib/mywebsite-prod/static"
           "DJANGO_MEDIA_ROOT=/srv/mywebsite/prod/media"
         ];
+        "User" = "mywebsite-prod";
         "EnvironmentFile" = "/etc/mywebsite/prod.env";
         "WorkingDirectory" = "/var/lib/mywebsite-prod";
         "NoNewPrivileges" = "yes";
@@ -180,6 +181,7 @@ in
         "ExecStart" = "/bin/sh -c \"cd -P /var/lib/djshim/profiles/mywebsite-prod || exit 127; djshim_package=$\${PWD}; cd \\\"$\${OLDPWD}\\\" || exit 127; if [ \\\"$\${PYTHONPATH-}\\\" = @djshim-from-profile@ ]; then export PYTHONPATH=\\\"$\${djshim_package}\\\"; fi; if [ \\\"$\${VIRTUAL_ENV-}\\\" = @djshim-from-profile@ ]; then if [ -f /nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/pyvenv.cfg ]; then export VIRTUAL_ENV=/nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env; else unset VIRTUAL_ENV; fi; fi; if [ \\\"$\${PATH-}\\\" = @djshim-from-profile@ ]; then export PATH=/nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/bin:/run/wrappers/bin:/run/current-system/sw/bin:/run/current-system/sw/sbin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; fi; exec /nix/store/2m1vcaqf3sh7zbd6wlz4bxd1v9ylkdxn-python3-3.11.9-env/bin/python3 \\\"$$@\\\"\" mywebsite-prod -m gunicorn mywebsite.wsgi --workers 3";
         "Restart" = "on-failure";
         "KillMode" = "mixed";
+        "RuntimeDirectory" = "mywebsite-prod";
       };
       wantedBy = [ "mywebsite-prod.target" ];
     };
