@@ -15,6 +15,7 @@ mod generate;
 mod helper;
 mod machine;
 mod nixos;
+mod packaging;
 mod plans;
 mod postgres;
 mod profiles;
