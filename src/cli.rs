@@ -10,7 +10,11 @@ const EXIT_STATUS: &str = "\
 Exit status:
   0    success
   1    the command ran and found a problem (check failed, refused to overwrite)
-  2    bad usage or an invalid config";
+  2    bad usage or an invalid config
+  3    deploy, rollback or pin: failed once it had begun, and undone (the
+       instance runs what it ran before)
+  4    deploy, rollback or pin: failed, and not undone (its journal says what
+       is left; the next deploy or rollback goes on from there)";
 
 /// Per-instance manage.py commands for Nix-packaged Django sites.
 ///

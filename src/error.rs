@@ -18,6 +18,12 @@ use camino::{Utf8Path, Utf8PathBuf};
 pub const EXIT_PROBLEM: u8 = 1;
 /// Bad usage or an invalid config.
 pub const EXIT_USAGE: u8 = 2;
+/// A deploy, rollback or pin failed once it had begun to change the
+/// instance, and undid what it did: the instance runs what it ran before.
+pub const EXIT_UNDONE: u8 = 3;
+/// A deploy, rollback or pin failed and could not undo what it did (or was
+/// stopped in its undo): its journal is kept, and says what is left.
+pub const EXIT_NOT_UNDONE: u8 = 4;
 
 /// A failure of one djshim command.
 #[derive(Debug)]
@@ -67,6 +73,10 @@ pub enum Error {
     Template(minijinja::Error),
     /// A step of a build or deploy failed.
     Step { step: String, source: Box<Error> },
+    /// A plan failed and was undone (exit 3): the failure.
+    Undone(Box<Error>),
+    /// A plan failed and was not undone (exit 4): the failure.
+    NotUndone(Box<Error>),
     /// A program djshim ran failed: the command line, how it ended, the
     /// last lines it wrote to stderr.
     Command {
@@ -84,6 +94,8 @@ impl Error {
             | Error::Usage { .. }
             | Error::UnknownInstance { .. }
             | Error::ConfigRead { .. } => EXIT_USAGE,
+            Error::Undone(_) => EXIT_UNDONE,
+            Error::NotUndone(_) => EXIT_NOT_UNDONE,
             _ => EXIT_PROBLEM,
         })
     }
@@ -181,6 +193,7 @@ impl fmt::Display for Error {
                 )
             }
             Error::Step { step, source } => write!(f, "{step}: {source}"),
+            Error::Undone(e) | Error::NotUndone(e) => write!(f, "{e}"),
             Error::Command {
                 command,
                 how,

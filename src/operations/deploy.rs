@@ -6,10 +6,10 @@
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::journal::{JournalFile, Record};
-use super::plan::{self, Code, OnKill, Outcome, Plan, Planned, Step, Undo};
+use super::plan::{Code, OnKill, Outcome, Plan, Planned, Step, Undo};
 use super::{
-    Candidate, Journaled, Moved, Notice, Say, after_steps, before_steps, command_step, health,
-    machine_check, make_state_dir, manage, manage_steps, open, window,
+    Candidate, Journaled, Moved, Notice, Say, after_steps, before_steps, command_step, execute,
+    health, machine_check, make_state_dir, manage, manage_steps, open, window,
 };
 use crate::django::{self, Migrations};
 use crate::error::Error;
@@ -86,7 +86,7 @@ pub fn deploy(
     }
     let plan = deploy_plan(instance, &package, number, old.as_ref(), &migrations);
     window::ready_for(&plan, instance)?;
-    match plan::run(plan, &mut world, &mut JournalFile::new(&profile))? {
+    match execute(plan, &mut world)? {
         Outcome::Done => Ok(Moved::To {
             number,
             package,
@@ -100,9 +100,9 @@ pub fn deploy(
                      what the first deploy's migrations made"
                 ),
             };
-            Err(Error::problem(format!(
+            Err(Error::Undone(Box::new(Error::problem(format!(
                 "the deploy of {package} failed: {failure}\n  = {back}"
-            )))
+            )))))
         }
     }
 }

@@ -226,14 +226,14 @@ fn recover(world: &mut Live<'_>) -> Result<bool, Error> {
     };
     if let plan::State::Stuck { .. } = journal.state {
         let e = plan::stuck(&journal);
-        return Err(Error::with_help(
+        return Err(not_undone(Error::with_help(
             format!("{e}"),
             format!(
                 "make the instance whole by hand (`djshim history`, `manage.py \
              showmigrations`), then remove {}",
                 store.path()
             ),
-        ));
+        )));
     }
     (world.say)(Notice::Recovering {
         summary: &journal.plan.summary,
@@ -242,8 +242,22 @@ fn recover(world: &mut Live<'_>) -> Result<bool, Error> {
             (plan::State::Undoing { .. }, _) | (_, OnKill::Undo)
         ),
     });
-    match plan::recover(journal, world, &mut store)? {
+    match plan::recover(journal, world, &mut store).map_err(not_undone)? {
         Outcome::Done | Outcome::Undone(_) => Ok(true),
+    }
+}
+
+/// Runs `plan` on the instance: its outcome, where a failure it could not
+/// undo (or whose undo was stopped) is [`Error::NotUndone`] (exit 4).
+fn execute(plan: plan::Plan, world: &mut Live<'_>) -> Result<Outcome, Error> {
+    let mut store = JournalFile::new(&world.profile);
+    plan::run(plan, world, &mut store).map_err(not_undone)
+}
+
+fn not_undone(e: Error) -> Error {
+    match e {
+        e @ Error::NotUndone(_) => e,
+        e => Error::NotUndone(Box::new(e)),
     }
 }
 

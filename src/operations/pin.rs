@@ -4,8 +4,8 @@
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::journal::JournalFile;
-use super::plan::{self, Code, OnKill, Outcome, Plan, Planned, Step, Undo};
-use super::{Journaled, Moved, Say, before_steps, make_state_dir, open, unfinished};
+use super::plan::{Code, OnKill, Outcome, Plan, Planned, Step, Undo};
+use super::{Journaled, Moved, Say, before_steps, execute, make_state_dir, open, unfinished};
 use crate::error::Error;
 use crate::model::Model;
 use crate::profile::{Lock, current, profiled, resolve};
@@ -80,13 +80,13 @@ pub fn pin(model: &Model, name: &str, path: &Utf8Path, say: Say) -> Result<Pinne
         on_kill: OnKill::Undo,
         steps,
     };
-    match plan::run(plan, &mut world, &mut JournalFile::new(&profile))? {
+    match execute(plan, &mut world)? {
         Outcome::Done => Ok(Pinned::Moved(Moved::To {
             number,
             package,
             from: old.map(|g| (g.number, g.target)),
         })),
-        Outcome::Undone(e) => Err(e),
+        Outcome::Undone(e) => Err(Error::Undone(Box::new(e))),
     }
 }
 

@@ -4,10 +4,10 @@
 
 use camino::Utf8Path;
 
-use super::journal::{JournalFile, Record};
-use super::plan::{self, Code, OnKill, Outcome, Plan, Planned, Step, Undo};
+use super::journal::Record;
+use super::plan::{Code, OnKill, Outcome, Plan, Planned, Step, Undo};
 use super::{
-    Journaled, Moved, Say, after_steps, before_steps, command_step, deep_check, health,
+    Journaled, Moved, Say, after_steps, before_steps, command_step, deep_check, execute, health,
     machine_check, manage_steps, open, window,
 };
 use crate::error::Error;
@@ -120,19 +120,19 @@ pub fn rollback(model: &Model, name: &str, back: Back, say: Say) -> Result<Moved
     }
     let plan = rollback_plan(instance, &profile, &generations, now, target)?;
     window::ready_for(&plan, instance)?;
-    match plan::run(plan, &mut world, &mut JournalFile::new(&profile))? {
+    match execute(plan, &mut world)? {
         Outcome::Done => Ok(Moved::To {
             number: target.number,
             package: target.target.clone(),
             from: now.map(|g| (g.number, g.target.clone())),
         }),
-        Outcome::Undone(failure) => Err(Error::problem(format!(
+        Outcome::Undone(failure) => Err(Error::Undone(Box::new(Error::problem(format!(
             "the rollback of {name} to generation {} failed: {failure}\n  = {name} is back where \
              it was{}",
             target.number,
             now.map(|g| format!(", on generation {}: {}", g.number, g.target))
                 .unwrap_or_default()
-        ))),
+        ))))),
     }
 }
 

@@ -98,7 +98,8 @@ fn a_failed_health_check_takes_code_and_database_back() {
         "broken health",
     );
     let output = site.deploy(&["prod"]);
-    assert_status(&output, 1);
+    // Exit 3: the deploy failed once it had begun, and was undone.
+    assert_status(&output, 3);
     let stderr = text(&output).1;
     for line in [
         "djshim: deploy: health: failed after ",
@@ -246,7 +247,7 @@ fn on_postgresql_deploys_and_rollbacks_take_the_database_along() {
         );
     site.commit(&[("polls/views.py", &views)], "broken health");
     let output = site.deploy(&["prod"]);
-    assert_status(&output, 1);
+    assert_status(&output, 3);
     assert!(text(&output).1.contains(
         "djshim: deploy: undo: migrate polls 0001_initial (generation 3's code): done in "
     ));
@@ -614,7 +615,7 @@ fn a_signal_during_a_deploy_undoes_it() {
     for signal in ["INT", "TERM", "HUP"] {
         site.arm("step", "");
         let (stderr, status) = stopped_at(&site, &["deploy", "prod"], &["step"], signal);
-        assert_eq!(status.code(), Some(1), "{signal}:\n{stderr}");
+        assert_eq!(status.code(), Some(3), "{signal}:\n{stderr}");
         for line in [
             "djshim: deploy: undo: migrate polls 0001_initial",
             "djshim: deploy: undo: switch to generation 1: done in ",
@@ -638,7 +639,7 @@ fn a_signal_during_a_deploy_undoes_it() {
         &["step", "unmigrate-0002"],
         "INT",
     );
-    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert_eq!(status.code(), Some(4), "{stderr}");
     assert!(
         stderr.contains(
             "and its undo was interrupted by SIGINT (Ctrl-C) at `migrate polls 0001_initial"

@@ -108,7 +108,7 @@ fn a_failed_first_deploy_is_tried_again_by_the_next() {
     let mut site = Site::new();
     // No server yet: the first deploy's start fails.
     let output = site.deploy(&["prod"]);
-    assert_status(&output, 1);
+    assert_status(&output, 3);
     let stderr = text(&output).1;
     assert!(
         stderr.contains("djshim: deploy: start: ") && stderr.contains("failed after"),
@@ -352,7 +352,8 @@ fn an_undo_known_impossible_is_never_attempted() {
         "irreversible and broken",
     );
     let output = site.deploy(&["prod", "--allow-irreversible"]);
-    assert_status(&output, 1);
+    // Exit 4: failed, and not undone (the journal is kept).
+    assert_status(&output, 4);
     let stderr = text(&output).1;
     assert!(!stderr.contains("undo: migrate polls"), "{stderr}");
     for line in [
@@ -369,7 +370,7 @@ fn an_undo_known_impossible_is_never_attempted() {
         .path("profiles/.mywebsite-prod.deploy-journal.json");
     for args in [&["deploy", "prod"][..], &["rollback", "prod"]] {
         let output = site.world.djshim(args);
-        assert_status(&output, 1);
+        assert_status(&output, 4);
         let stderr = text(&output).1;
         assert!(
             stderr.contains("could not be undone")
@@ -605,7 +606,7 @@ fn health_probes_end_by_their_deadline() {
     site.world.write("djshim.toml", head);
     staging_deploy(&site, "health = [\"sleep\", \"600\"]\nhealth_timeout = 2");
     let (code, stderr) = bounded_deploy(&site, Duration::from_secs(60));
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("not healthy within 2 s"), "{stderr}");
 
     let (mut trickle, port) = server(&site, "4", "trickle");
@@ -617,7 +618,7 @@ fn health_probes_end_by_their_deadline() {
     let (code, stderr) = bounded_deploy(&site, Duration::from_secs(60));
     let _ = trickle.kill();
     let _ = trickle.wait();
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("not healthy within 2 s"), "{stderr}");
 }
 
@@ -674,7 +675,7 @@ fn a_silent_name_server_does_not_outlast_the_probe() {
         .env("PATH", crate::support::CRON_PATH);
     let (code, stderr) = bounded(command, Duration::from_secs(60));
     drop(server);
-    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(code, Some(3), "{stderr}");
     assert!(
         stderr.contains(
             "not healthy within 2 s: http://health.djshim-test:8/health: the name lookup of \
@@ -781,7 +782,7 @@ fn after_steps_run_once_the_new_code_serves() {
         "health = [\"true\"]\nafter = [[\"shell\", \"-c\", \"import sys; sys.exit(3)\"]]",
     );
     let output = site.deploy(&["staging"]);
-    assert_status(&output, 1);
+    assert_status(&output, 3);
     let stderr = text(&output).1;
     let health = stderr
         .find("djshim: deploy: health: done")
