@@ -3,6 +3,7 @@
 //! a real Django in a real venv.
 
 mod accounts;
+mod ansible;
 mod builds;
 mod buildtrust;
 mod commands;

@@ -1,0 +1,47 @@
+# The one way the modules of djshim.django run djshim: its command line,
+# its exit status read as djshim documents it (0 done, 1 failed before any
+# change, 2 bad usage or config, 3 failed and undone, 4 failed and not
+# undone), its JSON status.
+import json
+
+EXIT = {
+    1: "failed before changing anything",
+    2: "bad usage or an invalid config",
+    3: "failed, and undone: the instance runs what it ran before",
+    4: "failed, and not undone: djshim's journal says what is left",
+}
+
+
+def command(module, *args):
+    """djshim's command line: the executable, the config, then ARGS."""
+    argv = [module.params["executable"]]
+    if module.params.get("config"):
+        argv += ["--config", module.params["config"]]
+    return argv + list(args)
+
+
+def run(module, *args):
+    """(rc, stdout, stderr) of djshim ARGS; never raises."""
+    return module.run_command(command(module, *args))
+
+
+def status(module, instances=()):
+    """djshim status --json, parsed; fails the task when djshim does."""
+    rc, out, err = run(module, "status", "--json", *instances)
+    if rc != 0:
+        module.fail_json(msg=err.strip() or out.strip(), rc=rc)
+    return json.loads(out)
+
+
+def fail(module, rc, out, err, **extra):
+    """Fails the task with djshim's own message and what its exit says."""
+    message = err.strip() or out.strip()
+    module.fail_json(
+        msg=message,
+        rc=rc,
+        outcome=EXIT.get(rc, "failed"),
+        undone=True if rc == 3 else (False if rc == 4 else None),
+        stdout=out,
+        stderr=err,
+        **extra
+    )

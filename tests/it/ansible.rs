@@ -1,0 +1,142 @@
+//! The Ansible collection (`ansible/ansible_collections/djshim/django`,
+//! SPEC section 10) driving djshim through the real `ansible-playbook` of
+//! ansible-core (pinned in tests/requirements.txt): status as facts, a
+//! deploy that is `changed` only when the instance moves, check mode that
+//! changes nothing, a failure with djshim's message and whether it was
+//! undone. Here on this host (`connection: local`); across hosts the
+//! engine's transport is ssh, which changes nothing in the modules.
+
+use std::process::Command;
+
+use crate::site::Site;
+use crate::support::{CRON_PATH, assert_status, root, text, venv};
+
+/// `ansible-playbook` on `playbook` (YAML) against localhost, with
+/// nothing of the caller's environment or home: its output.
+fn playbook(site: &Site, playbook: &str) -> std::process::Output {
+    let file = site.world.write("playbook.yml", playbook);
+    let home = site.world.path("ansible-home");
+    Command::new(venv().join("bin/ansible-playbook"))
+        .args(["-i", "localhost,", "-c", "local", file.as_str()])
+        .arg("-e")
+        .arg(format!(
+            "ansible_python_interpreter={}",
+            venv().join("bin/python3")
+        ))
+        .env_clear()
+        .env("PATH", CRON_PATH)
+        .env("LANG", "C.UTF-8")
+        .env("HOME", &home)
+        .env("ANSIBLE_HOME", &home)
+        .env("ANSIBLE_LOCAL_TEMP", home.join("tmp"))
+        .env("ANSIBLE_COLLECTIONS_PATH", root().join("ansible"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_collection_deploys_reports_and_fails_as_djshim_says() {
+    let (site, _first) = Site::serving();
+    site.commit(&[("polls/extra.py", "X = 1\n")], "second");
+    let build = site.world.djshim(&["build"]);
+    assert_status(&build, 0);
+    let second = text(&build).0.lines().last().unwrap().to_owned();
+    let args = format!(
+        "config: {}\n        executable: {}",
+        site.world.path("djshim.toml"),
+        env!("CARGO_BIN_EXE_djshim")
+    );
+    let output = playbook(
+        &site,
+        &format!(
+            r#"- hosts: localhost
+  gather_facts: false
+  tasks:
+    - djshim.django.status:
+        {args}
+    - ansible.builtin.assert:
+        that:
+          - ansible_facts.djshim.instances.prod.generation == 1
+          - ansible_facts.djshim.instances.prod.healthy
+    - name: check mode says it would move, and moves nothing
+      djshim.django.deploy:
+        instance: prod
+        path: {second}
+        {args}
+      check_mode: true
+      register: would
+    - djshim.django.status:
+        {args}
+    - ansible.builtin.assert:
+        that:
+          - would is changed
+          - ansible_facts.djshim.instances.prod.generation == 1
+    - djshim.django.deploy:
+        instance: prod
+        path: {second}
+        {args}
+      register: moved
+    - ansible.builtin.assert:
+        that:
+          - moved is changed
+          - moved.djshim.generation == 2
+          - moved.djshim.package == "{second}"
+    - name: a second run changes nothing, and check mode agrees
+      djshim.django.deploy:
+        instance: prod
+        path: {second}
+        {args}
+      register: again
+    - djshim.django.deploy:
+        instance: prod
+        path: {second}
+        {args}
+      check_mode: true
+      register: would_again
+    - ansible.builtin.assert:
+        that:
+          - again is not changed
+          - would_again is not changed
+"#
+        ),
+    );
+    assert_status(&output, 0);
+    let stdout = text(&output).0;
+    assert!(stdout.contains("failed=0"), "{stdout}");
+
+    // A release whose health view answers 500: the task fails with
+    // djshim's message, undone (exit 3), and prod is back on generation 2.
+    let views = std::fs::read_to_string(site.repo.join("polls/views.py"))
+        .unwrap()
+        .replace(
+            "return HttpResponse(\"ok\\n\", content_type=\"text/plain\")",
+            "return HttpResponse(\"broken\\n\", status=500)",
+        );
+    site.commit(&[("polls/views.py", &views)], "broken health");
+    let output = playbook(
+        &site,
+        &format!(
+            r#"- hosts: localhost
+  gather_facts: false
+  tasks:
+    - djshim.django.deploy:
+        instance: prod
+        {args}
+      register: broken
+      ignore_errors: true
+    - ansible.builtin.assert:
+        that:
+          - broken is failed
+          - broken.rc == 3
+          - broken.undone
+          - "'health' in broken.msg"
+          - broken.djshim.generation == 2
+"#
+        ),
+    );
+    assert_status(&output, 0);
+    let stdout = text(&output).0;
+    assert!(stdout.contains("ignored=1"), "{stdout}");
+}
