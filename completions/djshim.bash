@@ -213,7 +213,7 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__deploy)
-            opts="-c -h --ref --path --from --allow-irreversible --config --help"
+            opts="-c -h --ref --path --from --allow-irreversible --hash --prepare --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -228,6 +228,10 @@ _djshim() {
                     return 0
                     ;;
                 --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --hash)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -168,6 +168,21 @@ pub struct DeployArgs {
     /// Switch even to a candidate whose new migrations cannot be reversed
     #[arg(long)]
     pub allow_irreversible: bool,
+
+    /// Refuse a candidate whose content hash (`djshim status`) is not this:
+    /// the bytes that were built, brought to this host
+    #[arg(long, value_name = "sha256:HEX")]
+    pub hash: Option<String>,
+
+    /// Ask everything a deploy asks (the candidate, its hash, the deep check
+    /// as the instance's account, the migrations and the refusals) and stop
+    /// there: nothing changes but the state directory, made when missing
+    #[arg(long)]
+    pub prepare: bool,
+
+    /// With --prepare: what was found, as one JSON object
+    #[arg(long, requires = "prepare")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ use crate::django::Migrations;
 use crate::error::Error;
 use crate::model::Model;
 use crate::model::Window;
-use crate::operations::{self, Back, Candidate, Moved, Notice, Pinned, Record};
+use crate::operations::{self, Back, Candidate, Moved, Notice, Pinned, Record, Source};
 use crate::profile::{Current, profiled};
 use crate::progress::say;
 
@@ -199,12 +199,45 @@ pub fn rollback(
 
 /// `djshim deploy`: what it did.
 pub fn deploy(model: &Model, args: &DeployArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
-    let candidate = match (&args.path, &args.from) {
-        (Some(path), _) => Candidate::Path(path),
-        (None, Some(other)) => Candidate::From(other),
-        (None, None) => Candidate::Build(args.reference.as_deref()),
+    let source = match (&args.path, &args.from) {
+        (Some(path), _) => Source::Path(path),
+        (None, Some(other)) => Source::From(other),
+        (None, None) => Source::Build(args.reference.as_deref()),
+    };
+    let candidate = Candidate {
+        source,
+        hash: args.hash.as_deref(),
     };
     let name = &args.instance;
+    if args.prepare {
+        let prepared =
+            operations::prepare(model, name, candidate, args.allow_irreversible, notice)?;
+        if args.json {
+            let object = serde_json::to_value(&prepared).expect("plain data");
+            say(out, format_args!("{object:#}"))?;
+        } else if prepared.already {
+            say(
+                out,
+                format_args!("{name}: already runs {}; nothing to do", prepared.package),
+            )?;
+        } else {
+            say(
+                out,
+                format_args!(
+                    "{name}: ready for {} ({}, {} new migration{})",
+                    prepared.package,
+                    prepared.content_hash,
+                    prepared.new_migrations.len(),
+                    if prepared.new_migrations.len() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    }
+                ),
+            )?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     match operations::deploy(model, name, candidate, args.allow_irreversible, notice)? {
         Moved::Already { package, .. } => {
             say(

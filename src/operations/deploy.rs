@@ -4,48 +4,86 @@
 //! window, switch, steps, restart, health, healthy.
 
 use camino::{Utf8Path, Utf8PathBuf};
+use serde::Serialize;
 
 use super::journal::{JournalFile, Record};
 use super::plan::{Code, OnKill, Outcome, Plan, Planned, Step, Undo};
 use super::{
-    Candidate, Journaled, Moved, Notice, Say, after_steps, before_steps, command_step, execute,
-    health, machine_check, make_state_dir, manage, manage_steps, open, window,
+    Candidate, Journaled, Moved, Notice, Say, Source, after_steps, before_steps, command_step,
+    execute, health, machine_check, make_state_dir, manage, manage_steps, open, window,
 };
 use crate::django::{self, Migrations};
 use crate::error::Error;
 use crate::model::{Instance, Model};
-use crate::profile::{Generation, Lock, Profile, current, resolve};
+use crate::profile::{Generation, Lock, Profile, current, profiled, resolve};
 use crate::progress::timed;
 
-/// Deploys `candidate` to `name`.
-pub fn deploy(
+/// What a deploy's questions found about a candidate, before any change.
+enum Asked {
+    /// The instance runs it already.
+    Already { number: u32, package: Utf8PathBuf },
+    /// It can be switched to, as generation `number` after `old`.
+    New {
+        package: Utf8PathBuf,
+        number: u32,
+        old: Option<Generation>,
+        migrations: Migrations,
+    },
+}
+
+/// The deploy's questions of `candidate` for `instance`, as `operation`
+/// (`deploy`, `deploy --prepare`): the package (built, given or promoted),
+/// its content hash when the candidate names one, the machine checks and Django's (as the instance's account, through
+/// `shims`), the migration record, and the refusals (migrations the
+/// package does not know, irreversible ones without `allow_irreversible`).
+/// Changes nothing but the instance's state directory, made when missing.
+#[allow(clippy::too_many_arguments)]
+fn ask(
     model: &Model,
-    name: &str,
+    instance: &Instance,
+    profile: &Profile,
+    shims: &mut django::Shims,
     candidate: Candidate<'_>,
     allow_irreversible: bool,
+    operation: &str,
     say: Say,
-) -> Result<Moved, Error> {
-    let (mut world, _) = open(model, name, "deploy", Journaled::Recover, say)?;
-    let (instance, profile) = (world.instance, world.profile.clone());
-    let package = timed("deploy: candidate", || candidate_package(model, candidate))?;
+) -> Result<Asked, Error> {
+    let name = &instance.name;
+    let package = timed(&format!("{operation}: candidate"), || {
+        candidate_package(model, candidate)
+    })?;
     say(Notice::Candidate {
         instance: name,
         package: &package,
     });
+    if let Some(wanted) = candidate.hash {
+        let hash = timed(&format!("{operation}: content hash"), || {
+            crate::content::hash(&package)
+        })?;
+        if hash != wanted {
+            return Err(Error::with_help(
+                format!(
+                    "{package} is not the package that was built: its content hash is {hash}, \
+                     not {wanted}"
+                ),
+                "bring it to this host again (`nix copy`, or the release archive), then deploy",
+            ));
+        }
+    }
     let generations = profile.generations()?;
-    let old = current(&profile, &generations)?.cloned();
+    let old = current(profile, &generations)?.cloned();
     if let Some(g) = old.as_ref().filter(|g| g.target == package) {
-        return Ok(Moved::Already {
+        return Ok(Asked::Already {
             number: g.number,
             package,
         });
     }
     let number = profile.next_number(&generations)?;
     let candidate_instance = instance.generation(number, &package);
-    make_state_dir(&candidate_instance, "deploy")?;
-    let shim = world.shims.generation(number, &package)?;
+    make_state_dir(&candidate_instance, operation)?;
+    let shim = shims.generation(number, &package)?;
     // One Django start answers both: the deep check, then the record.
-    let migrations = timed("deploy: check and record migrations", || {
+    let migrations = timed(&format!("{operation}: check and record migrations"), || {
         machine_check(&candidate_instance)?;
         django::deploy_questions(&candidate_instance, &shim)
     })?;
@@ -84,6 +122,43 @@ pub fn deploy(
              (RunPython's reverse_code, RunSQL's reverse_sql), or pass --allow-irreversible",
         ));
     }
+    Ok(Asked::New {
+        package,
+        number,
+        old,
+        migrations,
+    })
+}
+
+/// Deploys `candidate` to `name`.
+pub fn deploy(
+    model: &Model,
+    name: &str,
+    candidate: Candidate<'_>,
+    allow_irreversible: bool,
+    say: Say,
+) -> Result<Moved, Error> {
+    let (mut world, _) = open(model, name, "deploy", Journaled::Recover, say)?;
+    let (instance, profile) = (world.instance, world.profile.clone());
+    let asked = ask(
+        model,
+        instance,
+        &profile,
+        &mut world.shims,
+        candidate,
+        allow_irreversible,
+        "deploy",
+        say,
+    )?;
+    let (package, number, old, migrations) = match asked {
+        Asked::Already { number, package } => return Ok(Moved::Already { number, package }),
+        Asked::New {
+            package,
+            number,
+            old,
+            migrations,
+        } => (package, number, old, migrations),
+    };
     let plan = deploy_plan(instance, &package, number, old.as_ref(), &migrations);
     window::ready_for(&plan, instance)?;
     match execute(plan, &mut world)? {
@@ -249,12 +324,10 @@ fn deploy_plan(
 /// pin runs would promote what may yet be undone (and waiting for it
 /// could wait for ever on two promotions of each other).
 fn candidate_package(model: &Model, candidate: Candidate<'_>) -> Result<Utf8PathBuf, Error> {
-    match candidate {
-        Candidate::Build(reference) => {
-            crate::release::build(model, reference, &mut std::io::sink())
-        }
-        Candidate::Path(path) => resolve(path),
-        Candidate::From(other) => {
+    match candidate.source {
+        Source::Build(reference) => crate::release::build(model, reference, &mut std::io::sink()),
+        Source::Path(path) => resolve(path),
+        Source::From(other) => {
             let other = model.select(&[other.to_owned()])?[0];
             if !other.profile {
                 return other
@@ -304,4 +377,85 @@ fn candidate_package(model: &Model, candidate: Candidate<'_>) -> Result<Utf8Path
             resolve(&g.target)
         }
     }
+}
+
+/// What `deploy --prepare` found: the candidate can be deployed now.
+#[derive(Debug, Serialize)]
+pub struct Prepared {
+    pub instance: String,
+    pub package: Utf8PathBuf,
+    /// See [`crate::content`].
+    pub content_hash: String,
+    /// The instance runs it already: a deploy would change nothing.
+    pub already: bool,
+    /// The candidate's new migrations (`app.name`), and those of them that
+    /// cannot be reversed.
+    pub new_migrations: Vec<String>,
+    pub irreversible: Vec<String>,
+}
+
+/// `djshim deploy --prepare`: a deploy's questions and refusals (the
+/// candidate here and, with a hash, the same bytes; the deep check as the
+/// instance's account; the migration record), without the instance's lock
+/// and changing nothing but its state directory, made when missing. A run
+/// of the instance that did not end is not prepared for.
+pub fn prepare(
+    model: &Model,
+    name: &str,
+    candidate: Candidate<'_>,
+    allow_irreversible: bool,
+    say: Say,
+) -> Result<Prepared, Error> {
+    let (instance, profile) = profiled(model, name)?;
+    if let Some(journal) = JournalFile::new(&profile).read()? {
+        return Err(Error::with_help(
+            format!(
+                "instance `{name}` is not ready: {} did not end",
+                journal.plan.summary
+            ),
+            format!("`djshim deploy {name}` or `djshim rollback {name}` finishes or undoes it"),
+        ));
+    }
+    let (_tmp, mut shims) = django::Shims::temporary(model, instance)?;
+    let operation = "deploy --prepare";
+    let asked = ask(
+        model,
+        instance,
+        &profile,
+        &mut shims,
+        candidate,
+        allow_irreversible,
+        operation,
+        say,
+    )?;
+    let (package, already, migrations) = match asked {
+        Asked::Already { package, .. } => (package, true, None),
+        Asked::New {
+            package,
+            migrations,
+            ..
+        } => (package, false, Some(migrations)),
+    };
+    let content_hash = timed(&format!("{operation}: content hash"), || {
+        crate::content::hash(&package)
+    })?;
+    Ok(Prepared {
+        instance: name.to_owned(),
+        package,
+        content_hash,
+        already,
+        new_migrations: migrations
+            .as_ref()
+            .map(|m| {
+                m.new
+                    .iter()
+                    .map(|(app, n, _)| format!("{app}.{n}"))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        irreversible: migrations
+            .as_ref()
+            .map(Migrations::irreversible)
+            .unwrap_or_default(),
+    })
 }

@@ -22,7 +22,7 @@ mod rollback;
 mod status;
 pub mod window;
 
-pub use deploy::deploy;
+pub use deploy::{deploy, prepare};
 use executor::Live;
 pub use pin::{Pinned, pin, prune};
 pub use rollback::{Back, rollback};
@@ -101,9 +101,18 @@ pub fn in_flight(model: &Model, name: &str) -> Result<Option<InFlight>, Error> {
 /// How an operation passes on its [`Notice`]s.
 pub type Say = fn(Notice<'_>);
 
+/// The package a deploy goes to: where it comes from, and the content
+/// hash it must have (`sha256:…`, see [`crate::content`]) when the caller
+/// knows what was built.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub source: Source<'a>,
+    pub hash: Option<&'a str>,
+}
+
 /// Where the candidate package comes from.
 #[derive(Debug, Clone, Copy)]
-pub enum Candidate<'a> {
+pub enum Source<'a> {
     /// A fresh build of a ref (`None`: `[build]`'s ref).
     Build(Option<&'a str>),
     /// A package already on the machine.

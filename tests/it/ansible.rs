@@ -60,6 +60,18 @@ fn the_collection_deploys_reports_and_fails_as_djshim_says() {
         that:
           - ansible_facts.djshim.instances.prod.generation == 1
           - ansible_facts.djshim.instances.prod.healthy
+    - name: a prepare asks and changes nothing
+      djshim.django.deploy:
+        instance: prod
+        path: {second}
+        prepare: true
+        {args}
+      register: prepared
+    - ansible.builtin.assert:
+        that:
+          - prepared is not changed
+          - not prepared.prepared.already
+          - prepared.prepared.content_hash is match("sha256:[0-9a-f]{{64}}$")
     - name: check mode says it would move, and moves nothing
       djshim.django.deploy:
         instance: prod
@@ -76,6 +88,7 @@ fn the_collection_deploys_reports_and_fails_as_djshim_says() {
     - djshim.django.deploy:
         instance: prod
         path: {second}
+        hash: "{{{{ prepared.prepared.content_hash }}}}"
         {args}
       register: moved
     - ansible.builtin.assert:
@@ -106,8 +119,12 @@ fn the_collection_deploys_reports_and_fails_as_djshim_says() {
     let stdout = text(&output).0;
     assert!(stdout.contains("failed=0"), "{stdout}");
 
-    // A release whose health view answers 500: the task fails with
-    // djshim's message, undone (exit 3), and prod is back on generation 2.
+    a_broken_release_fails_undone(&site, &args);
+}
+
+/// A release whose health view answers 500: the task fails with
+/// djshim's message, undone (exit 3), and prod is back on generation 2.
+fn a_broken_release_fails_undone(site: &Site, args: &str) {
     let views = std::fs::read_to_string(site.repo.join("polls/views.py"))
         .unwrap()
         .replace(
@@ -116,7 +133,7 @@ fn the_collection_deploys_reports_and_fails_as_djshim_says() {
         );
     site.commit(&[("polls/views.py", &views)], "broken health");
     let output = playbook(
-        &site,
+        site,
         &format!(
             r#"- hosts: localhost
   gather_facts: false

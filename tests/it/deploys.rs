@@ -781,3 +781,62 @@ fn static_files_a_nix_build_collected_are_served_from_its_store_path() {
             .output();
     }
 }
+
+/// `deploy --prepare` (SPEC section 10, the rollout's first part, run on
+/// every host before anything changes anywhere): everything a deploy asks
+/// (the candidate, the deep check, the migrations, the refusals) and
+/// nothing changed; `--hash` refuses bytes other than the ones built, in a
+/// prepare and in a deploy alike.
+#[test]
+fn a_prepare_asks_what_a_deploy_asks_and_changes_nothing() {
+    let (site, first) = Site::serving();
+    commit_votes(&site);
+    let history = text(&site.world.djshim(&["history", "prod"])).0;
+    let output = site.deploy(&["prod", "--prepare", "--json"]);
+    assert_status(&output, 0);
+    let prepared: serde_json::Value = serde_json::from_str(&text(&output).0).unwrap();
+    assert_eq!(prepared["already"], false, "{prepared:#}");
+    assert_eq!(
+        prepared["new_migrations"],
+        serde_json::json!(["polls.0002_question_votes"]),
+        "{prepared:#}"
+    );
+    let package = prepared["package"].as_str().unwrap().to_owned();
+    let hash = prepared["content_hash"].as_str().unwrap().to_owned();
+    assert!(hash.starts_with("sha256:"), "{prepared:#}");
+    assert_eq!(text(&site.world.djshim(&["history", "prod"])).0, history);
+    assert!(!site.migrations("prod").contains("[X] 0002"));
+    assert!(
+        !site
+            .world
+            .path("profiles/.mywebsite-prod.deploy-journal.json")
+            .exists()
+    );
+
+    let wrong = format!("sha256:{}", "0".repeat(64));
+    for args in [
+        &["prod", "--path", &package, "--prepare", "--hash", &wrong][..],
+        &["prod", "--path", &package, "--hash", &wrong],
+    ] {
+        Expect::new()
+            .status(1)
+            .stderr_has(&format!(
+                "is not the package that was built: its content hash is {hash}, not {wrong}"
+            ))
+            .check(&site.deploy(args));
+    }
+    assert_eq!(text(&site.world.djshim(&["history", "prod"])).0, history);
+
+    assert_status(
+        &site.deploy(&["prod", "--path", &package, "--hash", &hash]),
+        0,
+    );
+    assert!(site.migrations("prod").contains("[X] 0002_question_votes"));
+    let output = site.deploy(&["prod", "--path", &package, "--prepare"]);
+    assert_status(&output, 0);
+    assert_eq!(
+        text(&output).0,
+        format!("prod: already runs {package}; nothing to do\n")
+    );
+    assert_ne!(package, first.as_str());
+}

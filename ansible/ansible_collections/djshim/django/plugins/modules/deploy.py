@@ -36,6 +36,18 @@ options:
     description: Deploy even when a new migration cannot be reversed.
     type: bool
     default: false
+  hash:
+    description:
+      - The content hash the package must have (C(sha256:...), as
+        C(djshim status) and a prepare report it): the bytes that were built.
+    type: str
+  prepare:
+    description:
+      - Only ask what a deploy asks (the candidate, its hash, the deep check,
+        the migrations, the refusals) and change nothing; the findings are
+        returned as C(prepared). The first part of a rollout, on every host.
+    type: bool
+    default: false
   config:
     description: The djshim.toml to read (djshim's C(--config)).
     type: path
@@ -55,10 +67,15 @@ EXAMPLES = r"""
 RETURN = r"""
 djshim:
   description: The instance's status after the run (see djshim.django.status).
-  returned: always
+  returned: unless prepare
+  type: dict
+prepared:
+  description: What C(djshim deploy --prepare --json) found.
+  returned: with prepare
   type: dict
 """
 
+import json
 import os
 
 from ansible.module_utils.basic import AnsibleModule
@@ -72,6 +89,8 @@ def main():
             path=dict(type="path"),
             ref=dict(type="str"),
             allow_irreversible=dict(type="bool", default=False),
+            hash=dict(type="str"),
+            prepare=dict(type="bool", default=False),
             config=dict(type="path"),
             executable=dict(type="str", default="djshim"),
             **{"from": dict(type="str", aliases=["from_instance"])}
@@ -81,6 +100,22 @@ def main():
     )
     name = module.params["instance"]
     other = module.params["from"]
+    args = ["deploy", name]
+    if module.params["path"]:
+        args += ["--path", module.params["path"]]
+    elif other:
+        args += ["--from", other]
+    elif module.params["ref"]:
+        args += ["--ref", module.params["ref"]]
+    if module.params["allow_irreversible"]:
+        args.append("--allow-irreversible")
+    if module.params["hash"]:
+        args += ["--hash", module.params["hash"]]
+    if module.params["prepare"]:
+        rc, out, err = djshim.run(module, *(args + ["--prepare", "--json"]))
+        if rc != 0:
+            djshim.fail(module, rc, out, err)
+        module.exit_json(changed=False, prepared=json.loads(out), stderr=err)
     before = djshim.status(module, [name] + ([other] if other else []))
     now = before["instances"][name]
     if module.check_mode:
@@ -105,15 +140,6 @@ def main():
             msg=("would deploy %s" % wanted) if moves else "%s runs %s already" % (name, wanted),
             djshim=now,
         )
-    args = ["deploy", name]
-    if module.params["path"]:
-        args += ["--path", module.params["path"]]
-    elif other:
-        args += ["--from", other]
-    elif module.params["ref"]:
-        args += ["--ref", module.params["ref"]]
-    if module.params["allow_irreversible"]:
-        args.append("--allow-irreversible")
     rc, out, err = djshim.run(module, *args)
     after = djshim.status(module, [name])["instances"][name]
     if rc != 0:
