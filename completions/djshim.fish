@@ -88,7 +88,7 @@ complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l from -d 'Deploy
 complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l hash -d 'Refuse a candidate whose content hash (`djshim status`) is not this: the bytes that were built, brought to this host' -r
 complete -c djshim -n "__fish_djshim_using_subcommand deploy" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l allow-irreversible -d 'Switch even to a candidate whose new migrations cannot be reversed'
-complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l prepare -d 'Ask everything a deploy asks (the candidate, its hash, the deep check as the instance\'s account, the migrations and the refusals) and stop there: nothing changes but the state directory, made when missing'
+complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l prepare -d 'Ask everything a deploy asks (the candidate, its hash, the deep check as the instance\'s account, the migrations and the refusals) and stop there: nothing of the instance changes but its state directory, made when missing (a --ref candidate is built, as a deploy builds it)'
 complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l json -d 'With --prepare: what was found, as one JSON object'
 complete -c djshim -n "__fish_djshim_using_subcommand deploy" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c djshim -n "__fish_djshim_using_subcommand help; and not __fish_seen_subcommand_from init check generate list show pin rollback history status systemd cron nixos build deploy help" -f -a "init" -d 'Write a commented starter djshim.toml (never overwrites)'

@@ -176,7 +176,8 @@ pub struct DeployArgs {
 
     /// Ask everything a deploy asks (the candidate, its hash, the deep check
     /// as the instance's account, the migrations and the refusals) and stop
-    /// there: nothing changes but the state directory, made when missing
+    /// there: nothing of the instance changes but its state directory, made
+    /// when missing (a --ref candidate is built, as a deploy builds it)
     #[arg(long)]
     pub prepare: bool,
 
