@@ -112,6 +112,22 @@ fn the_collection_deploys_reports_and_fails_as_djshim_says() {
         that:
           - again is not changed
           - would_again is not changed
+    - name: back to generation 1, once
+      djshim.django.rollback:
+        instance: prod
+        to: 1
+        {args}
+      register: back
+    - djshim.django.rollback:
+        instance: prod
+        to: 1
+        {args}
+      register: back_again
+    - ansible.builtin.assert:
+        that:
+          - back is changed
+          - back.djshim.generation == 1
+          - back_again is not changed
 "#
         ),
     );
@@ -123,7 +139,7 @@ fn the_collection_deploys_reports_and_fails_as_djshim_says() {
 }
 
 /// A release whose health view answers 500: the task fails with
-/// djshim's message, undone (exit 3), and prod is back on generation 2.
+/// djshim's message, undone (exit 3), and prod is back on generation 1.
 fn a_broken_release_fails_undone(site: &Site, args: &str) {
     let views = std::fs::read_to_string(site.repo.join("polls/views.py"))
         .unwrap()
@@ -149,7 +165,7 @@ fn a_broken_release_fails_undone(site: &Site, args: &str) {
           - broken.rc == 3
           - broken.undone
           - "'health' in broken.msg"
-          - broken.djshim.generation == 2
+          - broken.djshim.generation == 1
 "#
         ),
     );
