@@ -46,6 +46,9 @@ _djshim() {
             djshim,nixos)
                 cmd="djshim__subcmd__nixos"
                 ;;
+            djshim,pack)
+                cmd="djshim__subcmd__pack"
+                ;;
             djshim,pin)
                 cmd="djshim__subcmd__pin"
                 ;;
@@ -60,6 +63,9 @@ _djshim() {
                 ;;
             djshim,systemd)
                 cmd="djshim__subcmd__systemd"
+                ;;
+            djshim,unpack)
+                cmd="djshim__subcmd__unpack"
                 ;;
             djshim__subcmd__help,build)
                 cmd="djshim__subcmd__help__subcmd__build"
@@ -91,6 +97,9 @@ _djshim() {
             djshim__subcmd__help,nixos)
                 cmd="djshim__subcmd__help__subcmd__nixos"
                 ;;
+            djshim__subcmd__help,pack)
+                cmd="djshim__subcmd__help__subcmd__pack"
+                ;;
             djshim__subcmd__help,pin)
                 cmd="djshim__subcmd__help__subcmd__pin"
                 ;;
@@ -106,6 +115,9 @@ _djshim() {
             djshim__subcmd__help,systemd)
                 cmd="djshim__subcmd__help__subcmd__systemd"
                 ;;
+            djshim__subcmd__help,unpack)
+                cmd="djshim__subcmd__help__subcmd__unpack"
+                ;;
             *)
                 ;;
         esac
@@ -113,7 +125,7 @@ _djshim() {
 
     case "${cmd}" in
         djshim)
-            opts="-c -h -V --config --help --version init check generate list show pin rollback history status systemd cron nixos build deploy help"
+            opts="-c -h -V --config --help --version init check generate list show pin rollback history status systemd cron nixos build deploy pack unpack help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -281,7 +293,7 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help)
-            opts="init check generate list show pin rollback history status systemd cron nixos build deploy help"
+            opts="init check generate list show pin rollback history status systemd cron nixos build deploy pack unpack help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -434,6 +446,20 @@ _djshim() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        djshim__subcmd__help__subcmd__pack)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         djshim__subcmd__help__subcmd__pin)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -491,6 +517,20 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help__subcmd__systemd)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__help__subcmd__unpack)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -575,6 +615,32 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__nixos)
+            opts="-c -h --out --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --out)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__pack)
             opts="-c -h --out --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -708,6 +774,36 @@ _djshim() {
                     return 0
                     ;;
                 -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__unpack)
+            opts="-c -h --hash --into --config --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --hash)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --into)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -144,6 +144,46 @@ pub enum Command {
     /// the profile switched back, the steps and the restart run again, and
     /// the exit status is 1.
     Deploy(DeployArgs),
+    /// Write a release directory as one tar archive, to carry it to another host
+    ///
+    /// The archive holds one directory named as the release, with no owner,
+    /// time or mode but the executable bit. The release's content hash
+    /// (sha256 of its Nix archive serialization, as `djshim status` says it)
+    /// is the last line of stdout: the host that unpacks it checks it. A
+    /// Nix store path travels with `nix copy` instead.
+    Pack(PackArgs),
+    /// Unpack a release archive, checked against the content hash the build host said
+    ///
+    /// The archive is extracted into a private directory beside the
+    /// releases (--into, else `[build] releases_dir`); its one directory's
+    /// content hash must be --hash, or nothing is kept. Only then is the
+    /// release frozen (root's, read-only) and renamed into place; its path is
+    /// the last line of stdout, for `djshim deploy --path`. A release of that
+    /// name already there with that hash is kept as it is.
+    Unpack(UnpackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PackArgs {
+    /// The release directory to carry
+    #[arg(value_name = "PACKAGE")]
+    pub package: Utf8PathBuf,
+    /// The archive to write (replaced atomically)
+    #[arg(long, value_name = "FILE")]
+    pub out: Utf8PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct UnpackArgs {
+    /// The archive `djshim pack` wrote
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: Utf8PathBuf,
+    /// The content hash `djshim pack` said on the build host
+    #[arg(long, value_name = "sha256:HEX")]
+    pub hash: String,
+    /// Where the releases of this host are [default: `[build] releases_dir`]
+    #[arg(long, value_name = "DIR")]
+    pub into: Option<Utf8PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,25 @@ pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
             crate::release::build(&load(config)?, args.reference.as_deref(), out)
                 .map(|_| ExitCode::SUCCESS)
         }
+        Command::Pack(args) => {
+            let hash = crate::archive::pack(&args.package, &args.out)?;
+            say(out, format_args!("{hash}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Unpack(args) => {
+            let into = match &args.into {
+                Some(dir) => dir.clone(),
+                None => load(config)?.build.map(|b| b.releases_dir).ok_or_else(|| {
+                    Error::usage_help(
+                        "no `[build]` in the config names where releases go",
+                        "give `--into DIR`",
+                    )
+                })?,
+            };
+            let release = crate::archive::unpack(&args.archive, &args.hash, &into)?;
+            say(out, format_args!("{release}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //! (`djshim-exec`: src/bin/djshim-exec/) is a binary of its own.
 
 pub(crate) mod accounts;
+pub(crate) mod archive;
 pub(crate) mod build_account;
 pub(crate) mod check;
 pub mod cli;

@@ -183,7 +183,14 @@ const LAYERS: [(&str, &[&str]); 6] = [
     ("world adapters", &["django", "build_account"]),
     (
         "operations",
-        &["check", "collected", "profile", "release", "operations"],
+        &[
+            "archive",
+            "check",
+            "collected",
+            "profile",
+            "release",
+            "operations",
+        ],
     ),
     (
         "front-end",

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod ansible;
+mod archives;
 mod builds;
 mod buildtrust;
 mod commands;
