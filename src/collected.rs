@@ -21,24 +21,31 @@ pub fn make(dir: &Utf8Path, user: Option<&str>, group: Option<&str>) -> Result<(
     crate::accounts::make_owned_dir(dir, user, group)
 }
 
-/// Points `root` at a generation's directory `dir`, atomically (a new link
-/// renamed over the old one): by its name when it lies beside `root`,
-/// else by its absolute path (a package's). A `root` that is still a
-/// directory (an instance deployed before its generations had their own)
-/// becomes `adopt` (the directory of the generation running until now)
-/// when that is missing, and is removed otherwise: it holds only what
-/// collectstatic wrote.
-pub fn point(root: &Utf8Path, dir: &Utf8Path, adopt: Option<&Utf8Path>) -> Result<(), Error> {
+/// Before the first switch of an instance deployed before its
+/// generations had their own static files: a `root` that is still a
+/// directory becomes `own` (the directory of the generation running until
+/// now) when that is missing, and is removed otherwise (it holds only what
+/// collectstatic wrote). Nothing to do when `root` is a link already.
+pub fn adopt(root: &Utf8Path, own: Option<&Utf8Path>) -> Result<(), Error> {
     let parent = root.parent().expect("static_root is absolute");
     let meta = std::fs::symlink_metadata(root);
-    if meta.as_ref().is_ok_and(std::fs::Metadata::is_dir) {
-        match adopt {
-            Some(own) if !own.exists() && own.parent() == Some(parent) => {
-                std::fs::rename(root, own).map_err(|e| Error::io("rename", root, e))?;
-            }
-            _ => std::fs::remove_dir_all(root).map_err(|e| Error::io("remove", root, e))?,
-        }
+    if !meta.as_ref().is_ok_and(std::fs::Metadata::is_dir) {
+        return Ok(());
     }
+    match own {
+        Some(own) if !own.exists() && own.parent() == Some(parent) => {
+            std::fs::rename(root, own).map_err(|e| Error::io("rename", root, e))?;
+        }
+        _ => std::fs::remove_dir_all(root).map_err(|e| Error::io("remove", root, e))?,
+    }
+    crate::write::sync_dir(parent)
+}
+
+/// Points `root` at a generation's directory `dir`, atomically (a new link
+/// renamed over the old one): by its name when it lies beside `root`,
+/// else by its absolute path (a package's).
+pub fn point(root: &Utf8Path, dir: &Utf8Path) -> Result<(), Error> {
+    let parent = root.parent().expect("static_root is absolute");
     let target = match dir.parent() {
         Some(p) if p == parent => dir.file_name().map_or(dir, Utf8Path::new),
         _ => dir,

@@ -91,19 +91,27 @@ impl<'m> Live<'m> {
     /// steps that collect through `static_root` then fill its own).
     fn switch(&mut self, number: u32) -> Result<(), Error> {
         let generations = self.profile.generations()?;
-        let from = crate::profile::current(&self.profile, &generations)?.cloned();
-        let to = generations.iter().find(|g| g.number == number).cloned();
-        self.profile.switch(number)?;
         let instance = self.instance;
-        let (Some(root), Some(to)) = (instance.static_root.as_deref(), to) else {
-            return Ok(());
-        };
-        let Some(dir) = instance.generation_static(number, &to.target) else {
-            return Ok(());
-        };
-        self.make_static(number, &to.target)?;
-        let adopt = from.and_then(|g| instance.generation_static(g.number, &g.target));
-        crate::collected::point(root, &dir, adopt.as_deref())
+        let to = generations.iter().find(|g| g.number == number);
+        let statics = instance.static_root.as_deref().zip(to.and_then(|g| {
+            instance
+                .generation_static(number, &g.target)
+                .map(|d| (d, g))
+        }));
+        if let Some((root, (_, to))) = &statics {
+            // What an earlier djshim collected is the running generation's,
+            // kept before the profile moves (a kill after it, and the
+            // switch run again, finds the link already).
+            let from = crate::profile::current(&self.profile, &generations)?;
+            let own = from.and_then(|g| instance.generation_static(g.number, &g.target));
+            crate::collected::adopt(root, own.as_deref())?;
+            self.make_static(number, &to.target)?;
+        }
+        self.profile.switch(number)?;
+        match statics {
+            Some((root, (dir, _))) => crate::collected::point(root, &dir),
+            None => Ok(()),
+        }
     }
 
     /// Closes the window, saying how long it was open.
