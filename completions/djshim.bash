@@ -67,6 +67,9 @@ _djshim() {
             djshim,unpack)
                 cmd="djshim__subcmd__unpack"
                 ;;
+            djshim,window)
+                cmd="djshim__subcmd__window"
+                ;;
             djshim__subcmd__help,build)
                 cmd="djshim__subcmd__help__subcmd__build"
                 ;;
@@ -118,6 +121,9 @@ _djshim() {
             djshim__subcmd__help,unpack)
                 cmd="djshim__subcmd__help__subcmd__unpack"
                 ;;
+            djshim__subcmd__help,window)
+                cmd="djshim__subcmd__help__subcmd__window"
+                ;;
             *)
                 ;;
         esac
@@ -125,7 +131,7 @@ _djshim() {
 
     case "${cmd}" in
         djshim)
-            opts="-c -h -V --config --help --version init check generate list show pin rollback history status systemd cron nixos build deploy pack unpack help"
+            opts="-c -h -V --config --help --version init check generate list show pin rollback history status systemd cron nixos build deploy window pack unpack help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -293,7 +299,7 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help)
-            opts="init check generate list show pin rollback history status systemd cron nixos build deploy pack unpack help"
+            opts="init check generate list show pin rollback history status systemd cron nixos build deploy window pack unpack help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -531,6 +537,20 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__help__subcmd__unpack)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__help__subcmd__window)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -807,6 +827,28 @@ _djshim() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        djshim__subcmd__window)
+            opts="-c -h --config --help open close"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -144,6 +144,15 @@ pub enum Command {
     /// the profile switched back, the steps and the restart run again, and
     /// the exit status is 1.
     Deploy(DeployArgs),
+    /// Open or close an instance's deploy window, for a rollout across hosts
+    ///
+    /// `open` restarts the server unit into its launcher's window (requests
+    /// wait, or get 503, as `[deploy] window` says) and checks that it
+    /// holds; open already, only its deadline is renewed. An engine opens it
+    /// on every host before one host migrates the shared database; each
+    /// host's deploy closes it with its restart, and `close` ends it on a host
+    /// the rollout did not switch. `window_timeout` ends it regardless.
+    Window(WindowArgs),
     /// Write a release directory as one tar archive, to carry it to another host
     ///
     /// The archive holds one directory named as the release, with no owner,
@@ -161,6 +170,22 @@ pub enum Command {
     /// the last line of stdout, for `djshim deploy --path`. A release of that
     /// name already there with that hash is kept as it is.
     Unpack(UnpackArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WindowArgs {
+    /// The instance whose window to open or close
+    #[arg(value_name = "INSTANCE")]
+    pub instance: String,
+    /// `open` or `close`
+    #[arg(value_enum)]
+    pub action: WindowAction,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum WindowAction {
+    Open,
+    Close,
 }
 
 #[derive(Debug, Args)]

@@ -47,6 +47,7 @@ pub fn run(cli: &Cli) -> Result<ExitCode, Error> {
             crate::release::build(&load(config)?, args.reference.as_deref(), out)
                 .map(|_| ExitCode::SUCCESS)
         }
+        Command::Window(args) => release_commands::window(&load(config)?, args, out),
         Command::Pack(args) => {
             let hash = crate::archive::pack(&args.package, &args.out)?;
             say(out, format_args!("{hash}"))?;

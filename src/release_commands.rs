@@ -8,7 +8,9 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::cli::{DeployArgs, HistoryArgs, PinArgs, RollbackArgs, StatusArgs};
+use crate::cli::{
+    DeployArgs, HistoryArgs, PinArgs, RollbackArgs, StatusArgs, WindowAction, WindowArgs,
+};
 use crate::django::Migrations;
 use crate::error::Error;
 use crate::model::Model;
@@ -394,6 +396,29 @@ pub fn status(model: &Model, args: &StatusArgs, out: &mut dyn Write) -> Result<E
         ]);
     }
     crate::progress::table(out, &rows)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `djshim window INSTANCE open|close`.
+pub fn window(model: &Model, args: &WindowArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {
+    let name = &args.instance;
+    let open = matches!(args.action, WindowAction::Open);
+    let held = operations::hold(model, name, open, notice)?;
+    let mode = model.select(std::slice::from_ref(name))?[0]
+        .deploy
+        .window
+        .name();
+    let line = match held {
+        operations::Held::Opened => format!("window open (`{mode}`): no old code serves"),
+        operations::Held::Renewed => {
+            format!("window open already (`{mode}`): its deadline renewed")
+        }
+        operations::Held::Closed => {
+            "window closed: the server starts what the profile points at".into()
+        }
+        operations::Held::NoneOpen => "no window open; nothing to do".into(),
+    };
+    say(out, format_args!("{name}: {line}"))?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -15,6 +15,7 @@
 mod deploy;
 mod executor;
 pub mod health;
+mod hold;
 pub mod journal;
 mod pin;
 pub mod plan;
@@ -24,6 +25,7 @@ pub mod window;
 
 pub use deploy::{deploy, prepare};
 use executor::Live;
+pub use hold::{Held, hold};
 pub use pin::{Pinned, pin, prune};
 pub use rollback::{Back, rollback};
 pub use status::status;

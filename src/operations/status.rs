@@ -42,6 +42,9 @@ pub struct Status {
     /// lock now (`running`) or was killed (the next `deploy` or `rollback`
     /// finishes or undoes it).
     pub unfinished: Option<Unfinished>,
+    /// When the instance's deploy window ends, in seconds since the epoch,
+    /// while one is open (`djshim window`, a deploy in flight).
+    pub window_until: Option<u64>,
     /// Each unit the config makes for the instance, and systemd's
     /// `ActiveState` of it (`unknown` when systemd could not be asked).
     pub units: BTreeMap<String, String>,
@@ -74,6 +77,7 @@ pub fn status(model: &Model, names: &[String]) -> Result<Vec<Status>, Error> {
             content_hash: None,
             healthy: None,
             unfinished: None,
+            window_until: None,
             units: units(instance),
         };
         if instance.profile {
@@ -83,6 +87,10 @@ pub fn status(model: &Model, names: &[String]) -> Result<Vec<Status>, Error> {
                 status.generation = Some(n);
                 status.healthy = Record::of(&profile, n)?.map(|r| r.healthy);
             }
+            let flag = crate::layout::window(&profile.dir, &profile.name);
+            status.window_until = std::fs::read_to_string(&flag)
+                .ok()
+                .and_then(|text| text.trim().parse().ok());
             status.unfinished = JournalFile::new(&profile)
                 .read()?
                 .map(|journal| Unfinished {

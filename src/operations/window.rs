@@ -45,7 +45,12 @@ pub struct Steps {
 /// The window steps of `instance`; `None` when the old code serves. The
 /// window's restart is always `systemctl try-restart` of the server unit,
 /// whatever `restart` says: the window is the launcher's, and only a
-/// restart of that unit runs it.
+/// restart of that unit runs it. It is preceded by `systemctl
+/// reset-failed` of the unit, which zeroes systemd's start-rate counter: a
+/// deliberate restart is not a crash loop, and a deploy soon after another
+/// (or a window an engine opened, then a deploy, then a rollback) once hit
+/// `StartLimitBurst` (5 starts in 10 s), which left the server and its
+/// socket failed.
 pub fn steps(instance: &Instance) -> Option<Steps> {
     let wait = match instance.deploy.window {
         Window::Serve => return None,
@@ -58,6 +63,10 @@ pub fn steps(instance: &Instance) -> Option<Steps> {
         Step::Window {
             seconds: instance.deploy.window_timeout.as_secs(),
             wait,
+        },
+        Step::Run {
+            what: "window".into(),
+            argv: vec!["systemctl".into(), "reset-failed".into(), unit.clone()],
         },
         Step::Run {
             what: "window".into(),

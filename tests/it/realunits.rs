@@ -1331,3 +1331,94 @@ fn the_window_holds_requests_through_the_migration_alone() {
     }
     assert_eq!(prod["healthy"], true, "{prod:#}");
 }
+
+/// `djshim window prod open|close` (SPEC section 10: the window held on
+/// every host while one migrates the shared database): open, requests wait
+/// and none fails; open again, only the deadline is renewed; a deploy on
+/// the open window switches, restarts and closes it; close with none open
+/// says so, and an open then close serves the same code again.
+#[test]
+fn an_engine_holds_the_window_open_across_a_migration_elsewhere() {
+    let port = 8115;
+    let site = DeploySite::on("sdhold", port, "window = \"stop\"", false);
+    site.accounts();
+    site.install_and_deploy();
+    let guest = &site.guest;
+    // The window file, as this side of the container sees it.
+    let flag = guest.world.path("profiles/.sdhold-prod.window");
+
+    let running = client(guest, port, "/health");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        guest.djshim_ok(&["window", "prod", "open"]),
+        "prod: window open (`stop`): no old code serves\n"
+    );
+    assert_eq!(
+        guest.djshim_ok(&["window", "prod", "open"]),
+        "prod: window open already (`stop`): its deadline renewed\n"
+    );
+    // Held while "another host" would migrate.
+    std::thread::sleep(Duration::from_secs(2));
+    site.commit(&[("polls/extra.py", "X = 1\n")], "second");
+    assert_status(&guest.djshim(&["deploy", "prod"]), 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = finish(guest, running);
+    assert_eq!(seen["failures"], 0, "{}", told(&seen));
+    assert!(seen["slowest"].as_f64().unwrap() > 2.0, "{}", told(&seen));
+    assert!(!flag.exists(), "the deploy closed the window");
+    assert_eq!(get(guest.machine, port), "instance=prod questions=0\n");
+
+    assert_eq!(
+        guest.djshim_ok(&["window", "prod", "close"]),
+        "prod: no window open; nothing to do\n"
+    );
+    guest.djshim_ok(&["window", "prod", "open"]);
+    assert!(flag.exists());
+    assert_eq!(
+        guest.djshim_ok(&["window", "prod", "close"]),
+        "prod: window closed: the server starts what the profile points at\n"
+    );
+    assert_eq!(get(guest.machine, port), "instance=prod questions=0\n");
+
+    // The same through the Ansible collection's module, run by the real
+    // ansible-playbook inside the container, where systemd is.
+    let args = format!(
+        "instance: prod\n        config: {}\n        executable: {}/djshim",
+        guest.path("djshim.toml"),
+        crate::machine::BIN
+    );
+    let playbook = guest.write(
+        "window.yml",
+        &format!(
+            "- hosts: localhost\n  gather_facts: false\n  tasks:\n\
+             {task}        state: open\n      register: opened\n\
+             {task}        state: open\n      register: again\n\
+             {task}        state: closed\n      register: closed\n\
+             {task}        state: closed\n      check_mode: true\n      register: would\n\
+             \x20   - ansible.builtin.assert:\n        that:\n\
+             \x20         - opened is changed\n          - opened.djshim.window_until > 0\n\
+             \x20         - again is not changed\n          - closed is changed\n\
+             \x20         - closed.djshim.window_until is none\n          - would is not changed\n",
+            task = format!("    - djshim.django.window:\n        {args}\n"),
+        ),
+    );
+    let venv = "/srv/djshim-venv";
+    guest.machine.ok(&[
+        "env",
+        "LANG=C.UTF-8",
+        &format!("HOME={}", guest.path("")),
+        &format!("ANSIBLE_LOCAL_TEMP={}", guest.path("ansible-tmp")),
+        &format!(
+            "ANSIBLE_COLLECTIONS_PATH={}",
+            crate::support::root().join("ansible")
+        ),
+        &format!("{venv}/bin/ansible-playbook"),
+        "-i",
+        "localhost,",
+        "-c",
+        "local",
+        "-e",
+        &format!("ansible_python_interpreter={venv}/bin/python3"),
+        playbook.as_str(),
+    ]);
+}
