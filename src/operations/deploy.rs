@@ -1,7 +1,8 @@
 //! `djshim deploy`: the candidate (built, given, or promoted from another
-//! instance under its lock), its questions (the deep check and the
-//! migration record, in one Django start), and the plan: new generation,
-//! window, switch, steps, restart, health, healthy.
+//! instance under its lock), its questions (its content hash when one is
+//! named, the deep check and the migration record, in one Django start),
+//! and the plan: new generation, window, switch, steps, restart, health,
+//! healthy. `deploy --prepare` asks the same questions and stops there.
 
 use camino::{Utf8Path, Utf8PathBuf};
 use serde::Serialize;
@@ -31,23 +32,35 @@ enum Asked {
     },
 }
 
-/// The deploy's questions of `candidate` for `instance`, as `operation`
-/// (`deploy`, `deploy --prepare`): the package (built, given or promoted),
-/// its content hash when the candidate names one, the machine checks and Django's (as the instance's account, through
-/// `shims`), the migration record, and the refusals (migrations the
-/// package does not know, irreversible ones without `allow_irreversible`).
-/// Changes nothing but the instance's state directory, made when missing.
-#[allow(clippy::too_many_arguments)]
+/// Who asks a deploy's questions: the operation (`deploy`, `deploy
+/// --prepare`) of an instance, and where its notices go.
+struct Asker<'a> {
+    model: &'a Model,
+    instance: &'a Instance,
+    profile: &'a Profile,
+    operation: &'a str,
+    say: Say,
+}
+
+/// The deploy's questions of `candidate`: the package (built, given or
+/// promoted), its content hash when the candidate names one, the machine
+/// checks and Django's (as the instance's account, through `shims`), the
+/// migration record, and the refusals (migrations the package does not
+/// know, irreversible ones without `allow_irreversible`). Changes nothing
+/// but the instance's state directory, made when missing.
 fn ask(
-    model: &Model,
-    instance: &Instance,
-    profile: &Profile,
+    asker: &Asker<'_>,
     shims: &mut django::Shims,
     candidate: Candidate<'_>,
     allow_irreversible: bool,
-    operation: &str,
-    say: Say,
 ) -> Result<Asked, Error> {
+    let Asker {
+        model,
+        instance,
+        profile,
+        operation,
+        say,
+    } = *asker;
     let name = &instance.name;
     let package = timed(&format!("{operation}: candidate"), || {
         candidate_package(model, candidate)
@@ -140,16 +153,14 @@ pub fn deploy(
 ) -> Result<Moved, Error> {
     let (mut world, _) = open(model, name, "deploy", Journaled::Recover, say)?;
     let (instance, profile) = (world.instance, world.profile.clone());
-    let asked = ask(
+    let questions = Asker {
         model,
         instance,
-        &profile,
-        &mut world.shims,
-        candidate,
-        allow_irreversible,
-        "deploy",
+        profile: &profile,
+        operation: "deploy",
         say,
-    )?;
+    };
+    let asked = ask(&questions, &mut world.shims, candidate, allow_irreversible)?;
     let (package, number, old, migrations) = match asked {
         Asked::Already { number, package } => return Ok(Moved::Already { number, package }),
         Asked::New {
@@ -418,16 +429,14 @@ pub fn prepare(
     }
     let (_tmp, mut shims) = django::Shims::temporary(model, instance)?;
     let operation = "deploy --prepare";
-    let asked = ask(
+    let questions = Asker {
         model,
         instance,
-        &profile,
-        &mut shims,
-        candidate,
-        allow_irreversible,
+        profile: &profile,
         operation,
         say,
-    )?;
+    };
+    let asked = ask(&questions, &mut shims, candidate, allow_irreversible)?;
     let (package, already, migrations) = match asked {
         Asked::Already { package, .. } => (package, true, None),
         Asked::New {
