@@ -1,6 +1,6 @@
 //! `djshim status`: what an engine (Ansible's facts, a rollout's checks)
-//! and a person read of each instance, changing nothing and taking no
-//! lock: the generation it runs, its package and that package's commit and
+//! and a person read of each instance, changing nothing and waiting for no
+//! lock (it only tries one, to tell a run in flight from a killed one): the generation it runs, its package and that package's commit and
 //! content hash, whether the generation's deploy ended healthy, a run
 //! that has not ended, and the state systemd gives each of its units.
 
