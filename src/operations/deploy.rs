@@ -445,9 +445,13 @@ pub fn prepare(
             ..
         } => (package, false, Some(migrations)),
     };
-    let content_hash = timed(&format!("{operation}: content hash"), || {
-        crate::content::hash(&package)
-    })?;
+    // A hash the candidate named was checked by the questions already.
+    let content_hash = match candidate.hash {
+        Some(hash) => hash.to_owned(),
+        None => timed(&format!("{operation}: content hash"), || {
+            crate::content::hash(&package)
+        })?,
+    };
     Ok(Prepared {
         instance: name.to_owned(),
         package,

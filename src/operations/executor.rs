@@ -93,12 +93,13 @@ impl<'m> Live<'m> {
         let generations = self.profile.generations()?;
         let instance = self.instance;
         let to = generations.iter().find(|g| g.number == number);
-        let statics = instance.static_root.as_deref().zip(to.and_then(|g| {
-            instance
-                .generation_static(number, &g.target)
-                .map(|d| (d, g))
-        }));
-        if let Some((root, (_, to))) = &statics {
+        let statics = match (instance.static_root.as_deref(), to) {
+            (Some(root), Some(to)) => instance
+                .generation_static(number, &to.target)
+                .map(|dir| (root, dir, to)),
+            _ => None,
+        };
+        if let Some((root, _, to)) = &statics {
             // What an earlier djshim collected is the running generation's,
             // kept before the profile moves (a kill after it, and the
             // switch run again, finds the link already).
@@ -109,7 +110,7 @@ impl<'m> Live<'m> {
         }
         self.profile.switch(number)?;
         match statics {
-            Some((root, (dir, _))) => crate::collected::point(root, &dir),
+            Some((root, dir, _)) => crate::collected::point(root, &dir),
             None => Ok(()),
         }
     }

@@ -5,6 +5,7 @@
 //! that has not ended, and the state systemd gives each of its units.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::time::Duration;
 
 use camino::Utf8PathBuf;
@@ -104,11 +105,11 @@ pub fn status(model: &Model, names: &[String]) -> Result<Vec<Status>, Error> {
         }
         if let Some(package) = &status.package {
             status.commit = crate::release::commit_of(&commits, package);
-            let hash = match hashes.get(package) {
-                Some(hash) => hash.clone(),
-                None => crate::content::hash(package)?,
+            // Instances that run one package hash it once.
+            let hash = match hashes.entry(package.clone()) {
+                Entry::Occupied(known) => known.get().clone(),
+                Entry::Vacant(new) => new.insert(crate::content::hash(package)?).clone(),
             };
-            hashes.insert(package.clone(), hash.clone());
             status.content_hash = Some(hash);
         }
         out.push(status);

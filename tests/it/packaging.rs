@@ -33,7 +33,7 @@ fn the_debian_package_installs_djshim_its_helper_man_pages_and_completions() {
     let deb = text(&build).0.trim().to_owned();
     let file = Utf8Path::new(&deb).file_name().unwrap();
     let installed = guest.path(&format!("dist/{file}"));
-    let contents = Command::new("dpkg-deb")
+    let contents = Command::new(require("dpkg-deb", "dpkg"))
         .args(["--contents", &deb])
         .output()
         .unwrap();
