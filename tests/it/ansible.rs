@@ -36,6 +36,34 @@ fn playbook(site: &Site, playbook: &str) -> std::process::Output {
         .unwrap()
 }
 
+/// Every module's documentation loads, its shared options (the doc
+/// fragment) included: `ansible-doc` is what a user reads.
+#[test]
+fn every_module_is_documented() {
+    for module in ["status", "deploy", "rollback", "window"] {
+        let output = Command::new(venv().join("bin/ansible-doc"))
+            .arg(format!("djshim.django.{module}"))
+            .env_clear()
+            .env("PATH", CRON_PATH)
+            .env("LANG", "C.UTF-8")
+            .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+            .env("ANSIBLE_COLLECTIONS_PATH", root().join("ansible"))
+            .output()
+            .unwrap();
+        assert_status(&output, 0);
+        let doc = text(&output).0;
+        for option in ["config", "executable", "instance"]
+            .iter()
+            .filter(|o| module != "status" || **o != "instance")
+        {
+            assert!(
+                doc.contains(option),
+                "djshim.django.{module} lacks `{option}`:\n{doc}"
+            );
+        }
+    }
+}
+
 #[test]
 fn the_collection_deploys_reports_and_fails_as_djshim_says() {
     let (site, _first) = Site::serving();

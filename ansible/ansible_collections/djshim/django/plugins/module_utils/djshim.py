@@ -4,6 +4,12 @@
 # undone), its JSON status.
 import json
 
+# The options every module takes (documented in doc_fragments/common.py).
+COMMON_ARGS = dict(
+    config=dict(type="path"),
+    executable=dict(type="str", default="djshim"),
+)
+
 EXIT = {
     1: "failed before changing anything",
     2: "bad usage or an invalid config",
@@ -44,4 +50,23 @@ def fail(module, rc, out, err, **extra):
         stdout=out,
         stderr=err,
         **extra
+    )
+
+
+def run_and_exit(module, name, args, changed):
+    """Runs djshim ARGS for instance NAME, then ends the task with the
+    instance's status after it: failed with djshim's message when djshim
+    failed, else changed as CHANGED(after) says."""
+    rc, out, err = run(module, *args)
+    after = status(module, [name])["instances"][name]
+    if rc != 0:
+        fail(module, rc, out, err, djshim=after)
+    module.exit_json(changed=changed(after), msg=out.strip(), stderr=err, djshim=after)
+
+
+def moved(before):
+    """Whether an instance runs another generation than BEFORE (a status)."""
+    return lambda after: (after["generation"], after["package"]) != (
+        before["generation"],
+        before["package"],
     )

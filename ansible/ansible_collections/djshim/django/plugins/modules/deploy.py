@@ -5,17 +5,17 @@ DOCUMENTATION = r"""
 module: deploy
 short_description: Move a djshim instance to a new package, or leave it
 description:
-  - Runs C(djshim deploy INSTANCE) with C(path), C(from) or C(ref): the
+  - Runs C(djshim deploy INSTANCE) with C(path), C(from) or C(ref), the
     candidate checked as the instance's account, its migrations recorded,
     the switch, the deploy steps, the restart, the health probe, and an undo
     of all of it when a step fails.
-  - C(changed) only when the instance runs another generation afterwards: a
+  - C(changed) only when the instance runs another generation afterwards; a
     second run with the same package changes nothing and says so.
   - Check mode changes nothing and says whether a deploy would move the
     instance (for C(path) and C(from), by comparing packages; for C(ref),
     which needs a build to know, it says it would).
   - A failure carries djshim's message, its exit status, and C(undone)
-    (true: the instance runs what it ran before; false: djshim's journal says
+    (true, the instance runs what it ran before; false, djshim's journal says
     what is left, and the next deploy or rollback goes on from there).
 options:
   instance:
@@ -39,7 +39,7 @@ options:
   hash:
     description:
       - The content hash the package must have (C(sha256:...), as
-        C(djshim status) and a prepare report it): the bytes that were built.
+        C(djshim status) and a prepare report it), the bytes that were built.
     type: str
   prepare:
     description:
@@ -48,13 +48,7 @@ options:
         returned as C(prepared). The first part of a rollout, on every host.
     type: bool
     default: false
-  config:
-    description: The djshim.toml to read (djshim's C(--config)).
-    type: path
-  executable:
-    description: The djshim binary.
-    type: str
-    default: djshim
+extends_documentation_fragment: djshim.django.common
 """
 
 EXAMPLES = r"""
@@ -91,9 +85,7 @@ def main():
             allow_irreversible=dict(type="bool", default=False),
             hash=dict(type="str"),
             prepare=dict(type="bool", default=False),
-            config=dict(type="path"),
-            executable=dict(type="str", default="djshim"),
-            **{"from": dict(type="str", aliases=["from_instance"])}
+            **dict(djshim.COMMON_ARGS, **{"from": dict(type="str", aliases=["from_instance"])})
         ),
         mutually_exclusive=[("path", "from", "ref")],
         supports_check_mode=True,
@@ -140,13 +132,7 @@ def main():
             msg=("would deploy %s" % wanted) if moves else "%s runs %s already" % (name, wanted),
             djshim=now,
         )
-    rc, out, err = djshim.run(module, *args)
-    after = djshim.status(module, [name])["instances"][name]
-    if rc != 0:
-        djshim.fail(module, rc, out, err, djshim=after)
-    changed = (after["generation"], after["package"]) != (now["generation"], now["package"])
-    module.exit_json(changed=changed, msg=out.strip(), stderr=err, djshim=after)
-
+    djshim.run_and_exit(module, name, args, djshim.moved(now))
 
 if __name__ == "__main__":
     main()

@@ -5,11 +5,11 @@ DOCUMENTATION = r"""
 module: rollback
 short_description: Take a djshim instance back to an older generation
 description:
-  - Runs C(djshim rollback INSTANCE [--to N]): every generation after the
+  - Runs C(djshim rollback INSTANCE [--to N]), in which every generation after the
     target has its migrations reversed with its own code, newest first, then
     the switch, the steps, the restart and the health probe.
-  - With C(to), idempotent: an instance on generation C(to) already is not
-    changed. Without it, each run goes one healthy generation further back.
+  - With C(to), idempotent (an instance on generation C(to) already is not
+    changed); without it, each run goes one healthy generation further back.
   - C(changed) when the instance runs another generation afterwards; check
     mode changes nothing. A failure carries djshim's message, its exit status
     and C(undone).
@@ -21,13 +21,7 @@ options:
   to:
     description: The generation to go back to (C(djshim history)).
     type: int
-  config:
-    description: The djshim.toml to read (djshim's C(--config)).
-    type: path
-  executable:
-    description: The djshim binary.
-    type: str
-    default: djshim
+extends_documentation_fragment: djshim.django.common
 """
 
 EXAMPLES = r"""
@@ -45,8 +39,7 @@ def main():
         argument_spec=dict(
             instance=dict(type="str", required=True),
             to=dict(type="int"),
-            config=dict(type="path"),
-            executable=dict(type="str", default="djshim"),
+            **djshim.COMMON_ARGS
         ),
         supports_check_mode=True,
     )
@@ -56,13 +49,7 @@ def main():
         moves = to is None or now["generation"] != to or now["unfinished"] is not None
         module.exit_json(changed=moves, djshim=now)
     args = ["rollback", name] + (["--to", str(to)] if to is not None else [])
-    rc, out, err = djshim.run(module, *args)
-    after = djshim.status(module, [name])["instances"][name]
-    if rc != 0:
-        djshim.fail(module, rc, out, err, djshim=after)
-    changed = (after["generation"], after["package"]) != (now["generation"], now["package"])
-    module.exit_json(changed=changed, msg=out.strip(), stderr=err, djshim=after)
-
+    djshim.run_and_exit(module, name, args, djshim.moved(now))
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,7 @@ DOCUMENTATION = r"""
 module: status
 short_description: What each djshim instance on the host runs
 description:
-  - Runs C(djshim status --json) and returns it as the fact C(djshim):
+  - Runs C(djshim status --json) and returns it as the fact C(djshim),
     per instance the generation its profile runs, the package, its commit and
     content hash (equal on two hosts when they run the same bytes), whether
     that generation's deploy ended healthy, a run that did not end, and
@@ -17,13 +17,7 @@ options:
     type: list
     elements: str
     default: []
-  config:
-    description: The djshim.toml to read (djshim's C(--config)).
-    type: path
-  executable:
-    description: The djshim binary.
-    type: str
-    default: djshim
+extends_documentation_fragment: djshim.django.common
 """
 
 EXAMPLES = r"""
@@ -41,8 +35,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             instances=dict(type="list", elements="str", default=[]),
-            config=dict(type="path"),
-            executable=dict(type="str", default="djshim"),
+            **djshim.COMMON_ARGS
         ),
         supports_check_mode=True,
     )

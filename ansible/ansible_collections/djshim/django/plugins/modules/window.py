@@ -22,13 +22,7 @@ options:
     type: str
     choices: [open, closed]
     default: open
-  config:
-    description: The djshim.toml to read (djshim's C(--config)).
-    type: path
-  executable:
-    description: The djshim binary.
-    type: str
-    default: djshim
+extends_documentation_fragment: djshim.django.common
 """
 
 import time
@@ -47,8 +41,7 @@ def main():
         argument_spec=dict(
             instance=dict(type="str", required=True),
             state=dict(type="str", choices=["open", "closed"], default="open"),
-            config=dict(type="path"),
-            executable=dict(type="str", default="djshim"),
+            **djshim.COMMON_ARGS
         ),
         supports_check_mode=True,
     )
@@ -59,12 +52,8 @@ def main():
         module.exit_json(changed=changed, djshim=now)
     if not changed and not want_open:
         module.exit_json(changed=False, djshim=now)
-    rc, out, err = djshim.run(module, "window", name, "open" if want_open else "close")
-    after = djshim.status(module, [name])["instances"][name]
-    if rc != 0:
-        djshim.fail(module, rc, out, err, djshim=after)
-    module.exit_json(changed=changed, msg=out.strip(), stderr=err, djshim=after)
-
+    action = "open" if want_open else "close"
+    djshim.run_and_exit(module, name, ["window", name, action], lambda after: changed)
 
 if __name__ == "__main__":
     main()
