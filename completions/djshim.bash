@@ -231,7 +231,7 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__deploy)
-            opts="-c -h --ref --path --from --allow-irreversible --hash --prepare --json --config --help"
+            opts="-c -h --ref --path --from --allow-irreversible --skip-shared --hash --prepare --json --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -713,13 +713,17 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__rollback)
-            opts="-c -h --to --config --help"
+            opts="-c -h --to --to-package --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to-package)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -63,6 +63,7 @@ complete -c djshim -n "__fish_djshim_using_subcommand pin" -l keep -d 'Afterward
 complete -c djshim -n "__fish_djshim_using_subcommand pin" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand pin" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c djshim -n "__fish_djshim_using_subcommand rollback" -l to -d 'Switch to generation N instead of the one before the current' -r
+complete -c djshim -n "__fish_djshim_using_subcommand rollback" -l to-package -d 'Switch to the newest generation (up to the current one) that runs this package: a release that has another generation number on each host of a fleet' -r
 complete -c djshim -n "__fish_djshim_using_subcommand rollback" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand rollback" -s h -l help -d 'Print help'
 complete -c djshim -n "__fish_djshim_using_subcommand history" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
@@ -91,6 +92,7 @@ complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l from -d 'Deploy
 complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l hash -d 'Refuse a candidate whose content hash (`djshim status`) is not this: the bytes that were built, brought to this host' -r
 complete -c djshim -n "__fish_djshim_using_subcommand deploy" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l allow-irreversible -d 'Switch even to a candidate whose new migrations cannot be reversed'
+complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l skip-shared -d 'Leave the `[deploy] shared` commands (`migrate`, by default) to another host of a rollout across hosts, which deploys first and migrates the database they share; refused while the database lacks the candidate\'s migrations'
 complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l prepare -d 'Ask everything a deploy asks (the candidate, its hash, the deep check as the instance\'s account, the migrations and the refusals) and stop there: nothing of the instance changes but its state directory, made when missing (a --ref candidate is built, as a deploy builds it)'
 complete -c djshim -n "__fish_djshim_using_subcommand deploy" -l json -d 'With --prepare: what was found, as one JSON object'
 complete -c djshim -n "__fish_djshim_using_subcommand deploy" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -213,6 +213,8 @@ pub struct UnpackArgs {
 
 #[derive(Debug, Args)]
 #[command(group = clap::ArgGroup::new("candidate").multiple(false))]
+// Each flag is a switch of its own on the command line.
+#[allow(clippy::struct_excessive_bools)]
 pub struct DeployArgs {
     /// The instance to deploy (one without `package` in the config)
     #[arg(value_name = "INSTANCE")]
@@ -233,6 +235,13 @@ pub struct DeployArgs {
     /// Switch even to a candidate whose new migrations cannot be reversed
     #[arg(long)]
     pub allow_irreversible: bool,
+
+    /// Leave the `[deploy] shared` commands (`migrate`, by default) to
+    /// another host of a rollout across hosts, which deploys first and
+    /// migrates the database they share; refused while the database lacks
+    /// the candidate's migrations
+    #[arg(long)]
+    pub skip_shared: bool,
 
     /// Refuse a candidate whose content hash (`djshim status`) is not this:
     /// the bytes that were built, brought to this host
@@ -330,8 +339,14 @@ pub struct RollbackArgs {
     pub instance: String,
 
     /// Switch to generation N instead of the one before the current
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "to_package")]
     pub to: Option<u32>,
+
+    /// Switch to the newest generation (up to the current one) that runs
+    /// this package: a release that has another generation number on each
+    /// host of a fleet
+    #[arg(long, value_name = "PATH")]
+    pub to_package: Option<Utf8PathBuf>,
 }
 
 #[derive(Debug, Args)]

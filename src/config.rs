@@ -130,6 +130,7 @@ pub struct RawDeploy {
     pub before: Option<Spanned<Vec<StrList>>>,
     pub steps: Option<Spanned<Vec<StrList>>>,
     pub after: Option<Spanned<Vec<StrList>>>,
+    pub shared: Option<StrList>,
     pub restart: Option<StrList>,
     pub start: Option<StrList>,
     pub stop: Option<StrList>,

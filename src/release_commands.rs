@@ -186,7 +186,11 @@ pub fn rollback(
     args: &RollbackArgs,
     out: &mut dyn Write,
 ) -> Result<ExitCode, Error> {
-    let back = args.to.map_or(Back::Previous, Back::To);
+    let back = match (args.to, &args.to_package) {
+        (Some(n), _) => Back::To(n),
+        (None, Some(path)) => Back::Package(path),
+        (None, None) => Back::Previous,
+    };
     let moved = operations::rollback(model, &args.instance, back, notice)?;
     if let Moved::Already { number, .. } = moved {
         say(
@@ -240,7 +244,19 @@ pub fn deploy(model: &Model, args: &DeployArgs, out: &mut dyn Write) -> Result<E
         }
         return Ok(ExitCode::SUCCESS);
     }
-    match operations::deploy(model, name, candidate, args.allow_irreversible, notice)? {
+    let shared = if args.skip_shared {
+        operations::Shared::Elsewhere
+    } else {
+        operations::Shared::Here
+    };
+    match operations::deploy(
+        model,
+        name,
+        candidate,
+        args.allow_irreversible,
+        shared,
+        notice,
+    )? {
         Moved::Already { package, .. } => {
             say(
                 out,

@@ -24,6 +24,12 @@ pub struct Deploy {
     /// manage.py commands run once the new code serves (after the health
     /// probe); a failure rolls back as any step's does.
     pub after: Vec<Vec<String>>,
+    /// The manage.py commands (by name) of `before`, `steps` and `after`
+    /// that act on what every host of a fleet shares (the database): in a
+    /// rollout across hosts, one host runs them and the others deploy with
+    /// `--skip-shared`. The rest (collectstatic into the host's own static
+    /// root) run on every host.
+    pub shared: Vec<String>,
     /// The command that restarts the instance's processes.
     pub restart: Vec<String>,
     /// The command that starts them, at a first deploy (when nothing of
@@ -123,6 +129,10 @@ impl Builder<'_> {
             None => Vec::new(),
             Some((list, key)) => self.commands_of(list, &key, &scope),
         };
+        let shared = match key!(shared) {
+            None => words(&["migrate"]),
+            Some((list, key)) => self.shared(list, &key, [&before, &steps, &after]),
+        };
         let (restart, start, stop) = self.commands(project, instance, defaults, own);
         let health = key!(health).and_then(|(v, key)| match v.get_ref() {
             RawHealth::Url(url) => {
@@ -158,6 +168,7 @@ impl Builder<'_> {
             before,
             steps,
             after,
+            shared,
             restart,
             start,
             stop,
@@ -201,6 +212,35 @@ impl Builder<'_> {
                 window.unwrap_or(Window::Serve)
             }
         }
+    }
+
+    /// `shared`: names of the instance's own deploy commands (a name that
+    /// is none of them would mark nothing, so a typo is refused).
+    fn shared(
+        &mut self,
+        list: &StrList,
+        key: &str,
+        commands: [&Vec<Vec<String>>; 3],
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for word in list.get_ref() {
+            let name = word.get_ref();
+            let known = commands
+                .iter()
+                .any(|c| c.iter().any(|argv| argv[0] == *name));
+            if known {
+                out.push(name.clone());
+            } else {
+                self.error(
+                    word,
+                    key,
+                    format!("`{name}` is none of the instance's deploy commands"),
+                    "name the first word of a `before`, `steps` or `after` command, e.g. \
+                     `shared = [\"migrate\"]`",
+                );
+            }
+        }
+        out
     }
 
     /// A timeout key: seconds, 1 to 3600.

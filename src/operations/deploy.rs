@@ -143,12 +143,23 @@ fn ask(
     })
 }
 
+/// Whether this host runs the `[deploy] shared` commands (the database's
+/// migrations, what else every host of a fleet shares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    /// Here: a single host, or the one host of a rollout that migrates.
+    Here,
+    /// Another host of the rollout runs them (`--skip-shared`).
+    Elsewhere,
+}
+
 /// Deploys `candidate` to `name`.
 pub fn deploy(
     model: &Model,
     name: &str,
     candidate: Candidate<'_>,
     allow_irreversible: bool,
+    shared: Shared,
     say: Say,
 ) -> Result<Moved, Error> {
     let (mut world, _) = open(model, name, "deploy", Journaled::Recover, say)?;
@@ -170,7 +181,16 @@ pub fn deploy(
             migrations,
         } => (package, number, old, migrations),
     };
-    let plan = deploy_plan(instance, &package, number, old.as_ref(), &migrations);
+    let elsewhere;
+    let planned = match shared {
+        Shared::Here => instance,
+        Shared::Elsewhere => {
+            refuse_unmigrated(instance, &package, &migrations)?;
+            elsewhere = without_shared(instance);
+            &elsewhere
+        }
+    };
+    let plan = deploy_plan(planned, &package, number, old.as_ref(), &migrations);
     window::ready_for(&plan, instance)?;
     match execute(plan, &mut world)? {
         Outcome::Done => Ok(Moved::To {
@@ -191,6 +211,47 @@ pub fn deploy(
             )))))
         }
     }
+}
+
+/// A host that leaves `migrate` to another host of its rollout deploys
+/// only onto a database that host has migrated: its new code would
+/// otherwise serve a schema it does not know (a rollout's first host
+/// deploys, and migrates, before the others).
+fn refuse_unmigrated(
+    instance: &Instance,
+    package: &Utf8Path,
+    migrations: &Migrations,
+) -> Result<(), Error> {
+    if migrations.new.is_empty() || !instance.deploy.shared.iter().any(|c| c == "migrate") {
+        return Ok(());
+    }
+    let new: Vec<String> = migrations
+        .new
+        .iter()
+        .map(|(app, n, _)| format!("{app}.{n}"))
+        .collect();
+    Err(Error::with_help(
+        format!(
+            "not switching {} to {package}: its database lacks the package's migrations ({}), \
+             and --skip-shared leaves `migrate` to another host",
+            instance.name,
+            new.join(", ")
+        ),
+        "deploy the rollout's first host (without --skip-shared) first: it migrates the shared \
+         database",
+    ))
+}
+
+/// The instance with its `[deploy] shared` commands left out: what a host
+/// runs when another host of its rollout runs them.
+fn without_shared(instance: &Instance) -> Instance {
+    let mut trimmed = instance.clone();
+    let deploy = &mut trimmed.deploy;
+    let shared = deploy.shared.clone();
+    for list in [&mut deploy.before, &mut deploy.steps, &mut deploy.after] {
+        list.retain(|argv| !shared.contains(&argv[0]));
+    }
+    trimmed
 }
 
 /// The plan of a deploy to generation `number` from `old`.

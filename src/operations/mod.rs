@@ -23,7 +23,7 @@ mod rollback;
 mod status;
 pub mod window;
 
-pub use deploy::{deploy, prepare};
+pub use deploy::{Shared, deploy, prepare};
 use executor::Live;
 pub use hold::{Held, hold};
 pub use pin::{Pinned, pin, prune};

@@ -12,16 +12,20 @@ use super::{
 };
 use crate::error::Error;
 use crate::model::{Instance, Model};
-use crate::profile::{Current, Generation, Profile, current};
+use crate::profile::{Current, Generation, Profile, current, resolve};
 use crate::progress::timed;
 
 /// What `rollback` is to do.
 #[derive(Debug, Clone, Copy)]
-pub enum Back {
+pub enum Back<'a> {
     /// To the newest older generation that ran another package healthy.
     Previous,
     /// To generation N.
     To(u32),
+    /// To the newest generation, not newer than the current one, that runs
+    /// this package: the same release has another number on each host of
+    /// a fleet.
+    Package(&'a Utf8Path),
 }
 
 /// `djshim rollback`: the way deploys came, backwards. An interrupted
@@ -30,7 +34,7 @@ pub enum Back {
 /// has its migrations reversed, newest first, each with its own code;
 /// then the switch, the steps, the restart and the health probe with the
 /// target's code. Killed, a rollback goes on where it was.
-pub fn rollback(model: &Model, name: &str, back: Back, say: Say) -> Result<Moved, Error> {
+pub fn rollback(model: &Model, name: &str, back: Back<'_>, say: Say) -> Result<Moved, Error> {
     let (mut world, recovered) = open(model, name, "rollback", Journaled::Recover, say)?;
     let (instance, profile) = (world.instance, world.profile.clone());
     if recovered {
@@ -55,33 +59,7 @@ pub fn rollback(model: &Model, name: &str, back: Back, say: Say) -> Result<Moved
             ),
         ));
     }
-    let target = match back {
-        Back::To(n) => generations.iter().find(|g| g.number == n).ok_or_else(|| {
-            let known: Vec<String> = generations.iter().map(|g| g.number.to_string()).collect();
-            Error::problem(format!(
-                "instance `{name}` has no generation {n}; it has {}",
-                known.join(", ")
-            ))
-        })?,
-        Back::Previous => {
-            let Some(now) = now else {
-                return Err(Error::with_help(
-                    format!(
-                        "the profile {} is missing, so there is no generation before it",
-                        profile.link()
-                    ),
-                    format!("switch to one with `djshim rollback {name} --to N`"),
-                ));
-            };
-            previous(&profile, &generations, now)?.ok_or_else(|| {
-                Error::problem(format!(
-                    "generation {} of instance `{name}` has no older generation with another \
-                     package that ran healthy; there is nothing to roll back to",
-                    now.number
-                ))
-            })?
-        }
-    };
+    let target = target(name, &profile, &generations, now, back)?;
     if let Some(now) = now.filter(|now| target.number > now.number) {
         return Err(Error::with_help(
             format!(
@@ -323,6 +301,60 @@ fn reversals(
         }
     }
     Ok((steps, reversed, deployed))
+}
+
+/// The generation `back` names, given the one running now (`now`).
+fn target<'g>(
+    name: &str,
+    profile: &Profile,
+    generations: &'g [Generation],
+    now: Option<&Generation>,
+    back: Back<'_>,
+) -> Result<&'g Generation, Error> {
+    Ok(match back {
+        Back::To(n) => generations.iter().find(|g| g.number == n).ok_or_else(|| {
+            let known: Vec<String> = generations.iter().map(|g| g.number.to_string()).collect();
+            Error::problem(format!(
+                "instance `{name}` has no generation {n}; it has {}",
+                known.join(", ")
+            ))
+        })?,
+        Back::Package(path) => {
+            let package = resolve(path)?;
+            generations
+                .iter()
+                .rev()
+                .filter(|g| now.is_none_or(|now| g.number <= now.number))
+                .find(|g| g.target == package)
+                .ok_or_else(|| {
+                    Error::with_help(
+                        format!(
+                            "no generation of instance `{name}` up to the current one runs \
+                             {package}"
+                        ),
+                        format!("`djshim history {name}` lists them; deploy it if it is new"),
+                    )
+                })?
+        }
+        Back::Previous => {
+            let Some(now) = now else {
+                return Err(Error::with_help(
+                    format!(
+                        "the profile {} is missing, so there is no generation before it",
+                        profile.link()
+                    ),
+                    format!("switch to one with `djshim rollback {name} --to N`"),
+                ));
+            };
+            previous(profile, generations, now)?.ok_or_else(|| {
+                Error::problem(format!(
+                    "generation {} of instance `{name}` has no older generation with another \
+                     package that ran healthy; there is nothing to roll back to",
+                    now.number
+                ))
+            })?
+        }
+    })
 }
 
 /// A profile link that points at no generation: no "before" to go to.

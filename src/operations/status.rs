@@ -46,6 +46,10 @@ pub struct Status {
     /// When the instance's deploy window ends, in seconds since the epoch,
     /// while one is open (`djshim window`, a deploy in flight).
     pub window_until: Option<u64>,
+    /// What its server does in a deploy window (`[deploy] window`: `serve`,
+    /// `stop`, `503`): an engine opens windows across hosts only where
+    /// they hold.
+    pub window: &'static str,
     /// Each unit the config makes for the instance, and systemd's
     /// `ActiveState` of it (`unknown` when systemd could not be asked).
     pub units: BTreeMap<String, String>,
@@ -79,6 +83,7 @@ pub fn status(model: &Model, names: &[String]) -> Result<Vec<Status>, Error> {
             healthy: None,
             unfinished: None,
             window_until: None,
+            window: instance.deploy.window.name(),
             units: units(instance),
         };
         if instance.profile {

@@ -13,6 +13,7 @@ mod docs;
 mod envfiles;
 mod errors;
 mod escape;
+mod fleet;
 mod generate;
 mod helper;
 mod machine;
