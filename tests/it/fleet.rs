@@ -3,6 +3,7 @@
 //! rollout itself through the real `ansible-playbook` over ssh to three
 //! hosts (see `hosts`).
 
+use crate::hosts::{Fleet, SITE, rollout_vars, shown};
 use crate::site::{Site, commit_votes};
 use crate::support::{Expect, assert_status, text};
 
@@ -86,4 +87,195 @@ fn a_host_that_skips_the_shared_steps_waits_for_the_migrations_and_goes_back_by_
                 .world
                 .djshim(&["rollback", "staging", "--to-package", second.as_str()]),
         );
+}
+
+/// Release 2's migration: the votes column, and a row in `rollout_log`
+/// each time it runs forward or back (the test counts them).
+const COUNTED_VOTES: &str = "from django.db import migrations, models\n\n\n\
+class Migration(migrations.Migration):\n    dependencies = [(\"polls\", \"0001_initial\")]\n    \
+operations = [\n        \
+migrations.AddField(\"question\", \"votes\", models.IntegerField(default=0)),\n        \
+migrations.RunSQL(\"INSERT INTO rollout_log VALUES ('forward')\", \
+reverse_sql=\"INSERT INTO rollout_log VALUES ('reverse')\"),\n    ]\n";
+
+/// The files of a release with the counted votes migration; with
+/// `unhealthy_where`, its health view answers 500 on a host that has that
+/// file.
+fn votes_release(unhealthy_where: Option<&str>) -> Vec<(&'static str, String)> {
+    let mut files = vec![
+        ("polls/models.py", crate::site::VOTES_MODEL.to_owned()),
+        ("polls/migrations/0002_votes.py", COUNTED_VOTES.to_owned()),
+    ];
+    if let Some(file) = unhealthy_where {
+        let views = std::fs::read_to_string(crate::support::root().join("examples/mywebsite/polls/views.py"))
+            .unwrap()
+            .replace(
+                "    list(Question.objects.all()[:1])\n",
+                &format!(
+                    "    list(Question.objects.all()[:1])\n    import os\n    if os.path.exists({file:?}):\n        \
+                     return HttpResponse(\"unhealthy here\\n\", status=500)\n"
+                ),
+            );
+        files.push(("polls/views.py", views));
+    }
+    files
+}
+
+fn files<'a>(list: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    list.iter().map(|(p, c)| (*p, c.as_str())).collect()
+}
+
+/// Each host's `changed` and `failed` counts in a run's PLAY RECAP.
+fn recap(output: &std::process::Output) -> std::collections::BTreeMap<String, (u32, u32)> {
+    let out = text(output).0;
+    let recap = out.split("PLAY RECAP").last().unwrap_or_default();
+    recap
+        .lines()
+        .filter_map(|line| {
+            let (host, counts) = line.split_once(" : ")?;
+            let count = |key: &str| -> u32 {
+                counts
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            Some((host.trim().to_owned(), (count("changed"), count("failed"))))
+        })
+        .collect()
+}
+
+/// A `--check` rollout of mywebsite-v2 said each host would move, and
+/// moved none.
+fn checked_changes_nothing(fleet: &Fleet, check: &std::process::Output) {
+    let out = text(check).0;
+    assert!(
+        out.contains("would unpack and deploy mywebsite-v2"),
+        "{}",
+        shown(check)
+    );
+    for host in &fleet.hosts {
+        assert_eq!(host.status()["generation"], 1, "{}", host.name);
+        host.machine
+            .ok(&["test", "!", "-e", &format!("{SITE}/releases/mywebsite-v2")]);
+        assert!(recap(check)[&host.name].0 > 0, "{}", shown(check));
+    }
+}
+
+/// The release's content hash, as `djshim pack` says it on the controller.
+fn packed_hash(fleet: &Fleet, release: &camino::Utf8Path) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_djshim"))
+        .args(["pack", release.as_str(), "--out"])
+        .arg(fleet.dir.join("hash.tar"))
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+    text(&output).0.trim().to_owned()
+}
+
+/// The rollout through the real `ansible-playbook` over ssh to three
+/// hosts on one PostgreSQL: djshim installed on each as its Debian
+/// package by the role; a first release; `--check` of the second, which
+/// changes nothing and says what it would do; the second release, whose
+/// migration runs once for the fleet, on every host the same bytes; a
+/// second run that changes nothing.
+#[test]
+fn a_release_rolls_out_to_three_hosts_and_its_migration_runs_once() {
+    let fleet = Fleet::boot("ro", 3, "");
+    fleet.sql("CREATE TABLE rollout_log (what text)");
+    let v1 = fleet.release("mywebsite-v1", &[]);
+    let v2_files = votes_release(None);
+    let v2 = fleet.release("mywebsite-v2", &files(&v2_files));
+    let deb = fleet.deb();
+    let vars = |release: &camino::Utf8Path| {
+        let mut vars = rollout_vars(release);
+        vars["djshim_deb"] = deb.as_str().into();
+        vars
+    };
+    let run = |release: &camino::Utf8Path, args: &[&str]| {
+        let output = fleet
+            .playbook("djshim.django.rollout", &vars(release), args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", shown(&output));
+        output
+    };
+
+    run(&v1, &[]);
+    for host in &fleet.hosts {
+        let status = host.status();
+        assert_eq!(status["generation"], 1, "{}: {status}", host.name);
+        assert_eq!(host.get("/health"), "ok\n", "{}", host.name);
+        // The package's man page and completions are in place.
+        host.machine.ok(&[
+            "test",
+            "-f",
+            "/usr/share/man/man1/djshim-deploy.1.gz",
+            "-a",
+            "-f",
+            "/usr/share/bash-completion/completions/djshim",
+        ]);
+    }
+
+    checked_changes_nothing(&fleet, &run(&v2, &["--check"]));
+
+    let start = std::time::Instant::now();
+    let rollout = run(&v2, &["-v"]);
+    eprintln!(
+        "a rollout of 3 hosts: {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    // Each host's deploy result (-v shows it): the first host migrates,
+    // the others skip `migrate`.
+    let out = text(&rollout).0;
+    for host in &fleet.hosts {
+        let deployed = out
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("changed: [{}] => ", host.name))
+                    && l.contains("deploy: switch")
+            })
+            .unwrap_or_else(|| panic!("no deploy result of {}:\n{}", host.name, shown(&rollout)));
+        assert_eq!(
+            deployed.contains("deploy: manage.py migrate --noinput"),
+            host.name == "h1",
+            "{deployed}"
+        );
+    }
+    let hash = packed_hash(&fleet, &v2);
+    for host in &fleet.hosts {
+        let status = host.status();
+        assert_eq!(status["generation"], 2, "{}: {status}", host.name);
+        assert_eq!(
+            status["package"].as_str(),
+            Some(format!("{SITE}/releases/mywebsite-v2").as_str())
+        );
+        assert_eq!(
+            status["content_hash"].as_str(),
+            Some(hash.as_str()),
+            "{}",
+            host.name
+        );
+        assert_eq!(status["healthy"], true);
+        assert_eq!(host.get("/health"), "ok\n", "{}", host.name);
+    }
+    assert_eq!(
+        fleet.sql("SELECT count(*) FROM rollout_log WHERE what = 'forward'"),
+        "1"
+    );
+    assert!(
+        recap(&rollout).values().all(|(changed, _)| *changed > 0),
+        "{}",
+        shown(&rollout)
+    );
+
+    let again = run(&v2, &[]);
+    for (host, (changed, _)) in recap(&again) {
+        assert_eq!(
+            changed,
+            0,
+            "{host} changed on a second run:\n{}",
+            shown(&again)
+        );
+    }
 }

@@ -58,13 +58,32 @@ const GUEST_IDS: [&str; 8] = [
 /// The container of this test run, booted on first use (about a second).
 pub fn machine() -> &'static Machine {
     static MACHINE: OnceLock<Result<Machine, String>> = OnceLock::new();
-    match MACHINE.get_or_init(boot) {
+    match MACHINE.get_or_init(|| boot(&format!("djshim-it-{}", std::process::id()), None)) {
         Ok(machine) => machine,
         Err(why) => panic!("the systemd container did not boot: {why}"),
     }
 }
 
-fn boot() -> Result<Machine, String> {
+impl Machine {
+    /// A container of its own, named `id`, that also sees the directory
+    /// `fleet` at its own path: one host of several (`crate::hosts`),
+    /// powered off when dropped.
+    pub fn host(id: &str, fleet: &Utf8Path) -> Machine {
+        boot(id, Some(fleet)).unwrap_or_else(|why| panic!("host {id} did not boot: {why}"))
+    }
+
+    /// The host directory the container sees as [`SHARE`].
+    pub fn share(&self) -> &Utf8Path {
+        &self.share
+    }
+
+    /// The host PID of the container's PID 1.
+    pub fn leader(&self) -> u32 {
+        self.leader
+    }
+}
+
+fn boot(id: &str, fleet: Option<&Utf8Path>) -> Result<Machine, String> {
     use std::os::unix::fs::MetadataExt;
     if fs::metadata("/proc/self").map_err(|e| e.to_string())?.uid() != 0 {
         return Err("these tests boot a container: run them as root, as CI does".into());
@@ -81,7 +100,6 @@ fn boot() -> Result<Machine, String> {
         .unwrap()
         .to_owned();
     let tmp = Utf8Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let id = format!("djshim-it-{}", std::process::id());
     let share = tmp.join(format!("{id}.share"));
     fs::create_dir_all(&share).map_err(|e| format!("{share}: {e}"))?;
     // World-readable: the instances' accounts run from it.
@@ -91,9 +109,10 @@ fn boot() -> Result<Machine, String> {
     let mut child = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "bash"])
         .arg(root().join("tests/nspawn/machine"))
-        .arg(tmp.join(&id))
-        .arg(&id)
+        .arg(tmp.join(id))
+        .arg(id)
         .args([share.as_str(), venv.as_str(), bin.as_str()])
+        .args(fleet.map(Utf8Path::as_str))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(fs::File::create(&log).map_err(|e| format!("{log}: {e}"))?)

@@ -16,6 +16,7 @@ mod escape;
 mod fleet;
 mod generate;
 mod helper;
+mod hosts;
 mod machine;
 mod nixos;
 mod packaging;

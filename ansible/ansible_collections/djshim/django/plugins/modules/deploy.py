@@ -41,6 +41,15 @@ options:
       - The content hash the package must have (C(sha256:...), as
         C(djshim status) and a prepare report it), the bytes that were built.
     type: str
+  skip_shared:
+    description:
+      - Leave the config's C([deploy] shared) commands (C(migrate), by
+        default) to another host of the rollout, which deploys first and
+        migrates the database the hosts share (C(djshim deploy
+        --skip-shared)); refused while the database lacks the candidate's
+        migrations.
+    type: bool
+    default: false
   prepare:
     description:
       - Only ask what a deploy asks (the candidate, its hash, the deep check,
@@ -84,6 +93,7 @@ def main():
             ref=dict(type="str"),
             allow_irreversible=dict(type="bool", default=False),
             hash=dict(type="str"),
+            skip_shared=dict(type="bool", default=False),
             prepare=dict(type="bool", default=False),
             **dict(djshim.COMMON_ARGS, **{"from": dict(type="str", aliases=["from_instance"])})
         ),
@@ -108,6 +118,8 @@ def main():
         if rc != 0:
             djshim.fail(module, rc, out, err)
         module.exit_json(changed=False, prepared=json.loads(out), stderr=err)
+    if module.params["skip_shared"]:
+        args.append("--skip-shared")
     before = djshim.status(module, [name] + ([other] if other else []))
     now = before["instances"][name]
     if module.check_mode:

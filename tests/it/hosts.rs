@@ -1,0 +1,287 @@
+//! Several hosts on this one machine, for the rollouts of SPEC section 10:
+//! each host a throwaway systemd-nspawn container of its own
+//! (tests/nspawn/machine: its own systemd as PID 1, its own copy-on-write
+//! root, a network of its own with only loopback, so every host serves on
+//! its own 127.0.0.1:8001 as real hosts do), reached by real ssh through
+//! `ProxyCommand nsenter -t <its PID 1> -a /usr/sbin/sshd -i` (no
+//! listening port, no address but loopback), and one PostgreSQL server
+//! here whose socket every host sees in the fleet's directory, bound into
+//! each at its own path. The controller is this test process running the
+//! real `ansible-playbook` (ansible-core, from the tests' venv).
+//!
+//! What a host needs from its provisioning (the account, djshim's config)
+//! the test writes into it directly; everything a rollout does goes
+//! through the engine.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::process::{Command, Output, Stdio};
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::machine::{Machine, python};
+use crate::postgres::Postgres;
+use crate::support::{CRON_PATH, assert_status, copy_tree, require, root, text, venv};
+
+/// The port every host serves its instance on, on its own loopback.
+pub const PORT: u16 = 8001;
+
+/// Where each host keeps djshim's config, its releases and profiles.
+pub const SITE: &str = "/srv/djshim-it";
+
+pub struct Fleet {
+    /// The fleet's directory: ssh's files, the database's socket, the
+    /// controller's releases and archives; every host sees it here too.
+    pub dir: Utf8PathBuf,
+    /// Dropped first: each host powers off (in the second after).
+    pub hosts: Vec<Host>,
+    pub postgres: Postgres,
+    /// Removes [`Fleet::dir`], last.
+    _dir: tempfile::TempDir,
+}
+
+pub struct Host {
+    /// Its name in the inventory (`h1`…).
+    pub name: String,
+    pub machine: Machine,
+}
+
+impl Fleet {
+    /// `n` hosts, booted side by side, each with the account `mywebsite-prod`
+    /// and djshim's config for instance `prod` (`deploy` goes into its
+    /// `[defaults.deploy]`); the database is empty.
+    pub fn boot(tag: &str, n: usize, deploy: &str) -> Fleet {
+        require("sshd", "openssh-server");
+        require("ssh", "openssh-client");
+        require("ssh-keygen", "openssh-client");
+        let id = format!("djf{}{tag}", std::process::id());
+        let temp = tempfile::Builder::new()
+            .prefix(&id)
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .unwrap();
+        let dir = Utf8Path::from_path(temp.path()).unwrap().to_owned();
+        chmod(&dir, 0o755);
+        let postgres = Postgres::start_in(&dir);
+        keygen(&dir.join("id"));
+        fs::copy(dir.join("id.pub"), dir.join("authorized_keys")).unwrap();
+        fs::write(
+            dir.join("sshd_config"),
+            format!(
+                "AuthorizedKeysFile {dir}/authorized_keys\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 StrictModes no\nSubsystem sftp /usr/lib/openssh/sftp-server\n"
+            ),
+        )
+        .unwrap();
+        // Booted in parallel: a second or two each.
+        let booting: Vec<_> = (1..=n)
+            .map(|i| {
+                let (dir, id) = (dir.clone(), format!("{id}h{i}"));
+                std::thread::spawn(move || Machine::host(&id, &dir))
+            })
+            .collect();
+        let hosts: Vec<Host> = booting
+            .into_iter()
+            .enumerate()
+            .map(|(i, boot)| Host {
+                name: format!("h{}", i + 1),
+                machine: boot.join().unwrap(),
+            })
+            .collect();
+        let mut ssh = format!(
+            "Host {}\n  User root\n  IdentityFile {dir}/id\n  IdentitiesOnly yes\n  \
+             UserKnownHostsFile {dir}/known_hosts\n  StrictHostKeyChecking accept-new\n  \
+             BatchMode yes\n  LogLevel ERROR\n",
+            hosts
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let mut inventory = String::from("[djshim]\n");
+        for host in &hosts {
+            keygen(&dir.join(format!("{}-host_key", host.name)));
+            host.machine.ok(&["mkdir", "-p", "/run/sshd"]);
+            writeln!(
+                ssh,
+                "Host {name}\n  ProxyCommand nsenter -t {leader} -a /usr/sbin/sshd -i -f \
+                 {dir}/sshd_config -o HostKey={dir}/{name}-host_key -E {dir}/{name}-sshd.log",
+                name = host.name,
+                leader = host.machine.leader(),
+            )
+            .unwrap();
+            writeln!(inventory, "{}", host.name).unwrap();
+            host.machine.account("mywebsite-prod", &[]);
+        }
+        write!(
+            inventory,
+            "\n[djshim:vars]\nansible_python_interpreter=/usr/bin/python3\n\
+             ansible_ssh_common_args=-F {dir}/ssh_config\n"
+        )
+        .unwrap();
+        fs::write(dir.join("ssh_config"), ssh).unwrap();
+        fs::write(dir.join("inventory"), inventory).unwrap();
+        let fleet = Fleet {
+            dir,
+            hosts,
+            postgres,
+            _dir: temp,
+        };
+        fleet.configure(deploy);
+        fleet
+    }
+
+    /// Writes djshim's config on every host, `deploy` in its
+    /// `[defaults.deploy]`.
+    pub fn configure(&self, deploy: &str) {
+        let config = format!(
+            "project = \"mywebsite\"\nprofiles_dir = \"profiles\"\n\
+             units_dir = \"/etc/systemd/system\"\n\
+             [defaults]\npython = \"{python}\"\nsettings = \"mywebsite.settings.production\"\n\
+             user = \"mywebsite-prod\"\nstate_dir = \"/var/lib/mywebsite-prod\"\n\
+             static_root = \"/var/lib/mywebsite-prod/static\"\n\
+             env = {{ MYWEBSITE_PG_HOST = \"{pg}\", DJANGO_ALLOWED_HOSTS = \"localhost,127.0.0.1\" }}\n\
+             [defaults.deploy]\nhealth = \"http://127.0.0.1:{PORT}/health\"\nhealth_timeout = 30\n\
+             {deploy}\n\
+             [instances.prod]\n\
+             [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--workers\", \"2\"]\n\
+             socket = \"127.0.0.1:{PORT}\"\n",
+            python = python(),
+            pg = self.postgres.socket_dir,
+        );
+        for host in &self.hosts {
+            fs::write(host.machine.share().join("djshim.toml"), &config).unwrap();
+        }
+    }
+
+    /// A release directory on the controller: the example project, named
+    /// `name`, with `files` (path, content) written over it.
+    pub fn release(&self, name: &str, files: &[(&str, &str)]) -> Utf8PathBuf {
+        let release = self.dir.join("releases").join(name);
+        copy_tree(&root().join("examples/mywebsite"), &release);
+        for (path, content) in files {
+            let file = release.join(path);
+            fs::create_dir_all(file.parent().unwrap()).unwrap();
+            fs::write(file, content).unwrap();
+        }
+        release
+    }
+
+    /// djshim's Debian package, built from the binaries under test.
+    pub fn deb(&self) -> Utf8PathBuf {
+        let bin = Utf8Path::new(env!("CARGO_BIN_EXE_djshim"))
+            .parent()
+            .unwrap();
+        let build = Command::new(root().join("packaging/deb/build"))
+            .args([bin.as_str(), self.dir.join("dist").as_str()])
+            .output()
+            .unwrap();
+        assert_status(&build, 0);
+        Utf8PathBuf::from(text(&build).0.trim())
+    }
+
+    /// The real `ansible-playbook` on one of the collection's playbooks
+    /// (`djshim.django.rollout`…) against every host, with `vars` (JSON)
+    /// and `args`, nothing of the caller's environment: its command, for
+    /// the test to start or run.
+    pub fn playbook(&self, playbook: &str, vars: &serde_json::Value, args: &[&str]) -> Command {
+        let file = self.dir.join(format!("vars-{}.json", vars_count()));
+        fs::write(&file, vars.to_string()).unwrap();
+        let home = self.dir.join("ansible-home");
+        let mut cmd = Command::new(venv().join("bin/ansible-playbook"));
+        cmd.args(["-i", self.dir.join("inventory").as_str(), playbook])
+            .arg("-e")
+            .arg(format!("@{file}"))
+            .args(args)
+            .env_clear()
+            .env("PATH", CRON_PATH)
+            .env("LANG", "C.UTF-8")
+            .env("HOME", &home)
+            .env("ANSIBLE_HOME", &home)
+            .env("ANSIBLE_LOCAL_TEMP", home.join("tmp"))
+            .env("ANSIBLE_COLLECTIONS_PATH", root().join("ansible"))
+            .env("ANSIBLE_PIPELINING", "1")
+            // One ssh connection per task: no master outlives the run.
+            .env("ANSIBLE_SSH_ARGS", "-o ControlMaster=no")
+            .env("ANSIBLE_NOCOLOR", "1")
+            .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+            .env("ANSIBLE_DEPRECATION_WARNINGS", "0")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// What `sql` (one value) answers in the shared database.
+    pub fn sql(&self, sql: &str) -> String {
+        let output = Command::new(require("psql", "postgresql-client"))
+            .args(["-h", self.postgres.socket_dir.as_str(), "-U", "postgres"])
+            .args(["-d", "mywebsite", "-tAc", sql])
+            .output()
+            .unwrap();
+        assert_status(&output, 0);
+        text(&output).0.trim().to_owned()
+    }
+}
+
+impl Host {
+    /// The status of `prod` on the host, as djshim says it there.
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.machine.ok(&[
+            "djshim",
+            "--config",
+            &format!("{SITE}/djshim.toml"),
+            "status",
+            "--json",
+            "prod",
+        ]);
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["instances"]["prod"].clone()
+    }
+
+    /// What the host's instance answers on `path`, on the host's own loopback.
+    pub fn get(&self, path: &str) -> String {
+        let output = self.machine.run(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "-H",
+            "Host: localhost",
+            &format!("http://127.0.0.1:{PORT}{path}"),
+        ]);
+        text(&output).0
+    }
+}
+
+/// The vars every rollout of `release` (on the controller) gives.
+pub fn rollout_vars(release: &Utf8Path) -> serde_json::Value {
+    serde_json::json!({
+        "djshim_instance": "prod",
+        "djshim_config": format!("{SITE}/djshim.toml"),
+        "djshim_controller_executable": env!("CARGO_BIN_EXE_djshim"),
+        "djshim_release": release,
+        "djshim_releases_dir": format!("{SITE}/releases"),
+    })
+}
+
+/// A playbook run's output, for messages: the recap and what failed.
+pub fn shown(output: &Output) -> String {
+    let (out, err) = text(output);
+    format!("{}\nstdout:\n{out}\nstderr:\n{err}", output.status)
+}
+
+fn vars_count() -> usize {
+    static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+fn keygen(path: &Utf8Path) {
+    let output = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", path.as_str()])
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+}
+
+fn chmod(path: &Utf8Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
