@@ -187,11 +187,7 @@ fn a_release_rolls_out_to_three_hosts_and_its_migration_runs_once() {
     let v2_files = votes_release(None);
     let v2 = fleet.release("mywebsite-v2", &files(&v2_files));
     let deb = fleet.deb();
-    let vars = |release: &camino::Utf8Path| {
-        let mut vars = rollout_vars(release);
-        vars["djshim_deb"] = deb.as_str().into();
-        vars
-    };
+    let vars = |release: &camino::Utf8Path| rollout_vars(release, &deb);
     let run = |release: &camino::Utf8Path, args: &[&str]| {
         let output = fleet
             .playbook("djshim.django.rollout", &vars(release), args)
@@ -278,4 +274,81 @@ fn a_release_rolls_out_to_three_hosts_and_its_migration_runs_once() {
             shown(&again)
         );
     }
+}
+
+/// A release whose health probe fails on host 2: host 2 undoes itself,
+/// host 1 (which migrated) goes back and takes the database back once,
+/// host 3 is never touched, and the run fails naming host 2 and the
+/// health step.
+#[test]
+fn a_host_that_fails_its_health_probe_takes_the_hosts_it_reached_back() {
+    let fleet = Fleet::boot("wb", 3, "health_timeout = 5");
+    fleet.sql("CREATE TABLE rollout_log (what text)");
+    let deb = fleet.deb();
+    let v1 = fleet.release("mywebsite-v1", &[]);
+    let unhealthy = "/etc/djshim-test-unhealthy";
+    let v3_files = votes_release(Some(unhealthy));
+    let v3 = fleet.release("mywebsite-v3", &files(&v3_files));
+    let first = fleet
+        .playbook("djshim.django.rollout", &rollout_vars(&v1, &deb), &[])
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", shown(&first));
+    fleet.hosts[1].machine.ok(&["touch", unhealthy]);
+
+    let start = std::time::Instant::now();
+    let failed = fleet
+        .playbook("djshim.django.rollout", &rollout_vars(&v3, &deb), &[])
+        .output()
+        .unwrap();
+    eprintln!(
+        "a rollout that fails on host 2, and its way back: {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert_eq!(failed.status.code(), Some(2), "{}", shown(&failed));
+    let out = text(&failed).0;
+    let message = out
+        .lines()
+        .find(|l| l.contains("djshim rollout of"))
+        .unwrap_or_else(|| panic!("no failure message:\n{}", shown(&failed)));
+    eprintln!("{message}");
+    assert!(message.contains("failed on h2"), "{message}");
+    assert!(message.contains("health"), "{message}");
+    assert_eq!(recap(&failed)["h2"].1, 1, "{}", shown(&failed));
+
+    let v1_path = format!("{SITE}/releases/mywebsite-v1");
+    for host in &fleet.hosts {
+        let status = host.status();
+        assert_eq!(
+            status["package"].as_str(),
+            Some(v1_path.as_str()),
+            "{}: {status}",
+            host.name
+        );
+        assert_eq!(
+            status["unfinished"],
+            serde_json::Value::Null,
+            "{}",
+            host.name
+        );
+        assert_eq!(host.get("/health"), "ok\n", "{}", host.name);
+    }
+    // Host 3: generation 1 alone, as before the rollout.
+    let history = fleet.hosts[2].machine.ok(&[
+        "djshim",
+        "--config",
+        &format!("{SITE}/djshim.toml"),
+        "history",
+        "prod",
+    ]);
+    assert_eq!(history.lines().count(), 1, "{history}");
+    // The database: migrated once, back once.
+    assert_eq!(
+        fleet.sql("SELECT string_agg(what, ' ' ORDER BY what) FROM rollout_log"),
+        "forward reverse"
+    );
+    assert_eq!(
+        fleet.sql("SELECT count(*) FROM django_migrations WHERE name = '0002_votes'"),
+        "0"
+    );
 }

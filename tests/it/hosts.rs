@@ -141,7 +141,7 @@ impl Fleet {
              user = \"mywebsite-prod\"\nstate_dir = \"/var/lib/mywebsite-prod\"\n\
              static_root = \"/var/lib/mywebsite-prod/static\"\n\
              env = {{ MYWEBSITE_PG_HOST = \"{pg}\", DJANGO_ALLOWED_HOSTS = \"localhost,127.0.0.1\" }}\n\
-             [defaults.deploy]\nhealth = \"http://127.0.0.1:{PORT}/health\"\nhealth_timeout = 30\n\
+             [defaults.deploy]\nhealth = \"http://127.0.0.1:{PORT}/health\"\n\
              {deploy}\n\
              [instances.prod]\n\
              [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--workers\", \"2\"]\n\
@@ -251,14 +251,16 @@ impl Host {
     }
 }
 
-/// The vars every rollout of `release` (on the controller) gives.
-pub fn rollout_vars(release: &Utf8Path) -> serde_json::Value {
+/// The vars every rollout of `release` (on the controller) gives, djshim
+/// installed from `deb` ([`Fleet::deb`]).
+pub fn rollout_vars(release: &Utf8Path, deb: &Utf8Path) -> serde_json::Value {
     serde_json::json!({
         "djshim_instance": "prod",
         "djshim_config": format!("{SITE}/djshim.toml"),
         "djshim_controller_executable": env!("CARGO_BIN_EXE_djshim"),
         "djshim_release": release,
         "djshim_releases_dir": format!("{SITE}/releases"),
+        "djshim_deb": deb,
     })
 }
 
