@@ -713,7 +713,7 @@ _djshim() {
             return 0
             ;;
         djshim__subcmd__rollback)
-            opts="-c -h --to --to-package --config --help"
+            opts="-c -h --to --to-package --skip-shared --config --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

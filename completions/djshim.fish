@@ -65,6 +65,7 @@ complete -c djshim -n "__fish_djshim_using_subcommand pin" -s h -l help -d 'Prin
 complete -c djshim -n "__fish_djshim_using_subcommand rollback" -l to -d 'Switch to generation N instead of the one before the current' -r
 complete -c djshim -n "__fish_djshim_using_subcommand rollback" -l to-package -d 'Switch to the newest generation (up to the current one) that runs this package: a release that has another generation number on each host of a fleet' -r
 complete -c djshim -n "__fish_djshim_using_subcommand rollback" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
+complete -c djshim -n "__fish_djshim_using_subcommand rollback" -l skip-shared -d 'Leave the `[deploy] shared` commands (`migrate`, by default) to the rollout\'s first host, whose own rollback takes the database back'
 complete -c djshim -n "__fish_djshim_using_subcommand rollback" -s h -l help -d 'Print help'
 complete -c djshim -n "__fish_djshim_using_subcommand history" -s c -l config -d 'The config file [default: ./djshim.toml]' -r
 complete -c djshim -n "__fish_djshim_using_subcommand history" -s h -l help -d 'Print help'

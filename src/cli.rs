@@ -347,6 +347,11 @@ pub struct RollbackArgs {
     /// host of a fleet
     #[arg(long, value_name = "PATH")]
     pub to_package: Option<Utf8PathBuf>,
+
+    /// Leave the `[deploy] shared` commands (`migrate`, by default) to the
+    /// rollout's first host, whose own rollback takes the database back
+    #[arg(long)]
+    pub skip_shared: bool,
 }
 
 #[derive(Debug, Args)]

@@ -191,7 +191,13 @@ pub fn rollback(
         (None, Some(path)) => Back::Package(path),
         (None, None) => Back::Previous,
     };
-    let moved = operations::rollback(model, &args.instance, back, notice)?;
+    let moved = operations::rollback(
+        model,
+        &args.instance,
+        back,
+        shared(args.skip_shared),
+        notice,
+    )?;
     if let Moved::Already { number, .. } = moved {
         say(
             out,
@@ -244,17 +250,12 @@ pub fn deploy(model: &Model, args: &DeployArgs, out: &mut dyn Write) -> Result<E
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let shared = if args.skip_shared {
-        operations::Shared::Elsewhere
-    } else {
-        operations::Shared::Here
-    };
     match operations::deploy(
         model,
         name,
         candidate,
         args.allow_irreversible,
-        shared,
+        shared(args.skip_shared),
         notice,
     )? {
         Moved::Already { package, .. } => {
@@ -278,6 +279,15 @@ pub fn deploy(model: &Model, args: &DeployArgs, out: &mut dyn Write) -> Result<E
         moved @ Moved::Recovered { .. } => report(name, &moved, out)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether this host runs the `[deploy] shared` commands.
+fn shared(skip: bool) -> operations::Shared {
+    if skip {
+        operations::Shared::Elsewhere
+    } else {
+        operations::Shared::Here
+    }
 }
 
 pub fn history(model: &Model, args: &HistoryArgs, out: &mut dyn Write) -> Result<ExitCode, Error> {

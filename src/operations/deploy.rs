@@ -10,8 +10,9 @@ use serde::Serialize;
 use super::journal::{JournalFile, Record};
 use super::plan::{Code, OnKill, Outcome, Plan, Planned, Step, Undo};
 use super::{
-    Candidate, Journaled, Moved, Notice, Say, Source, after_steps, before_steps, command_step,
-    execute, health, machine_check, make_state_dir, manage, manage_steps, open, window,
+    Candidate, Journaled, Moved, Notice, Say, Shared, Source, after_steps, before_steps,
+    command_step, execute, health, machine_check, make_state_dir, manage, manage_steps, open,
+    window,
 };
 use crate::django::{self, Migrations};
 use crate::error::Error;
@@ -143,16 +144,6 @@ fn ask(
     })
 }
 
-/// Whether this host runs the `[deploy] shared` commands (the database's
-/// migrations, what else every host of a fleet shares).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shared {
-    /// Here: a single host, or the one host of a rollout that migrates.
-    Here,
-    /// Another host of the rollout runs them (`--skip-shared`).
-    Elsewhere,
-}
-
 /// Deploys `candidate` to `name`.
 pub fn deploy(
     model: &Model,
@@ -181,16 +172,11 @@ pub fn deploy(
             migrations,
         } => (package, number, old, migrations),
     };
-    let elsewhere;
-    let planned = match shared {
-        Shared::Here => instance,
-        Shared::Elsewhere => {
-            refuse_unmigrated(instance, &package, &migrations)?;
-            elsewhere = without_shared(instance);
-            &elsewhere
-        }
-    };
-    let plan = deploy_plan(planned, &package, number, old.as_ref(), &migrations);
+    if shared == Shared::Elsewhere {
+        refuse_unmigrated(instance, &package, &migrations)?;
+    }
+    let planned = shared.apply(instance);
+    let plan = deploy_plan(&planned, &package, number, old.as_ref(), &migrations);
     window::ready_for(&plan, instance)?;
     match execute(plan, &mut world)? {
         Outcome::Done => Ok(Moved::To {
@@ -240,18 +226,6 @@ fn refuse_unmigrated(
         "deploy the rollout's first host (without --skip-shared) first: it migrates the shared \
          database",
     ))
-}
-
-/// The instance with its `[deploy] shared` commands left out: what a host
-/// runs when another host of its rollout runs them.
-fn without_shared(instance: &Instance) -> Instance {
-    let mut trimmed = instance.clone();
-    let deploy = &mut trimmed.deploy;
-    let shared = deploy.shared.clone();
-    for list in [&mut deploy.before, &mut deploy.steps, &mut deploy.after] {
-        list.retain(|argv| !shared.contains(&argv[0]));
-    }
-    trimmed
 }
 
 /// The plan of a deploy to generation `number` from `old`.

@@ -23,7 +23,7 @@ mod rollback;
 mod status;
 pub mod window;
 
-pub use deploy::{Shared, deploy, prepare};
+pub use deploy::{deploy, prepare};
 use executor::Live;
 pub use hold::{Held, hold};
 pub use pin::{Pinned, pin, prune};
@@ -276,6 +276,33 @@ fn manage(args: &[String]) -> Step {
     Step::Manage {
         args: args.to_vec(),
         code: Code::Profile,
+    }
+}
+
+/// Whether this host runs the `[deploy] shared` commands (the database's
+/// migrations, what else every host of a fleet shares).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    /// Here: a single host, or the one host of a rollout that migrates.
+    Here,
+    /// Another host of the rollout runs them (`--skip-shared`).
+    Elsewhere,
+}
+
+impl Shared {
+    /// The instance as this host runs it: with its `[deploy] shared`
+    /// commands left out when another host runs them.
+    pub(crate) fn apply(self, instance: &Instance) -> std::borrow::Cow<'_, Instance> {
+        if self == Shared::Here {
+            return std::borrow::Cow::Borrowed(instance);
+        }
+        let mut trimmed = instance.clone();
+        let deploy = &mut trimmed.deploy;
+        let shared = deploy.shared.clone();
+        for list in [&mut deploy.before, &mut deploy.steps, &mut deploy.after] {
+            list.retain(|argv| !shared.contains(&argv[0]));
+        }
+        std::borrow::Cow::Owned(trimmed)
     }
 }
 

@@ -7,8 +7,8 @@ use camino::Utf8Path;
 use super::journal::Record;
 use super::plan::{Code, OnKill, Outcome, Plan, Planned, Step, Undo};
 use super::{
-    Journaled, Moved, Say, after_steps, before_steps, command_step, deep_check, execute, health,
-    machine_check, manage_steps, open, window,
+    Journaled, Moved, Say, Shared, after_steps, before_steps, command_step, deep_check, execute,
+    health, machine_check, manage_steps, open, window,
 };
 use crate::error::Error;
 use crate::model::{Instance, Model};
@@ -34,7 +34,13 @@ pub enum Back<'a> {
 /// has its migrations reversed, newest first, each with its own code;
 /// then the switch, the steps, the restart and the health probe with the
 /// target's code. Killed, a rollback goes on where it was.
-pub fn rollback(model: &Model, name: &str, back: Back<'_>, say: Say) -> Result<Moved, Error> {
+pub fn rollback(
+    model: &Model,
+    name: &str,
+    back: Back<'_>,
+    shared: Shared,
+    say: Say,
+) -> Result<Moved, Error> {
     let (mut world, recovered) = open(model, name, "rollback", Journaled::Recover, say)?;
     let (instance, profile) = (world.instance, world.profile.clone());
     if recovered {
@@ -96,7 +102,7 @@ pub fn rollback(model: &Model, name: &str, back: Back<'_>, say: Say) -> Result<M
             deep_check(&checked, &shim)
         })?;
     }
-    let plan = rollback_plan(instance, &profile, &generations, now, target)?;
+    let plan = rollback_plan(&shared.apply(instance), &profile, &generations, now, target)?;
     window::ready_for(&plan, instance)?;
     match execute(plan, &mut world)? {
         Outcome::Done => Ok(Moved::To {
@@ -170,10 +176,23 @@ fn rollback_plan(
     let migrates_back = steps
         .iter()
         .any(|p| matches!(p.step, Step::MigrateBack { .. }));
-    let (open, close) = (migrates_back && now.is_some())
+    // A window an engine opened (`djshim window open`, on every host of
+    // a rollout) is renewed and closed after the restart, as a deploy's.
+    let opened = window::deadline(&crate::layout::window(&profile.dir, &profile.name)).is_some();
+    let (open, close) = ((migrates_back || opened) && now.is_some())
         .then(|| window::steps(instance))
         .flatten()
-        .map(|w| (w.open, w.close))
+        .map(|w| {
+            let open = if migrates_back {
+                w.open
+            } else {
+                w.open
+                    .into_iter()
+                    .filter(|p| matches!(p.step, Step::Window { .. } | Step::Held { .. }))
+                    .collect()
+            };
+            (open, w.close)
+        })
         .unzip();
     if let Some(open) = open {
         steps.splice(0..0, open);

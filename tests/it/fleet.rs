@@ -56,12 +56,23 @@ fn a_host_that_skips_the_shared_steps_waits_for_the_migrations_and_goes_back_by_
     assert_eq!(site.generation_target("staging"), second);
 
     // Back by package: the follower reverses nothing, the first host does.
-    let output = site
-        .world
-        .djshim(&["rollback", "staging", "--to-package", first.as_str()]);
+    let output = site.world.djshim(&[
+        "rollback",
+        "staging",
+        "--to-package",
+        first.as_str(),
+        "--skip-shared",
+    ]);
     assert_status(&output, 0);
     let stderr = text(&output).1;
     assert!(!stderr.contains("rollback: migrate polls"), "{stderr}");
+    // Nor a `migrate` with the old code: the shared database is the first
+    // host's to take back.
+    assert!(!stderr.contains("manage.py migrate"), "{stderr}");
+    assert!(
+        stderr.contains("rollback: switch to generation 1"),
+        "{stderr}"
+    );
     assert_eq!(site.generation_target("staging"), first);
     assert!(site.migrations("prod").contains("[X] 0002_question_votes"));
     let output = site
@@ -350,5 +361,127 @@ fn a_host_that_fails_its_health_probe_takes_the_hosts_it_reached_back() {
     assert_eq!(
         fleet.sql("SELECT count(*) FROM django_migrations WHERE name = '0002_votes'"),
         "0"
+    );
+}
+
+/// A client loop on every host (`tests/nspawn/client.py` on the host's own
+/// loopback, `/health`, which reads every column), started.
+fn clients(fleet: &Fleet) -> Vec<std::process::Child> {
+    fleet
+        .hosts
+        .iter()
+        .map(|host| {
+            let share = host.machine.share();
+            let _ = std::fs::remove_file(share.join("client.stop"));
+            std::fs::write(share.join("client.py"), include_str!("../nspawn/client.py")).unwrap();
+            host.machine
+                .command(
+                    "/",
+                    &[
+                        &crate::machine::python(),
+                        &format!("{SITE}/client.py"),
+                        &crate::hosts::PORT.to_string(),
+                        &format!("{SITE}/client.stop"),
+                        "180",
+                        "/health",
+                    ],
+                )
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Stops the client loops; each host's summary.
+fn finish(fleet: &Fleet, clients: Vec<std::process::Child>) -> Vec<serde_json::Value> {
+    for host in &fleet.hosts {
+        std::fs::write(host.machine.share().join("client.stop"), "").unwrap();
+    }
+    clients
+        .into_iter()
+        .map(|client| {
+            let output = client.wait_with_output().unwrap();
+            assert_status(&output, 0);
+            serde_json::from_str(&text(&output).0).unwrap()
+        })
+        .collect()
+}
+
+/// A release that drops a column the running code reads, rolled out under
+/// `window = "stop"` with a client loop on every host: the first host
+/// holds the others before it migrates, and no request anywhere gets a
+/// 500. The rollback playbook brings every host and the database back;
+/// the same rollout with `window = "serve"` then gives the 500s it must
+/// (the old code on hosts 2 and 3 reads the dropped column), so the test
+/// can fail.
+#[test]
+fn a_window_on_every_host_keeps_a_dropped_column_from_the_old_code() {
+    let fleet = Fleet::boot("wi", 3, "window = \"stop\"");
+    fleet.sql("CREATE TABLE rollout_log (what text)");
+    let deb = fleet.deb();
+    let v1_files = votes_release(None);
+    let v1 = fleet.release("mywebsite-v1", &files(&v1_files));
+    let dropped = "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    \
+                   dependencies = [(\"polls\", \"0002_votes\")]\n    \
+                   operations = [migrations.RemoveField(\"question\", \"votes\")]\n";
+    let mut v2_files: Vec<(&str, String)> = v1_files
+        .iter()
+        .filter(|(path, _)| *path != "polls/models.py")
+        .cloned()
+        .collect();
+    v2_files.push(("polls/migrations/0003_no_votes.py", dropped.to_owned()));
+    let v2 = fleet.release("mywebsite-v2", &files(&v2_files));
+    let run = |playbook: &str, vars: &serde_json::Value| {
+        let output = fleet.playbook(playbook, vars, &[]).output().unwrap();
+        assert!(output.status.success(), "{}", shown(&output));
+    };
+    run("djshim.django.rollout", &rollout_vars(&v1, &deb));
+
+    let loops = clients(&fleet);
+    run("djshim.django.rollout", &rollout_vars(&v2, &deb));
+    let seen = finish(&fleet, loops);
+    for (host, seen) in fleet.hosts.iter().zip(&seen) {
+        assert_eq!(seen["failures"], 0, "{}: {seen}", host.name);
+        assert!(
+            seen["requests"].as_u64() > Some(10),
+            "{}: {seen}",
+            host.name
+        );
+        assert_eq!(host.status()["generation"], 2, "{}", host.name);
+    }
+    eprintln!("window = stop, each host's client: {seen:?}");
+
+    let mut back = rollout_vars(&v1, &deb);
+    back["djshim_back_to"] = format!("{SITE}/releases/mywebsite-v1").into();
+    run("djshim.django.rollback", &back);
+    for host in &fleet.hosts {
+        let status = host.status();
+        assert_eq!(status["generation"], 1, "{}: {status}", host.name);
+        assert_eq!(
+            status["window_until"],
+            serde_json::Value::Null,
+            "{}",
+            host.name
+        );
+        assert_eq!(host.get("/health"), "ok\n", "{}", host.name);
+    }
+    assert_eq!(
+        fleet.sql("SELECT count(*) FROM django_migrations WHERE name = '0003_no_votes'"),
+        "0"
+    );
+
+    fleet.configure("window = \"serve\"");
+    let loops = clients(&fleet);
+    run("djshim.django.rollout", &rollout_vars(&v2, &deb));
+    let seen = finish(&fleet, loops);
+    eprintln!("window = serve, each host's client: {seen:?}");
+    let later: u64 = seen[1..]
+        .iter()
+        .map(|s| s["errors"]["HTTP 500"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        later > 0,
+        "no 500 on hosts 2 and 3 without a window: {seen:?}"
     );
 }

@@ -29,6 +29,13 @@ options:
         same release has another generation number on each host of a
         fleet.
     type: path
+  skip_shared:
+    description:
+      - Leave the config's C([deploy] shared) commands (C(migrate), by
+        default) to the rollout's first host, whose own rollback takes the
+        database back (C(djshim rollback --skip-shared)).
+    type: bool
+    default: false
 extends_documentation_fragment: djshim.django.common
 """
 
@@ -53,6 +60,7 @@ def main():
             instance=dict(type="str", required=True),
             to=dict(type="int"),
             package=dict(type="path"),
+            skip_shared=dict(type="bool", default=False),
             **djshim.COMMON_ARGS
         ),
         mutually_exclusive=[("to", "package")],
@@ -77,6 +85,8 @@ def main():
         args += ["--to", str(to)]
     elif package is not None:
         args += ["--to-package", package]
+    if module.params["skip_shared"]:
+        args.append("--skip-shared")
     if now["unfinished"] is not None and (to is not None or package is not None):
         # A rollback that finds an interrupted run finishes or undoes it,
         # and that is all it does: then it goes on to the target.
