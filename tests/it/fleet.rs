@@ -485,3 +485,144 @@ fn a_window_on_every_host_keeps_a_dropped_column_from_the_old_code() {
         "no 500 on hosts 2 and 3 without a window: {seen:?}"
     );
 }
+
+/// A management command that waits while `/srv/djshim-it/pause` exists on
+/// its host (at most 60 s): a test's hold on one host's deploy.
+const PAUSE: &str = "import os\nimport time\n\nfrom django.core.management.base import BaseCommand\n\n\n\
+class Command(BaseCommand):\n    def handle(self, *args, **options):\n        \
+deadline = time.monotonic() + 60\n        \
+while os.path.exists(\"/srv/djshim-it/pause\") and time.monotonic() < deadline:\n            \
+time.sleep(0.1)\n";
+
+/// Starts the rollout with `vars`, and kills the controller (`kill -9`
+/// of ansible-playbook and every process it started) once host 2 runs its
+/// `pause`; then lets host 2 go on and waits until no host runs djshim.
+fn kill_while_host_2_pauses(fleet: &Fleet, vars: &serde_json::Value) {
+    use std::os::unix::process::CommandExt;
+    let h2 = &fleet.hosts[1];
+    std::fs::write(h2.machine.share().join("pause"), "").unwrap();
+    let mut controller = fleet
+        .playbook("djshim.django.rollout", vars, &[])
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !h2
+        .machine
+        .run(&["pgrep", "-f", "manage.py pause"])
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "host 2 never reached its pause"
+        );
+        assert!(
+            controller.try_wait().unwrap().is_none(),
+            "the rollout ended first"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", controller.id())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let _ = controller.wait();
+    std::fs::remove_file(h2.machine.share().join("pause")).unwrap();
+    // Whatever the hosts were doing ends (djshim's own deadlines bound it).
+    for host in &fleet.hosts {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while host
+            .machine
+            .run(&["pgrep", "-x", "djshim"])
+            .status
+            .success()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "djshim still runs on {}",
+                host.name
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// The controller killed (`kill -9` of ansible-playbook and every process
+/// it started) while host 2 deploys: every host is on one generation or
+/// the other, none half way; the rollout run again converges every host
+/// on the new release, and the rollback playbook then every host (and the
+/// database) on the old one.
+#[test]
+fn a_killed_controller_leaves_no_host_half_way_and_a_second_run_converges() {
+    let fleet = Fleet::boot("ki", 3, "after = [[\"pause\"]]");
+    fleet.sql("CREATE TABLE rollout_log (what text)");
+    let deb = fleet.deb();
+    let pause = ("polls/management/commands/pause.py", PAUSE.to_owned());
+    let v1 = fleet.release("mywebsite-v1", &files(std::slice::from_ref(&pause)));
+    let mut v2_files = votes_release(None);
+    v2_files.push(pause);
+    let v2 = fleet.release("mywebsite-v2", &files(&v2_files));
+    let run = |playbook: &str, vars: &serde_json::Value| {
+        let output = fleet.playbook(playbook, vars, &[]).output().unwrap();
+        assert!(output.status.success(), "{}", shown(&output));
+    };
+    run("djshim.django.rollout", &rollout_vars(&v1, &deb));
+
+    kill_while_host_2_pauses(&fleet, &rollout_vars(&v2, &deb));
+    let v1_at = format!("{SITE}/releases/mywebsite-v1");
+    let v2_at = format!("{SITE}/releases/mywebsite-v2");
+    for host in &fleet.hosts {
+        let status = host.status();
+        eprintln!("after the kill, {}: {status}", host.name);
+        let package = status["package"].as_str().unwrap_or_default();
+        assert!(
+            package == v1_at || package == v2_at,
+            "{}: {status}",
+            host.name
+        );
+        // A run cut short is journaled: the next deploy or rollback ends it.
+        assert!(
+            status["unfinished"].is_null() || status["unfinished"]["running"] == false,
+            "{}: {status}",
+            host.name
+        );
+    }
+
+    run("djshim.django.rollout", &rollout_vars(&v2, &deb));
+    for host in &fleet.hosts {
+        let status = host.status();
+        assert_eq!(
+            status["package"].as_str(),
+            Some(v2_at.as_str()),
+            "{}: {status}",
+            host.name
+        );
+        assert!(status["unfinished"].is_null(), "{}: {status}", host.name);
+    }
+    assert_eq!(
+        fleet.sql("SELECT string_agg(what, ' ') FROM rollout_log"),
+        "forward"
+    );
+
+    let mut back = rollout_vars(&v1, &deb);
+    back["djshim_back_to"] = v1_at.clone().into();
+    run("djshim.django.rollback", &back);
+    for host in &fleet.hosts {
+        let status = host.status();
+        assert_eq!(
+            status["package"].as_str(),
+            Some(v1_at.as_str()),
+            "{}: {status}",
+            host.name
+        );
+        assert!(status["unfinished"].is_null(), "{}: {status}", host.name);
+        assert_eq!(host.get("/health"), "ok\n", "{}", host.name);
+    }
+    assert_eq!(
+        fleet.sql("SELECT string_agg(what, ' ' ORDER BY what) FROM rollout_log"),
+        "forward reverse"
+    );
+}
