@@ -3,6 +3,8 @@
 //! rollout itself through the real `ansible-playbook` over ssh to three
 //! hosts (see `hosts`).
 
+use std::fmt::Write as _;
+
 use crate::hosts::{Fleet, SITE, rollout_vars, shown};
 use crate::site::{Site, commit_votes};
 use crate::support::{Expect, assert_status, text};
@@ -621,6 +623,126 @@ fn a_killed_controller_leaves_no_host_half_way_and_a_second_run_converges() {
         assert!(status["unfinished"].is_null(), "{}: {status}", host.name);
         assert_eq!(host.get("/health"), "ok\n", "{}", host.name);
     }
+    assert_eq!(
+        fleet.sql("SELECT string_agg(what, ' ' ORDER BY what) FROM rollout_log"),
+        "forward reverse"
+    );
+}
+
+/// The deploy-rs file of two Nix nodes, each a profile whose activation is
+/// djshim (packaging/deploy-rs): the site's package is the release named
+/// by `$DJSHIM_APP`, djshim and its helper the binaries under test.
+fn deploy_rs_file(fleet: &Fleet) -> camino::Utf8PathBuf {
+    let bin = camino::Utf8Path::new(env!("CARGO_BIN_EXE_djshim"))
+        .parent()
+        .unwrap();
+    let mut nodes = String::new();
+    for h in &fleet.hosts {
+        writeln!(
+            nodes,
+            "    {0} = {{ hostname = \"{0}\"; profiles.mywebsite = {{ path = profile; \
+             profilePath = \"/nix/var/nix/profiles/mywebsite\"; }}; }};",
+            h.name
+        )
+        .unwrap();
+    }
+    let file = fleet.dir.join("deploy/default.nix");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "let\n  profile = import {root}/packaging/deploy-rs/profile.nix {{\n    \
+             app = /. + builtins.getEnv \"DJSHIM_APP\";\n    djshim = {bin}/djshim;\n    \
+             djshim-exec = {bin}/djshim-exec;\n    activate-rs = {drs}/activate;\n    \
+             config = \"{SITE}/djshim.toml\";\n    instance = \"prod\";\n    \
+             system = \"x86_64-linux\";\n  }};\nin {{\n  deploy = {{\n    sshUser = \"root\";\n    \
+             user = \"root\";\n    sshOpts = [ \"-F\" \"{dir}/ssh_config\" ];\n    \
+             autoRollback = true;\n    magicRollback = true;\n    confirmTimeout = 30;\n    \
+             nodes = {{\n{nodes}    }};\n  }};\n}}\n",
+            root = crate::support::root(),
+            drs = crate::hosts::deploy_rs_bin(),
+            dir = fleet.dir,
+        ),
+    )
+    .unwrap();
+    file.parent().unwrap().to_owned()
+}
+
+/// deploy-rs (crates.io 1.0, in its non-flake mode: Debian's Nix is 2.8)
+/// to two Nix hosts, each with its own `/nix`, the profile's activation
+/// being djshim: a good release deployed to both; a release whose health
+/// probe fails on host 2 put back on both nodes by deploy-rs (its auto
+/// rollback of the failing node, its rollback of the node that had
+/// succeeded), the database back once.
+#[test]
+fn deploy_rs_rolls_a_release_out_and_back_on_two_nix_hosts() {
+    let fleet = Fleet::boot_nix("dr", 2, "health_timeout = 5");
+    fleet.sql("CREATE TABLE rollout_log (what text)");
+    let v1 = fleet.release("mywebsite-v1", &[]);
+    let unhealthy = "/etc/djshim-test-unhealthy";
+    let v2_files = votes_release(Some(unhealthy));
+    let v2 = fleet.release("mywebsite-v2", &files(&v2_files));
+    let file = deploy_rs_file(&fleet);
+    let deploy = |release: &camino::Utf8Path| {
+        fleet
+            .deploy_rs(&file, &[("DJSHIM_APP", release.as_str())], &[])
+            .output()
+            .unwrap()
+    };
+    let served = |host: &crate::hosts::Host| {
+        host.status()["package"]
+            .as_str()
+            .unwrap_or_default()
+            .rsplit('-')
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+
+    let start = std::time::Instant::now();
+    let first = deploy(&v1);
+    eprintln!(
+        "deploy-rs, v1 to 2 nodes: {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    assert!(first.status.success(), "{}", shown(&first));
+    for host in &fleet.hosts {
+        assert_eq!(served(host), "v1", "{}: {}", host.name, host.status());
+        assert_eq!(host.get("/health"), "ok\n", "{}", host.name);
+    }
+
+    fleet.hosts[1].machine.ok(&["touch", unhealthy]);
+    let start = std::time::Instant::now();
+    let failed = deploy(&v2);
+    assert!(!failed.status.success(), "{}", shown(&failed));
+    // deploy-rs may exit while a node's activate-rs still puts it back:
+    // every node converges on v1 by itself (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    for host in &fleet.hosts {
+        while served(host) != "v1" || !host.status()["unfinished"].is_null() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} is not back on v1: {}\n{}",
+                host.name,
+                host.status(),
+                shown(&failed)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert_eq!(host.get("/health"), "ok\n", "{}", host.name);
+        let profile = host
+            .machine
+            .ok(&["readlink", "-f", "/nix/var/nix/profiles/mywebsite/app"]);
+        assert!(
+            profile.trim().ends_with("-mywebsite-v1"),
+            "{}: {profile}",
+            host.name
+        );
+    }
+    eprintln!(
+        "deploy-rs, v2 failing on node 2, both nodes back: {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
     assert_eq!(
         fleet.sql("SELECT string_agg(what, ' ' ORDER BY what) FROM rollout_log"),
         "forward reverse"

@@ -44,6 +44,9 @@ pub struct Host {
     /// Its name in the inventory (`h1`…).
     pub name: String,
     pub machine: Machine,
+    /// djshim on the host: its Debian package's, or (a Nix host) the
+    /// deploy-rs profile's.
+    pub djshim: &'static str,
 }
 
 impl Fleet {
@@ -51,6 +54,16 @@ impl Fleet {
     /// and djshim's config for instance `prod` (`deploy` goes into its
     /// `[defaults.deploy]`); the database is empty.
     pub fn boot(tag: &str, n: usize, deploy: &str) -> Fleet {
+        Fleet::boot_with(tag, n, deploy, false)
+    }
+
+    /// [`Fleet::boot`], each host with a Nix store of its own at `/nix`
+    /// (the fleet's `nix-hN`, empty at first), as deploy-rs's nodes.
+    pub fn boot_nix(tag: &str, n: usize, deploy: &str) -> Fleet {
+        Fleet::boot_with(tag, n, deploy, true)
+    }
+
+    fn boot_with(tag: &str, n: usize, deploy: &str, nix: bool) -> Fleet {
         require("sshd", "openssh-server");
         require("ssh", "openssh-client");
         require("ssh-keygen", "openssh-client");
@@ -77,7 +90,25 @@ impl Fleet {
         let booting: Vec<_> = (1..=n)
             .map(|i| {
                 let (dir, id) = (dir.clone(), format!("{id}h{i}"));
-                std::thread::spawn(move || Machine::host(&id, &dir))
+                std::thread::spawn(move || {
+                    if nix {
+                        let store = dir.join(format!("nix-h{i}"));
+                        fs::create_dir(&store).unwrap();
+                        let host = Machine::nix_host(&id, &dir, &store);
+                        host.ok(&["mkdir", "-p", "/etc/nix"]);
+                        host.ok(&[
+                            "sh",
+                            "-c",
+                            &format!(
+                                "printf '%s' '{}' >/etc/nix/nix.conf",
+                                crate::support::NIX_CONFIG
+                            ),
+                        ]);
+                        host
+                    } else {
+                        Machine::host(&id, &dir)
+                    }
+                })
             })
             .collect();
         let hosts: Vec<Host> = booting
@@ -86,6 +117,11 @@ impl Fleet {
             .map(|(i, boot)| Host {
                 name: format!("h{}", i + 1),
                 machine: boot.join().unwrap(),
+                djshim: if nix {
+                    "/nix/var/nix/profiles/mywebsite/bin/djshim"
+                } else {
+                    "djshim"
+                },
             })
             .collect();
         let mut ssh = format!(
@@ -226,7 +262,7 @@ impl Host {
     /// The status of `prod` on the host, as djshim says it there.
     pub fn status(&self) -> serde_json::Value {
         let out = self.machine.ok(&[
-            "djshim",
+            self.djshim,
             "--config",
             &format!("{SITE}/djshim.toml"),
             "status",
@@ -262,6 +298,62 @@ pub fn rollout_vars(release: &Utf8Path, deb: &Utf8Path) -> serde_json::Value {
         "djshim_releases_dir": format!("{SITE}/releases"),
         "djshim_deb": deb,
     })
+}
+
+/// deploy-rs's `deploy` (crates.io deploy-rs 1.0), which `.ci/run`
+/// installs once per machine (`$DJSHIM_DEPLOY_RS`, else
+/// `~/.cache/djshim-tests/deploy-rs-1.0.0`, holds its `bin/`).
+pub fn deploy_rs_bin() -> Utf8PathBuf {
+    let dir = std::env::var("DJSHIM_DEPLOY_RS").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/djshim-tests/deploy-rs-1.0.0",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into())
+        )
+    });
+    let bin = Utf8PathBuf::from(dir).join("bin");
+    assert!(
+        bin.join("deploy").is_file() && bin.join("activate").is_file(),
+        "this test needs deploy-rs in {bin}: run `cargo install deploy-rs --version 1.0.0 \
+         --locked --debug --root {}` (or `.ci/run`, which does)",
+        bin.parent().unwrap()
+    );
+    bin
+}
+
+impl Fleet {
+    /// deploy-rs's `deploy --file DIR ARGS` on the controller, which has a
+    /// Nix store of its own too (the fleet's `nix-controller`, bound on
+    /// `/nix` in a mount namespace of the command's): its command.
+    pub fn deploy_rs(&self, file: &Utf8Path, env: &[(&str, &str)], args: &[&str]) -> Command {
+        let store = self.dir.join("nix-controller");
+        fs::create_dir_all(&store).unwrap();
+        let mut cmd = Command::new(require("unshare", "util-linux"));
+        cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(
+                "mount --bind \"$0\" /nix && d=$1 f=$2 && shift 2 && \
+                 exec \"$d\" --skip-checks --file \"$f\" \"$@\"",
+            )
+            .args([
+                store.as_str(),
+                deploy_rs_bin().join("deploy").as_str(),
+                file.as_str(),
+            ])
+            .args(args)
+            .env_clear()
+            .env("PATH", CRON_PATH)
+            .env("LANG", "C.UTF-8")
+            .env("HOME", self.dir.join("deploy-home"))
+            .env(
+                "NIX_CONFIG",
+                format!(
+                    "{}experimental-features = nix-command\n",
+                    crate::support::NIX_CONFIG
+                ),
+            )
+            .envs(env.iter().copied())
+            .stdin(Stdio::null());
+        cmd
+    }
 }
 
 /// A playbook run's output, for messages: the recap and what failed.

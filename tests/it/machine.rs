@@ -69,7 +69,14 @@ impl Machine {
     /// `fleet` at its own path: one host of several (`crate::hosts`),
     /// powered off when dropped.
     pub fn host(id: &str, fleet: &Utf8Path) -> Machine {
-        boot(id, Some(fleet)).unwrap_or_else(|why| panic!("host {id} did not boot: {why}"))
+        boot(id, Some((fleet, None))).unwrap_or_else(|why| panic!("host {id} did not boot: {why}"))
+    }
+
+    /// [`Machine::host`], with the directory `nix` as its `/nix`: a Nix
+    /// host's own store.
+    pub fn nix_host(id: &str, fleet: &Utf8Path, nix: &Utf8Path) -> Machine {
+        boot(id, Some((fleet, Some(nix))))
+            .unwrap_or_else(|why| panic!("host {id} did not boot: {why}"))
     }
 
     /// The host directory the container sees as [`SHARE`].
@@ -83,7 +90,7 @@ impl Machine {
     }
 }
 
-fn boot(id: &str, fleet: Option<&Utf8Path>) -> Result<Machine, String> {
+fn boot(id: &str, fleet: Option<(&Utf8Path, Option<&Utf8Path>)>) -> Result<Machine, String> {
     use std::os::unix::fs::MetadataExt;
     if fs::metadata("/proc/self").map_err(|e| e.to_string())?.uid() != 0 {
         return Err("these tests boot a container: run them as root, as CI does".into());
@@ -112,7 +119,8 @@ fn boot(id: &str, fleet: Option<&Utf8Path>) -> Result<Machine, String> {
         .arg(tmp.join(id))
         .arg(id)
         .args([share.as_str(), venv.as_str(), bin.as_str()])
-        .args(fleet.map(Utf8Path::as_str))
+        .args(fleet.map(|(fleet, _)| fleet.as_str()))
+        .args(fleet.and_then(|(_, nix)| nix).map(Utf8Path::as_str))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(fs::File::create(&log).map_err(|e| format!("{log}: {e}"))?)
