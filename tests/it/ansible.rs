@@ -40,7 +40,7 @@ fn playbook(site: &Site, playbook: &str) -> std::process::Output {
 /// fragment) included: `ansible-doc` is what a user reads.
 #[test]
 fn every_module_is_documented() {
-    for module in ["status", "deploy", "rollback", "window"] {
+    for module in ["status", "deploy", "rollback", "window", "unpack"] {
         let output = Command::new(venv().join("bin/ansible-doc"))
             .arg(format!("djshim.django.{module}"))
             .env_clear()
@@ -54,13 +54,72 @@ fn every_module_is_documented() {
         let doc = text(&output).0;
         for option in ["config", "executable", "instance"]
             .iter()
-            .filter(|o| module != "status" || **o != "instance")
+            .filter(|o| !["status", "unpack"].contains(&module) || **o != "instance")
         {
             assert!(
                 doc.contains(option),
                 "djshim.django.{module} lacks `{option}`:\n{doc}"
             );
         }
+    }
+}
+
+/// The rollout role's variables (`meta/argument_specs.yml`) load, as
+/// `ansible-doc -t role` shows them, every one the playbooks use among
+/// them.
+#[test]
+fn the_rollout_role_is_documented() {
+    let output = Command::new(venv().join("bin/ansible-doc"))
+        .args(["-t", "role", "djshim.django.rollout"])
+        .env_clear()
+        .env("PATH", CRON_PATH)
+        .env("LANG", "C.UTF-8")
+        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
+        .env("ANSIBLE_COLLECTIONS_PATH", root().join("ansible"))
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+    let doc = text(&output).0;
+    let collection = root().join("ansible/ansible_collections/djshim/django");
+    let mut used = String::new();
+    for dir in ["playbooks", "roles/rollout/tasks"] {
+        for file in collection.join(dir).read_dir_utf8().unwrap() {
+            used.push_str(&std::fs::read_to_string(file.unwrap().path()).unwrap());
+        }
+    }
+    for word in used.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+        // The role's inputs; the facts it sets itself are not.
+        let input = word.starts_with("djshim_")
+            && ![
+                "djshim_before",
+                "djshim_back_to",
+                "djshim_batch",
+                "djshim_candidate",
+                "djshim_candidate_hash",
+                "djshim_deb_version",
+                "djshim_deployed",
+                "djshim_first",
+                "djshim_first_back",
+                "djshim_generated",
+                "djshim_hosts",
+                "djshim_installed",
+                "djshim_packed",
+                "djshim_prepare",
+                "djshim_prepared",
+                "djshim_reached",
+                "djshim_reached_back",
+                "djshim_status_before",
+                "djshim_status_now",
+                "djshim_switched",
+                "djshim_systemd",
+                "djshim_unpacked",
+                "djshim_windowed",
+            ]
+            .contains(&word);
+        assert!(
+            !input || doc.contains(word),
+            "`{word}` is not in the role's documentation:\n{doc}"
+        );
     }
 }
 

@@ -190,8 +190,9 @@ fn packed_hash(fleet: &Fleet, release: &camino::Utf8Path) -> String {
 /// hosts on one PostgreSQL: djshim installed on each as its Debian
 /// package by the role; a first release; `--check` of the second, which
 /// changes nothing and says what it would do; the second release, whose
-/// migration runs once for the fleet, on every host the same bytes; a
-/// second run that changes nothing.
+/// migration runs once for the fleet (hosts 2 and 3 in one batch after
+/// the first), on every host the same bytes; a second run that changes
+/// nothing.
 #[test]
 fn a_release_rolls_out_to_three_hosts_and_its_migration_runs_once() {
     let fleet = Fleet::boot("ro", 3, "");
@@ -229,7 +230,8 @@ fn a_release_rolls_out_to_three_hosts_and_its_migration_runs_once() {
     checked_changes_nothing(&fleet, &run(&v2, &["--check"]));
 
     let start = std::time::Instant::now();
-    let rollout = run(&v2, &["-v"]);
+    // Hosts 2 and 3 in one batch, side by side.
+    let rollout = run(&v2, &["-v", "-e", "djshim_batch=2"]);
     eprintln!(
         "a rollout of 3 hosts: {:.1} s",
         start.elapsed().as_secs_f64()
@@ -237,6 +239,11 @@ fn a_release_rolls_out_to_three_hosts_and_its_migration_runs_once() {
     // Each host's deploy result (-v shows it): the first host migrates,
     // the others skip `migrate`.
     let out = text(&rollout).0;
+    assert_eq!(
+        out.matches("PLAY [Deploy, the first host alone").count(),
+        2,
+        "two batches"
+    );
     for host in &fleet.hosts {
         let deployed = out
             .lines()

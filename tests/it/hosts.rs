@@ -237,8 +237,15 @@ impl Fleet {
             .env("ANSIBLE_LOCAL_TEMP", home.join("tmp"))
             .env("ANSIBLE_COLLECTIONS_PATH", root().join("ansible"))
             .env("ANSIBLE_PIPELINING", "1")
-            // One ssh connection per task: no master outlives the run.
-            .env("ANSIBLE_SSH_ARGS", "-o ControlMaster=no")
+            // One connection per host for the run (its sshd -i started
+            // once), ended with the host's container.
+            .env(
+                "ANSIBLE_SSH_ARGS",
+                format!(
+                    "-o ControlMaster=auto -o ControlPersist=60s -o ControlPath={}/cm-%h",
+                    self.dir
+                ),
+            )
             .env("ANSIBLE_NOCOLOR", "1")
             .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
             .env("ANSIBLE_DEPRECATION_WARNINGS", "0")
@@ -298,6 +305,22 @@ pub fn rollout_vars(release: &Utf8Path, deb: &Utf8Path) -> serde_json::Value {
         "djshim_releases_dir": format!("{SITE}/releases"),
         "djshim_deb": deb,
     })
+}
+
+impl Drop for Fleet {
+    /// Ends the ssh masters the playbooks left (`ControlPersist`), before
+    /// the hosts power off.
+    fn drop(&mut self) {
+        for host in &self.hosts {
+            let _ = Command::new("ssh")
+                .args(["-F", self.dir.join("ssh_config").as_str(), "-o"])
+                .arg(format!("ControlPath={}/cm-{}", self.dir, host.name))
+                .args(["-O", "exit", &host.name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
 }
 
 /// deploy-rs's `deploy` (crates.io deploy-rs 1.0), which `.ci/run`

@@ -35,15 +35,23 @@ def status(module, instances=()):
     """djshim status --json, parsed; fails the task when djshim does."""
     rc, out, err = run(module, "status", "--json", *instances)
     if rc != 0:
-        module.fail_json(msg=err.strip() or out.strip(), rc=rc)
+        module.fail_json(msg=message(out, err), rc=rc)
     return json.loads(out)
+
+
+def message(out, err):
+    """djshim's error (from its `djshim: error:` line on: the progress
+    lines before it stay in `stderr`), else all it said."""
+    text = err.strip() or out.strip()
+    at = text.find("djshim: error:")
+    return text[at:] if at >= 0 else text
 
 
 def fail(module, rc, out, err, **extra):
     """Fails the task with djshim's own message and what its exit says."""
-    message = err.strip() or out.strip()
+    said = message(out, err)
     module.fail_json(
-        msg=message,
+        msg=said,
         rc=rc,
         outcome=EXIT.get(rc, "failed"),
         undone=True if rc == 3 else (False if rc == 4 else None),

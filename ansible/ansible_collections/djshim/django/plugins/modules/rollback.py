@@ -25,8 +25,8 @@ options:
     type: int
   package:
     description:
-      - The package to go back to, the newest generation that runs it: the
-        same release has another generation number on each host of a
+      - The package to go back to (the newest generation that runs it), for
+        a release that has another generation number on each host of a
         fleet.
     type: path
   skip_shared:
