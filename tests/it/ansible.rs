@@ -8,32 +8,51 @@
 
 use std::process::Command;
 
+use camino::Utf8Path;
+
 use crate::site::Site;
 use crate::support::{CRON_PATH, assert_status, root, text, venv};
 
-/// `ansible-playbook` on `playbook` (YAML) against localhost, with
-/// nothing of the caller's environment or home: its output.
+/// `PROGRAM` of the tests' ansible-core (`ansible-playbook`,
+/// `ansible-doc`), with the collection of this repository, `home` as its
+/// home, and nothing of the caller's environment.
+pub fn ansible(program: &str, home: &Utf8Path) -> Command {
+    let mut cmd = Command::new(venv().join("bin").join(program));
+    cmd.env_clear()
+        .env("PATH", CRON_PATH)
+        .env("LANG", "C.UTF-8")
+        .env("HOME", home)
+        .env("ANSIBLE_HOME", home)
+        .env("ANSIBLE_LOCAL_TEMP", home.join("tmp"))
+        .env("ANSIBLE_COLLECTIONS_PATH", root().join("ansible"))
+        .env("ANSIBLE_NOCOLOR", "1")
+        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
+        .env("ANSIBLE_DEPRECATION_WARNINGS", "0");
+    cmd
+}
+
+/// `ansible-playbook` on `playbook` (YAML) against localhost: its output.
 fn playbook(site: &Site, playbook: &str) -> std::process::Output {
     let file = site.world.write("playbook.yml", playbook);
-    let home = site.world.path("ansible-home");
-    Command::new(venv().join("bin/ansible-playbook"))
+    ansible("ansible-playbook", &site.world.path("ansible-home"))
         .args(["-i", "localhost,", "-c", "local", file.as_str()])
         .arg("-e")
         .arg(format!(
             "ansible_python_interpreter={}",
             venv().join("bin/python3")
         ))
-        .env_clear()
-        .env("PATH", CRON_PATH)
-        .env("LANG", "C.UTF-8")
-        .env("HOME", &home)
-        .env("ANSIBLE_HOME", &home)
-        .env("ANSIBLE_LOCAL_TEMP", home.join("tmp"))
-        .env("ANSIBLE_COLLECTIONS_PATH", root().join("ansible"))
-        .env("ANSIBLE_NOCOLOR", "1")
-        .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
         .output()
         .unwrap()
+}
+
+/// `ansible-doc ARGS`: its output, asserted to succeed.
+fn doc(args: &[&str]) -> String {
+    let output = ansible("ansible-doc", Utf8Path::new(env!("CARGO_TARGET_TMPDIR")))
+        .args(args)
+        .output()
+        .unwrap();
+    assert_status(&output, 0);
+    text(&output).0
 }
 
 /// Every module's documentation loads, its shared options (the doc
@@ -41,17 +60,7 @@ fn playbook(site: &Site, playbook: &str) -> std::process::Output {
 #[test]
 fn every_module_is_documented() {
     for module in ["status", "deploy", "rollback", "window", "unpack"] {
-        let output = Command::new(venv().join("bin/ansible-doc"))
-            .arg(format!("djshim.django.{module}"))
-            .env_clear()
-            .env("PATH", CRON_PATH)
-            .env("LANG", "C.UTF-8")
-            .env("HOME", env!("CARGO_TARGET_TMPDIR"))
-            .env("ANSIBLE_COLLECTIONS_PATH", root().join("ansible"))
-            .output()
-            .unwrap();
-        assert_status(&output, 0);
-        let doc = text(&output).0;
+        let doc = doc(&[&format!("djshim.django.{module}")]);
         for option in ["config", "executable", "instance"]
             .iter()
             .filter(|o| !["status", "unpack"].contains(&module) || **o != "instance")
@@ -69,17 +78,7 @@ fn every_module_is_documented() {
 /// them.
 #[test]
 fn the_rollout_role_is_documented() {
-    let output = Command::new(venv().join("bin/ansible-doc"))
-        .args(["-t", "role", "djshim.django.rollout"])
-        .env_clear()
-        .env("PATH", CRON_PATH)
-        .env("LANG", "C.UTF-8")
-        .env("HOME", env!("CARGO_TARGET_TMPDIR"))
-        .env("ANSIBLE_COLLECTIONS_PATH", root().join("ansible"))
-        .output()
-        .unwrap();
-    assert_status(&output, 0);
-    let doc = text(&output).0;
+    let doc = doc(&["-t", "role", "djshim.django.rollout"]);
     let collection = root().join("ansible/ansible_collections/djshim/django");
     let mut used = String::new();
     for dir in ["playbooks", "roles/rollout/tasks"] {

@@ -21,7 +21,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::machine::{Machine, python};
 use crate::postgres::Postgres;
-use crate::support::{CRON_PATH, assert_status, copy_tree, require, root, text, venv};
+use crate::support::{CRON_PATH, assert_status, copy_tree, require, root, text};
 
 /// The port every host serves its instance on, on its own loopback.
 pub const PORT: u16 = 8001;
@@ -223,19 +223,11 @@ impl Fleet {
     pub fn playbook(&self, playbook: &str, vars: &serde_json::Value, args: &[&str]) -> Command {
         let file = self.dir.join(format!("vars-{}.json", vars_count()));
         fs::write(&file, vars.to_string()).unwrap();
-        let home = self.dir.join("ansible-home");
-        let mut cmd = Command::new(venv().join("bin/ansible-playbook"));
+        let mut cmd = crate::ansible::ansible("ansible-playbook", &self.dir.join("ansible-home"));
         cmd.args(["-i", self.dir.join("inventory").as_str(), playbook])
             .arg("-e")
             .arg(format!("@{file}"))
             .args(args)
-            .env_clear()
-            .env("PATH", CRON_PATH)
-            .env("LANG", "C.UTF-8")
-            .env("HOME", &home)
-            .env("ANSIBLE_HOME", &home)
-            .env("ANSIBLE_LOCAL_TEMP", home.join("tmp"))
-            .env("ANSIBLE_COLLECTIONS_PATH", root().join("ansible"))
             .env("ANSIBLE_PIPELINING", "1")
             // One connection per host for the run (its sshd -i started
             // once), ended with the host's container.
@@ -246,9 +238,6 @@ impl Fleet {
                     self.dir
                 ),
             )
-            .env("ANSIBLE_NOCOLOR", "1")
-            .env("ANSIBLE_RETRY_FILES_ENABLED", "0")
-            .env("ANSIBLE_DEPRECATION_WARNINGS", "0")
             .stdin(Stdio::null());
         cmd
     }
