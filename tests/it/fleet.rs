@@ -336,23 +336,7 @@ fn a_host_that_fails_its_health_probe_takes_the_hosts_it_reached_back() {
     assert!(message.contains("health"), "{message}");
     assert_eq!(recap(&failed)["h2"].1, 1, "{}", shown(&failed));
 
-    let v1_path = format!("{SITE}/releases/mywebsite-v1");
-    for host in &fleet.hosts {
-        let status = host.status();
-        assert_eq!(
-            status["package"].as_str(),
-            Some(v1_path.as_str()),
-            "{}: {status}",
-            host.name
-        );
-        assert_eq!(
-            status["unfinished"],
-            serde_json::Value::Null,
-            "{}",
-            host.name
-        );
-        assert_eq!(host.get("/health"), "ok\n", "{}", host.name);
-    }
+    fleet.assert_all_on(&format!("{SITE}/releases/mywebsite-v1"));
     // Host 3: generation 1 alone, as before the rollout.
     let history = fleet.hosts[2].machine.ok(&[
         "djshim",
@@ -601,16 +585,7 @@ fn a_killed_controller_leaves_no_host_half_way_and_a_second_run_converges() {
     }
 
     run("djshim.django.rollout", &rollout_vars(&v2, &deb));
-    for host in &fleet.hosts {
-        let status = host.status();
-        assert_eq!(
-            status["package"].as_str(),
-            Some(v2_at.as_str()),
-            "{}: {status}",
-            host.name
-        );
-        assert!(status["unfinished"].is_null(), "{}: {status}", host.name);
-    }
+    fleet.assert_all_on(&v2_at);
     assert_eq!(
         fleet.sql("SELECT string_agg(what, ' ') FROM rollout_log"),
         "forward"
@@ -619,17 +594,7 @@ fn a_killed_controller_leaves_no_host_half_way_and_a_second_run_converges() {
     let mut back = rollout_vars(&v1, &deb);
     back["djshim_back_to"] = v1_at.clone().into();
     run("djshim.django.rollback", &back);
-    for host in &fleet.hosts {
-        let status = host.status();
-        assert_eq!(
-            status["package"].as_str(),
-            Some(v1_at.as_str()),
-            "{}: {status}",
-            host.name
-        );
-        assert!(status["unfinished"].is_null(), "{}: {status}", host.name);
-        assert_eq!(host.get("/health"), "ok\n", "{}", host.name);
-    }
+    fleet.assert_all_on(&v1_at);
     assert_eq!(
         fleet.sql("SELECT string_agg(what, ' ' ORDER BY what) FROM rollout_log"),
         "forward reverse"

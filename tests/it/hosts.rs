@@ -242,6 +242,23 @@ impl Fleet {
         cmd
     }
 
+    /// Every host runs `package` (its path on the hosts), no run of it
+    /// unfinished, and its instance answers `/health`.
+    #[track_caller]
+    pub fn assert_all_on(&self, package: &str) {
+        for host in &self.hosts {
+            let status = host.status();
+            let name = &host.name;
+            assert_eq!(
+                status["package"].as_str(),
+                Some(package),
+                "{name}: {status}"
+            );
+            assert!(status["unfinished"].is_null(), "{name}: {status}");
+            assert_eq!(host.get("/health"), "ok\n", "{name}");
+        }
+    }
+
     /// What `sql` (one value) answers in the shared database.
     pub fn sql(&self, sql: &str) -> String {
         let output = Command::new(require("psql", "postgresql-client"))
