@@ -96,19 +96,29 @@ fn a_running_server_keeps_its_generation_while_the_profile_moves() {
     assert_eq!(body(&again), "instance=prod-b questions=0\n");
 }
 
-/// The launcher in `ExecStart=` is POSIX sh that shellcheck and dash accept.
+/// The launcher in `ExecStart=` is POSIX sh that shellcheck and dash accept,
+/// the server's with its deploy window.
 #[test]
 fn the_launcher_of_a_unit_is_clean_sh() {
     let (world, _a, _b) = two_releases(free_port(), 100);
     world.write(
         "djshim.toml",
-        &(world.read("djshim.toml")
-            + "[instances.prod.jobs.clear]\nmanage = [\"clearsessions\"]\nschedule = \"@daily\"\n"),
+        &(world.read("djshim.toml").replace(
+            "[instances.prod.server]\n",
+            "[instances.prod.server]\nsocket = \"127.0.0.1:1\"\n",
+        ) + "[instances.prod.jobs.clear]\nmanage = [\"clearsessions\"]\nschedule = \"@daily\"\n\
+               [defaults.deploy]\nwindow = \"503\"\n"),
     );
     assert_status(&world.djshim(&["systemd"]), 0);
     for unit in ["mywebsite-prod.service", "mywebsite-prod-clear.service"] {
         let argv = Unit::parse(&world.read(&format!("units/{unit}"))).exec();
         assert_eq!(argv[..2], ["/bin/sh", "-c"], "{unit}");
+        assert_eq!(
+            argv[2].contains("djshim_window"),
+            unit == "mywebsite-prod.service",
+            "{unit}: {}",
+            argv[2]
+        );
         let script = world.write("launcher.sh", &format!("#!/bin/sh\n{}\n", argv[2]));
         let output = Command::new(require("shellcheck", "shellcheck"))
             .args(["--shell=sh", "--enable=all"])
