@@ -1422,3 +1422,45 @@ fn an_engine_holds_the_window_open_across_a_migration_elsewhere() {
         playbook.as_str(),
     ]);
 }
+
+/// A request that window.py (`window = "503"`) accepted, whose bytes come
+/// only after the server unit was told to stop, still gets its 503: the
+/// stop's SIGTERM goes to the launcher alone (KillMode=mixed), which passes
+/// it on and waits for window.py to finish its answers. Before, systemd
+/// killed window.py as soon as the launcher ended, and the client saw its
+/// connection reset (CI saw one, under load).
+#[test]
+fn a_stop_lets_the_window_finish_the_answers_it_began() {
+    let port = 8116;
+    let site = DeploySite::on("sdlate", port, "window = \"503\"", false);
+    site.accounts();
+    site.install_and_deploy();
+    let guest = &site.guest;
+    guest.djshim_ok(&["window", "prod", "open"]);
+    // Connects at once, sends its request 1.5 s later.
+    let late = guest.write(
+        "late.py",
+        &format!(
+            "import socket, time\ns = socket.create_connection(('127.0.0.1', {port}))\n\
+             time.sleep(1.5)\ns.sendall(b'GET /health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n')\n\
+             try:\n    print(s.recv(100).split(b'\\r\\n')[0].decode())\n\
+             except OSError as e:\n    print(type(e).__name__)\n"
+        ),
+    );
+    let client = guest
+        .machine
+        .command("/", &[&python(), late.as_str()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    guest.machine.systemctl(&["stop", "sdlate-prod.service"]);
+    let output = client.wait_with_output().unwrap();
+    assert_status(&output, 0);
+    assert_eq!(
+        text(&output).0,
+        "HTTP/1.1 503 Service Unavailable\n",
+        "{}",
+        guest.machine.journal("sdlate-prod.service")
+    );
+}
