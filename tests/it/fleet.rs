@@ -299,7 +299,7 @@ fn a_release_rolls_out_to_three_hosts_and_its_migration_runs_once() {
 /// A release whose health probe fails on host 2: host 2 undoes itself,
 /// host 1 (which migrated) goes back and takes the database back once,
 /// host 3 is never touched, and the run fails naming host 2 and the
-/// health step.
+/// health step. Then the same release failing on host 1.
 #[test]
 fn a_host_that_fails_its_health_probe_takes_the_hosts_it_reached_back() {
     let fleet = Fleet::boot("wb", 3, "health_timeout = 5");
@@ -354,6 +354,54 @@ fn a_host_that_fails_its_health_probe_takes_the_hosts_it_reached_back() {
     assert_eq!(
         fleet.sql("SELECT count(*) FROM django_migrations WHERE name = '0002_votes'"),
         "0"
+    );
+
+    the_first_host_failing_goes_back_alone(&fleet, &v3, &deb, unhealthy);
+}
+
+/// The same release failing on host 1, the one that migrates: its own
+/// undo takes the database back, and the run stops there, the other hosts
+/// not reached.
+fn the_first_host_failing_goes_back_alone(
+    fleet: &Fleet,
+    release: &camino::Utf8Path,
+    deb: &camino::Utf8Path,
+    unhealthy: &str,
+) {
+    fleet.hosts[1].machine.ok(&["rm", unhealthy]);
+    fleet.hosts[0].machine.ok(&["touch", unhealthy]);
+    let histories = |fleet: &Fleet| -> Vec<String> {
+        fleet.hosts[1..]
+            .iter()
+            .map(|h| {
+                h.machine.ok(&[
+                    "djshim",
+                    "--config",
+                    &format!("{SITE}/djshim.toml"),
+                    "history",
+                    "prod",
+                ])
+            })
+            .collect()
+    };
+    let before = histories(fleet);
+    let failed = fleet
+        .playbook("djshim.django.rollout", &rollout_vars(release, deb), &[])
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(2), "{}", shown(&failed));
+    let out = text(&failed).0;
+    let message = out
+        .lines()
+        .find(|l| l.contains("djshim rollout of"))
+        .unwrap_or_else(|| panic!("no failure message:\n{}", shown(&failed)));
+    assert!(message.contains("failed on h1"), "{message}");
+    assert!(message.contains("not reached: h2, h3"), "{message}");
+    fleet.assert_all_on(&format!("{SITE}/releases/mywebsite-v1"));
+    assert_eq!(histories(fleet), before, "hosts 2 and 3 were touched");
+    assert_eq!(
+        fleet.sql("SELECT string_agg(what, ' ' ORDER BY what) FROM rollout_log"),
+        "forward forward reverse reverse"
     );
 }
 
