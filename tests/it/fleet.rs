@@ -535,6 +535,15 @@ deadline = time.monotonic() + 60\n        \
 while os.path.exists(\"/srv/djshim-it/pause\") and time.monotonic() < deadline:\n            \
 time.sleep(0.1)\n";
 
+/// Polls `done` every 0.1 s until it holds, for 120 s at most.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "not in 120 s: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Starts the rollout with `vars`, and kills the controller (`kill -9`
 /// of ansible-playbook and every process it started) once host 2 runs its
 /// `pause`; then lets host 2 go on and waits until no host runs djshim.
@@ -548,23 +557,16 @@ fn kill_while_host_2_pauses(fleet: &Fleet, vars: &serde_json::Value) {
         .process_group(0)
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while !h2
-        .machine
-        .run(&["pgrep", "-f", "manage.py pause"])
-        .status
-        .success()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "host 2 never reached its pause"
-        );
+    wait_until("host 2 reaches its pause", || {
         assert!(
             controller.try_wait().unwrap().is_none(),
             "the rollout ended first"
         );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+        h2.machine
+            .run(&["pgrep", "-f", "manage.py pause"])
+            .status
+            .success()
+    });
     let killed = std::process::Command::new("kill")
         .args(["-KILL", "--", &format!("-{}", controller.id())])
         .status()
@@ -574,20 +576,13 @@ fn kill_while_host_2_pauses(fleet: &Fleet, vars: &serde_json::Value) {
     std::fs::remove_file(h2.machine.share().join("pause")).unwrap();
     // Whatever the hosts were doing ends (djshim's own deadlines bound it).
     for host in &fleet.hosts {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        while host
-            .machine
-            .run(&["pgrep", "-x", "djshim"])
-            .status
-            .success()
-        {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "djshim still runs on {}",
-                host.name
-            );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+        wait_until(&format!("djshim ends on {}", host.name), || {
+            !host
+                .machine
+                .run(&["pgrep", "-x", "djshim"])
+                .status
+                .success()
+        });
     }
 }
 

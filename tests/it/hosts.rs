@@ -289,16 +289,7 @@ impl Host {
 
     /// What the host's instance answers on `path`, on the host's own loopback.
     pub fn get(&self, path: &str) -> String {
-        let output = self.machine.run(&[
-            "curl",
-            "-sS",
-            "--max-time",
-            "20",
-            "-H",
-            "Host: localhost",
-            &format!("http://127.0.0.1:{PORT}{path}"),
-        ]);
-        text(&output).0
+        self.machine.get(PORT, path)
     }
 }
 

@@ -303,6 +303,21 @@ impl Machine {
         text(&output).0
     }
 
+    /// What `http://127.0.0.1:PORT/PATH` answers in the container (curl,
+    /// `Host: localhost`, 20 s at most): its body, empty on a failure.
+    pub fn get(&self, port: u16, path: &str) -> String {
+        let output = self.run(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "20",
+            "-H",
+            "Host: localhost",
+            &format!("http://127.0.0.1:{port}{path}"),
+        ]);
+        text(&output).0
+    }
+
     /// `/proc/PID/environ` of a process in the container, by name.
     pub fn environ(&self, pid: &str) -> std::collections::BTreeMap<String, String> {
         let output = self.run(&["cat", &format!("/proc/{pid}/environ")]);

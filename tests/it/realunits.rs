@@ -118,16 +118,12 @@ fn finish(guest: &Guest, client: Child) -> serde_json::Value {
     serde_json::from_str(&text(&output).0).unwrap()
 }
 
+/// What the instance answers on `/`, asserted to answer.
+#[track_caller]
 fn get(m: &Machine, port: u16) -> String {
-    m.ok(&[
-        "curl",
-        "-sS",
-        "--max-time",
-        "20",
-        "-H",
-        "Host: localhost",
-        &format!("http://127.0.0.1:{port}/"),
-    ])
+    let body = m.get(port, "/");
+    assert!(!body.is_empty(), "no answer on port {port}");
+    body
 }
 
 #[test]
