@@ -196,12 +196,11 @@ fn packed_hash(fleet: &Fleet, release: &camino::Utf8Path) -> String {
 #[test]
 fn a_release_rolls_out_to_three_hosts_and_its_migration_runs_once() {
     let fleet = Fleet::boot("ro", 3, "");
-    fleet.sql("CREATE TABLE rollout_log (what text)");
     let v1 = fleet.release("mywebsite-v1", &[]);
     let v2_files = votes_release(None);
     let v2 = fleet.release("mywebsite-v2", &files(&v2_files));
-    let deb = fleet.deb();
-    let vars = |release: &camino::Utf8Path| rollout_vars(release, &deb);
+    let deb = &fleet.deb;
+    let vars = |release: &camino::Utf8Path| rollout_vars(release, deb);
     let run = |release: &camino::Utf8Path, args: &[&str]| {
         let output = fleet
             .playbook("djshim.django.rollout", &vars(release), args)
@@ -303,14 +302,13 @@ fn a_release_rolls_out_to_three_hosts_and_its_migration_runs_once() {
 #[test]
 fn a_host_that_fails_its_health_probe_takes_the_hosts_it_reached_back() {
     let fleet = Fleet::boot("wb", 3, "health_timeout = 5");
-    fleet.sql("CREATE TABLE rollout_log (what text)");
-    let deb = fleet.deb();
+    let deb = &fleet.deb;
     let v1 = fleet.release("mywebsite-v1", &[]);
     let unhealthy = "/etc/djshim-test-unhealthy";
     let v3_files = votes_release(Some(unhealthy));
     let v3 = fleet.release("mywebsite-v3", &files(&v3_files));
     let first = fleet
-        .playbook("djshim.django.rollout", &rollout_vars(&v1, &deb), &[])
+        .playbook("djshim.django.rollout", &rollout_vars(&v1, deb), &[])
         .output()
         .unwrap();
     assert!(first.status.success(), "{}", shown(&first));
@@ -318,7 +316,7 @@ fn a_host_that_fails_its_health_probe_takes_the_hosts_it_reached_back() {
 
     let start = std::time::Instant::now();
     let failed = fleet
-        .playbook("djshim.django.rollout", &rollout_vars(&v3, &deb), &[])
+        .playbook("djshim.django.rollout", &rollout_vars(&v3, deb), &[])
         .output()
         .unwrap();
     eprintln!(
@@ -326,11 +324,7 @@ fn a_host_that_fails_its_health_probe_takes_the_hosts_it_reached_back() {
         start.elapsed().as_secs_f64()
     );
     assert_eq!(failed.status.code(), Some(2), "{}", shown(&failed));
-    let out = text(&failed).0;
-    let message = out
-        .lines()
-        .find(|l| l.contains("djshim rollout of"))
-        .unwrap_or_else(|| panic!("no failure message:\n{}", shown(&failed)));
+    let message = failure(&failed);
     eprintln!("{message}");
     assert!(message.contains("failed on h2"), "{message}");
     assert!(message.contains("health"), "{message}");
@@ -356,7 +350,7 @@ fn a_host_that_fails_its_health_probe_takes_the_hosts_it_reached_back() {
         "0"
     );
 
-    the_first_host_failing_goes_back_alone(&fleet, &v3, &deb, unhealthy);
+    the_first_host_failing_goes_back_alone(&fleet, &v3, deb, unhealthy);
 }
 
 /// The same release failing on host 1, the one that migrates: its own
@@ -390,11 +384,7 @@ fn the_first_host_failing_goes_back_alone(
         .output()
         .unwrap();
     assert_eq!(failed.status.code(), Some(2), "{}", shown(&failed));
-    let out = text(&failed).0;
-    let message = out
-        .lines()
-        .find(|l| l.contains("djshim rollout of"))
-        .unwrap_or_else(|| panic!("no failure message:\n{}", shown(&failed)));
+    let message = failure(&failed);
     assert!(message.contains("failed on h1"), "{message}");
     assert!(message.contains("not reached: h2, h3"), "{message}");
     fleet.assert_all_on(&format!("{SITE}/releases/mywebsite-v1"));
@@ -403,6 +393,16 @@ fn the_first_host_failing_goes_back_alone(
         fleet.sql("SELECT string_agg(what, ' ' ORDER BY what) FROM rollout_log"),
         "forward forward reverse reverse"
     );
+}
+
+/// The failed rollout's message: the line that names the host.
+fn failure(failed: &std::process::Output) -> String {
+    text(failed)
+        .0
+        .lines()
+        .find(|l| l.contains("djshim rollout of"))
+        .unwrap_or_else(|| panic!("no failure message:\n{}", shown(failed)))
+        .to_owned()
 }
 
 /// A client loop on every host (`tests/nspawn/client.py` on the host's own
@@ -459,8 +459,7 @@ fn finish(fleet: &Fleet, clients: Vec<std::process::Child>) -> Vec<serde_json::V
 #[test]
 fn a_window_on_every_host_keeps_a_dropped_column_from_the_old_code() {
     let fleet = Fleet::boot("wi", 3, "window = \"stop\"");
-    fleet.sql("CREATE TABLE rollout_log (what text)");
-    let deb = fleet.deb();
+    let deb = &fleet.deb;
     let v1_files = votes_release(None);
     let v1 = fleet.release("mywebsite-v1", &files(&v1_files));
     let dropped = "from django.db import migrations\n\n\nclass Migration(migrations.Migration):\n    \
@@ -477,10 +476,10 @@ fn a_window_on_every_host_keeps_a_dropped_column_from_the_old_code() {
         let output = fleet.playbook(playbook, vars, &[]).output().unwrap();
         assert!(output.status.success(), "{}", shown(&output));
     };
-    run("djshim.django.rollout", &rollout_vars(&v1, &deb));
+    run("djshim.django.rollout", &rollout_vars(&v1, deb));
 
     let loops = clients(&fleet);
-    run("djshim.django.rollout", &rollout_vars(&v2, &deb));
+    run("djshim.django.rollout", &rollout_vars(&v2, deb));
     let seen = finish(&fleet, loops);
     for (host, seen) in fleet.hosts.iter().zip(&seen) {
         assert_eq!(seen["failures"], 0, "{}: {seen}", host.name);
@@ -493,7 +492,7 @@ fn a_window_on_every_host_keeps_a_dropped_column_from_the_old_code() {
     }
     eprintln!("window = stop, each host's client: {seen:?}");
 
-    let mut back = rollout_vars(&v1, &deb);
+    let mut back = rollout_vars(&v1, deb);
     back["djshim_back_to"] = format!("{SITE}/releases/mywebsite-v1").into();
     run("djshim.django.rollback", &back);
     for host in &fleet.hosts {
@@ -514,7 +513,7 @@ fn a_window_on_every_host_keeps_a_dropped_column_from_the_old_code() {
 
     fleet.configure("window = \"serve\"");
     let loops = clients(&fleet);
-    run("djshim.django.rollout", &rollout_vars(&v2, &deb));
+    run("djshim.django.rollout", &rollout_vars(&v2, deb));
     let seen = finish(&fleet, loops);
     eprintln!("window = serve, each host's client: {seen:?}");
     let later: u64 = seen[1..]
@@ -594,8 +593,7 @@ fn kill_while_host_2_pauses(fleet: &Fleet, vars: &serde_json::Value) {
 #[test]
 fn a_killed_controller_leaves_no_host_half_way_and_a_second_run_converges() {
     let fleet = Fleet::boot("ki", 3, "after = [[\"pause\"]]");
-    fleet.sql("CREATE TABLE rollout_log (what text)");
-    let deb = fleet.deb();
+    let deb = &fleet.deb;
     let pause = ("polls/management/commands/pause.py", PAUSE.to_owned());
     let v1 = fleet.release("mywebsite-v1", &files(std::slice::from_ref(&pause)));
     let mut v2_files = votes_release(None);
@@ -605,9 +603,9 @@ fn a_killed_controller_leaves_no_host_half_way_and_a_second_run_converges() {
         let output = fleet.playbook(playbook, vars, &[]).output().unwrap();
         assert!(output.status.success(), "{}", shown(&output));
     };
-    run("djshim.django.rollout", &rollout_vars(&v1, &deb));
+    run("djshim.django.rollout", &rollout_vars(&v1, deb));
 
-    kill_while_host_2_pauses(&fleet, &rollout_vars(&v2, &deb));
+    kill_while_host_2_pauses(&fleet, &rollout_vars(&v2, deb));
     let v1_at = format!("{SITE}/releases/mywebsite-v1");
     let v2_at = format!("{SITE}/releases/mywebsite-v2");
     for host in &fleet.hosts {
@@ -627,14 +625,14 @@ fn a_killed_controller_leaves_no_host_half_way_and_a_second_run_converges() {
         );
     }
 
-    run("djshim.django.rollout", &rollout_vars(&v2, &deb));
+    run("djshim.django.rollout", &rollout_vars(&v2, deb));
     fleet.assert_all_on(&v2_at);
     assert_eq!(
         fleet.sql("SELECT string_agg(what, ' ') FROM rollout_log"),
         "forward"
     );
 
-    let mut back = rollout_vars(&v1, &deb);
+    let mut back = rollout_vars(&v1, deb);
     back["djshim_back_to"] = v1_at.clone().into();
     run("djshim.django.rollback", &back);
     fleet.assert_all_on(&v1_at);
@@ -692,7 +690,6 @@ fn deploy_rs_file(fleet: &Fleet) -> camino::Utf8PathBuf {
 #[test]
 fn deploy_rs_rolls_a_release_out_and_back_on_two_nix_hosts() {
     let fleet = Fleet::boot_nix("dr", 2, "health_timeout = 5");
-    fleet.sql("CREATE TABLE rollout_log (what text)");
     let v1 = fleet.release("mywebsite-v1", &[]);
     let unhealthy = "/etc/djshim-test-unhealthy";
     let v2_files = votes_release(Some(unhealthy));

@@ -36,6 +36,9 @@ pub struct Fleet {
     /// Dropped first: each host powers off (in the second after).
     pub hosts: Vec<Host>,
     pub postgres: Postgres,
+    /// djshim's Debian package, built from the binaries under test
+    /// (uncompressed: `packaging::` tests the default, xz).
+    pub deb: Utf8PathBuf,
     /// Removes [`Fleet::dir`], last.
     _dir: tempfile::TempDir,
 }
@@ -86,31 +89,7 @@ impl Fleet {
             ),
         )
         .unwrap();
-        // Booted in parallel: a second or two each.
-        let booting: Vec<_> = (1..=n)
-            .map(|i| {
-                let (dir, id) = (dir.clone(), format!("{id}h{i}"));
-                std::thread::spawn(move || {
-                    if nix {
-                        let store = dir.join(format!("nix-h{i}"));
-                        fs::create_dir(&store).unwrap();
-                        let host = Machine::nix_host(&id, &dir, &store);
-                        host.ok(&["mkdir", "-p", "/etc/nix"]);
-                        host.ok(&[
-                            "sh",
-                            "-c",
-                            &format!(
-                                "printf '%s' '{}' >/etc/nix/nix.conf",
-                                crate::support::NIX_CONFIG
-                            ),
-                        ]);
-                        host
-                    } else {
-                        Machine::host(&id, &dir)
-                    }
-                })
-            })
-            .collect();
+        let booting = boot_hosts(&dir, &id, n, nix);
         let hosts: Vec<Host> = booting
             .into_iter()
             .enumerate()
@@ -157,13 +136,17 @@ impl Fleet {
         .unwrap();
         fs::write(dir.join("ssh_config"), ssh).unwrap();
         fs::write(dir.join("inventory"), inventory).unwrap();
+        let deb = deb(&dir);
         let fleet = Fleet {
             dir,
             hosts,
             postgres,
+            deb,
             _dir: temp,
         };
         fleet.configure(deploy);
+        // A row each time a test's migration runs forward or back.
+        fleet.sql("CREATE TABLE rollout_log (what text)");
         fleet
     }
 
@@ -201,21 +184,6 @@ impl Fleet {
             fs::write(file, content).unwrap();
         }
         release
-    }
-
-    /// djshim's Debian package, built from the binaries under test
-    /// (uncompressed: `packaging::` tests the default, xz).
-    pub fn deb(&self) -> Utf8PathBuf {
-        let bin = Utf8Path::new(env!("CARGO_BIN_EXE_djshim"))
-            .parent()
-            .unwrap();
-        let build = Command::new(root().join("packaging/deb/build"))
-            .args([bin.as_str(), self.dir.join("dist").as_str()])
-            .env("DJSHIM_DEB_COMPRESSOR", "none")
-            .output()
-            .unwrap();
-        assert_status(&build, 0);
-        Utf8PathBuf::from(text(&build).0.trim())
     }
 
     /// The real `ansible-playbook` on one of the collection's playbooks
@@ -387,6 +355,54 @@ pub fn shown(output: &Output) -> String {
 fn vars_count() -> usize {
     static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Boots hosts `{id}h1`… side by side (a second or two each), each with
+/// its own Nix store when `nix`.
+fn boot_hosts(
+    dir: &Utf8Path,
+    id: &str,
+    n: usize,
+    nix: bool,
+) -> Vec<std::thread::JoinHandle<Machine>> {
+    (1..=n)
+        .map(|i| {
+            let (dir, id) = (dir.to_owned(), format!("{id}h{i}"));
+            std::thread::spawn(move || {
+                if nix {
+                    let store = dir.join(format!("nix-h{i}"));
+                    fs::create_dir(&store).unwrap();
+                    let host = Machine::nix_host(&id, &dir, &store);
+                    host.ok(&["mkdir", "-p", "/etc/nix"]);
+                    host.ok(&[
+                        "sh",
+                        "-c",
+                        &format!(
+                            "printf '%s' '{}' >/etc/nix/nix.conf",
+                            crate::support::NIX_CONFIG
+                        ),
+                    ]);
+                    host
+                } else {
+                    Machine::host(&id, &dir)
+                }
+            })
+        })
+        .collect()
+}
+
+/// djshim's Debian package in `dir`/dist.
+fn deb(dir: &Utf8Path) -> Utf8PathBuf {
+    let bin = Utf8Path::new(env!("CARGO_BIN_EXE_djshim"))
+        .parent()
+        .unwrap();
+    let build = Command::new(root().join("packaging/deb/build"))
+        .args([bin.as_str(), dir.join("dist").as_str()])
+        .env("DJSHIM_DEB_COMPRESSOR", "none")
+        .output()
+        .unwrap();
+    assert_status(&build, 0);
+    Utf8PathBuf::from(text(&build).0.trim())
 }
 
 fn keygen(path: &Utf8Path) {
