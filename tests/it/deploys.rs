@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use crate::site::{
     Site, VOTES_MIGRATION, VOTES_MODEL, commit_votes, killed, killed_deploy, stopped_at,
 };
-use crate::support::{Expect, World, assert_status, from_cron, git, line_of, require, root, text};
+use crate::support::{
+    Expect, World, assert_status, from_cron, git, has_all, line_of, require, root, text,
+};
 
 #[test]
 fn deploy_builds_migrates_and_serves_the_newest_commit() {
@@ -22,14 +24,15 @@ fn deploy_builds_migrates_and_serves_the_newest_commit() {
     let output = site.deploy(&["prod"]);
     assert_status(&output, 0);
     let stderr = text(&output).1;
-    for line in [
-        "djshim: deploy: check and record migrations: done in ",
-        "djshim: deploy: manage.py migrate --noinput: done in ",
-        "djshim: deploy: manage.py collectstatic --noinput --clear (generation 1's code): done in ",
-        "djshim: deploy: health: done in ",
-    ] {
-        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
-    }
+    has_all(
+        &stderr,
+        &[
+            "djshim: deploy: check and record migrations: done in ",
+            "djshim: deploy: manage.py migrate --noinput: done in ",
+            "djshim: deploy: manage.py collectstatic --noinput --clear (generation 1's code): done in ",
+            "djshim: deploy: health: done in ",
+        ],
+    );
     assert!(site.get("/health").ends_with("\r\n\r\nok\n"));
 
     let second = site.commit(
@@ -101,15 +104,16 @@ fn a_failed_health_check_takes_code_and_database_back() {
     // Exit 3: the deploy failed once it had begun, and was undone.
     assert_status(&output, 3);
     let stderr = text(&output).1;
-    for line in [
-        "djshim: deploy: health: failed after ",
-        "djshim: deploy: undo: migrate polls 0001_initial (generation 2's code): done in ",
-        "djshim: deploy: undo: switch to generation 1: done in ",
-        "djshim: deploy: undo: restart: ",
-        &format!("  = prod is back on generation 1: {first}"),
-    ] {
-        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
-    }
+    has_all(
+        &stderr,
+        &[
+            "djshim: deploy: health: failed after ",
+            "djshim: deploy: undo: migrate polls 0001_initial (generation 2's code): done in ",
+            "djshim: deploy: undo: switch to generation 1: done in ",
+            "djshim: deploy: undo: restart: ",
+            &format!("  = prod is back on generation 1: {first}"),
+        ],
+    );
     assert!(stderr.contains("500 Internal Server Error`"), "{stderr}");
     assert_eq!(site.generation_target("prod"), first);
     // The database forgot 0002, and its column is gone.
@@ -199,16 +203,17 @@ fn rollback_reverses_the_current_release_first() {
     let output = site.world.djshim(&["rollback", "prod"]);
     assert_status(&output, 0);
     let stderr = text(&output).1;
-    for line in [
-        // Generation 1 ran healthy: no Django start to check it again
-        // (issue 23, item 3).
-        "djshim: rollback: check the machine (the target ran healthy): done in ",
-        "djshim: rollback: migrate polls 0001_initial (generation 2's code): done in ",
-        "djshim: rollback: switch to generation 1: done in ",
-        "djshim: rollback: health: done in ",
-    ] {
-        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
-    }
+    has_all(
+        &stderr,
+        &[
+            // Generation 1 ran healthy: no Django start to check it again
+            // (issue 23, item 3).
+            "djshim: rollback: check the machine (the target ran healthy): done in ",
+            "djshim: rollback: migrate polls 0001_initial (generation 2's code): done in ",
+            "djshim: rollback: switch to generation 1: done in ",
+            "djshim: rollback: health: done in ",
+        ],
+    );
     site.assert_back_on(&first);
 }
 

@@ -11,7 +11,7 @@ use std::process::{Child, ChildStderr, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::site::{Site, VOTES_MODEL, commit_votes, gate_taken, killed, killed_deploy};
-use crate::support::{Expect, assert_status, text};
+use crate::support::{Expect, assert_status, has_all, text};
 
 /// A migration after 0002 that adds a second column.
 const SCORE_MODEL: &str = "from django.db import models\n\n\nclass Question(models.Model):\n    \
@@ -159,13 +159,14 @@ fn a_killed_rollback_is_finished_by_the_next() {
     let output = site.world.djshim(&["rollback", "prod"]);
     assert_status(&output, 0);
     let stderr = text(&output).1;
-    for line in [
-        "was interrupted; finishing it",
-        "djshim: rollback: restart: ",
-        "djshim: rollback: health: done in ",
-    ] {
-        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
-    }
+    has_all(
+        &stderr,
+        &[
+            "was interrupted; finishing it",
+            "djshim: rollback: restart: ",
+            "djshim: rollback: health: done in ",
+        ],
+    );
     site.assert_back_on(&first);
 }
 
@@ -356,14 +357,15 @@ fn an_undo_known_impossible_is_never_attempted() {
     assert_status(&output, 4);
     let stderr = text(&output).1;
     assert!(!stderr.contains("undo: migrate polls"), "{stderr}");
-    for line in [
-        "djshim: deploy: health: failed after ",
-        "failed and could not be undone",
-        "the undo stopped: the migrations polls.0002_fill cannot be reversed",
-        "= help: deploy a fix forward",
-    ] {
-        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
-    }
+    has_all(
+        &stderr,
+        &[
+            "djshim: deploy: health: failed after ",
+            "failed and could not be undone",
+            "the undo stopped: the migrations polls.0002_fill cannot be reversed",
+            "= help: deploy a fix forward",
+        ],
+    );
     assert!(site.migrations("prod").contains("[X] 0002_fill"));
     let journal = site
         .world

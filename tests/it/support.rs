@@ -342,6 +342,15 @@ impl Stream {
     }
 }
 
+/// Asserts that `text` (a command's stderr, say) has every one of `parts`,
+/// in any order.
+#[track_caller]
+pub fn has_all(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "missing {part:?} in:\n{text}");
+    }
+}
+
 /// Asserts the exit status, showing both streams when it differs.
 #[track_caller]
 pub fn assert_status(output: &Output, code: i32) {
