@@ -686,9 +686,17 @@ fn deploy_rs_file(fleet: &Fleet) -> camino::Utf8PathBuf {
 /// being djshim: a good release deployed to both; a release whose health
 /// probe fails on host 2 put back on both nodes by deploy-rs (its auto
 /// rollback of the failing node, its rollback of the node that had
-/// succeeded), the database back once.
+/// succeeded), the database back once; then, fixed, the same release
+/// deployed again. The activation script is `shellcheck --enable=all`
+/// clean.
 #[test]
 fn deploy_rs_rolls_a_release_out_and_back_on_two_nix_hosts() {
+    let lint = std::process::Command::new(crate::support::require("shellcheck", "shellcheck"))
+        .args(["--enable=all", "--shell=sh"])
+        .arg(crate::support::root().join("packaging/deploy-rs/activate"))
+        .output()
+        .unwrap();
+    assert_eq!(text(&lint), (String::new(), String::new()), "shellcheck");
     let fleet = Fleet::boot_nix("dr", 2, "health_timeout = 5");
     let v1 = fleet.release("mywebsite-v1", &[]);
     let unhealthy = "/etc/djshim-test-unhealthy";
@@ -758,5 +766,19 @@ fn deploy_rs_rolls_a_release_out_and_back_on_two_nix_hosts() {
     assert_eq!(
         fleet.sql("SELECT string_agg(what, ' ' ORDER BY what) FROM rollout_log"),
         "forward reverse"
+    );
+
+    // Fixed, the same release deployed again: a generation after the one
+    // it rolled back to runs it, so the activation deploys it anew.
+    fleet.hosts[1].machine.ok(&["rm", unhealthy]);
+    let again = deploy(&v2);
+    assert!(again.status.success(), "{}", shown(&again));
+    for host in &fleet.hosts {
+        assert_eq!(served(host), "v2", "{}: {}", host.name, host.status());
+        assert_eq!(host.get("/health"), "ok\n", "{}", host.name);
+    }
+    assert_eq!(
+        fleet.sql("SELECT string_agg(what, ' ' ORDER BY what) FROM rollout_log"),
+        "forward forward reverse"
     );
 }
