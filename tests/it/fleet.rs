@@ -138,11 +138,17 @@ fn files<'a>(list: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)>
     list.iter().map(|(p, c)| (*p, c.as_str())).collect()
 }
 
-/// Each host's `changed` and `failed` counts in a run's PLAY RECAP.
-fn recap(output: &std::process::Output) -> std::collections::BTreeMap<String, (u32, u32)> {
+/// Each host's `changed` and `failed` counts in a run's PLAY RECAP, which
+/// must be there and name every host of `fleet`.
+fn recap(
+    fleet: &Fleet,
+    output: &std::process::Output,
+) -> std::collections::BTreeMap<String, (u32, u32)> {
     let out = text(output).0;
-    let recap = out.split("PLAY RECAP").last().unwrap_or_default();
-    recap
+    let (_, recap) = out
+        .split_once("PLAY RECAP")
+        .unwrap_or_else(|| panic!("no PLAY RECAP:\n{}", shown(output)));
+    let counts: std::collections::BTreeMap<String, (u32, u32)> = recap
         .lines()
         .filter_map(|line| {
             let (host, counts) = line.split_once(" : ")?;
@@ -151,11 +157,19 @@ fn recap(output: &std::process::Output) -> std::collections::BTreeMap<String, (u
                     .split_whitespace()
                     .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
                     .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
+                    .unwrap_or_else(|| panic!("no {key}= in the recap line {line:?}"))
             };
             Some((host.trim().to_owned(), (count("changed"), count("failed"))))
         })
-        .collect()
+        .collect();
+    let hosts: Vec<&String> = fleet.hosts.iter().map(|h| &h.name).collect();
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        hosts,
+        "{}",
+        shown(output)
+    );
+    counts
 }
 
 /// A `--check` rollout of mywebsite-v2 said each host would move, and
@@ -171,7 +185,7 @@ fn checked_changes_nothing(fleet: &Fleet, check: &std::process::Output) {
         assert_eq!(host.status()["generation"], 1, "{}", host.name);
         host.machine
             .ok(&["test", "!", "-e", &format!("{SITE}/releases/mywebsite-v2")]);
-        assert!(recap(check)[&host.name].0 > 0, "{}", shown(check));
+        assert!(recap(fleet, check)[&host.name].0 > 0, "{}", shown(check));
     }
 }
 
@@ -279,13 +293,15 @@ fn a_release_rolls_out_to_three_hosts_and_its_migration_runs_once() {
         "1"
     );
     assert!(
-        recap(&rollout).values().all(|(changed, _)| *changed > 0),
+        recap(&fleet, &rollout)
+            .values()
+            .all(|(changed, _)| *changed > 0),
         "{}",
         shown(&rollout)
     );
 
     let again = run(&v2, &[]);
-    for (host, (changed, _)) in recap(&again) {
+    for (host, (changed, _)) in recap(&fleet, &again) {
         assert_eq!(
             changed,
             0,
@@ -328,7 +344,7 @@ fn a_host_that_fails_its_health_probe_takes_the_hosts_it_reached_back() {
     eprintln!("{message}");
     assert!(message.contains("failed on h2"), "{message}");
     assert!(message.contains("health"), "{message}");
-    assert_eq!(recap(&failed)["h2"].1, 1, "{}", shown(&failed));
+    assert_eq!(recap(&fleet, &failed)["h2"].1, 1, "{}", shown(&failed));
 
     fleet.assert_all_on(&format!("{SITE}/releases/mywebsite-v1"));
     // Host 3: generation 1 alone, as before the rollout.
