@@ -81,6 +81,40 @@ pub enum Health {
     Command(Vec<String>),
 }
 
+/// An instance's `[deploy]` table over `[defaults.deploy]`: where each
+/// key is read from, and the scope its values expand in.
+struct Tables<'a> {
+    project: &'a str,
+    instance: &'a str,
+    own: &'a RawDeploy,
+    defaults: &'a RawDeploy,
+    own_at: String,
+}
+
+impl<'a> Tables<'a> {
+    fn scope(&self, key: String) -> Scope<'a> {
+        Scope {
+            project: self.project,
+            instance: Some(self.instance),
+            key,
+        }
+    }
+}
+
+/// Key `$field` of `$tables`: the instance's value, else the default's,
+/// with the dotted key it was read under.
+macro_rules! key {
+    ($tables:expr, $field:ident) => {
+        own_else(
+            $tables.own.$field.as_ref(),
+            $tables.defaults.$field.as_ref(),
+            &$tables.own_at,
+            "defaults.deploy",
+            stringify!($field),
+        )
+    };
+}
+
 impl Builder<'_> {
     /// `deploy`: the instance's keys, each one else `[defaults.deploy]`'s,
     /// else the default.
@@ -97,44 +131,35 @@ impl Builder<'_> {
             defaults.as_ref().unwrap_or(&empty),
             own.as_ref().unwrap_or(&empty),
         );
-        let own_at = format!("instances.{instance}.deploy");
-        macro_rules! key {
-            ($f:ident) => {
-                own_else(
-                    own.$f.as_ref(),
-                    defaults.$f.as_ref(),
-                    &own_at,
-                    "defaults.deploy",
-                    stringify!($f),
-                )
-            };
-        }
-        let scope = |key: String| Scope {
+        let tables = Tables {
             project,
-            instance: Some(instance),
-            key,
+            instance,
+            own,
+            defaults,
+            own_at: format!("instances.{instance}.deploy"),
         };
+        let scope = |key: String| tables.scope(key);
         let words = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
-        let before = match key!(before) {
+        let before = match key!(tables, before) {
             // Collected when the package was built.
             None if static_in_package => Vec::new(),
             None => vec![words(&["collectstatic", "--noinput", "--clear"])],
             Some((list, key)) => self.commands_of(list, &key, &scope),
         };
-        let steps = match key!(steps) {
+        let steps = match key!(tables, steps) {
             None => vec![words(&["migrate", "--noinput"])],
             Some((list, key)) => self.commands_of(list, &key, &scope),
         };
-        let after = match key!(after) {
+        let after = match key!(tables, after) {
             None => Vec::new(),
             Some((list, key)) => self.commands_of(list, &key, &scope),
         };
-        let shared = match key!(shared) {
+        let shared = match key!(tables, shared) {
             None => words(&["migrate"]),
             Some((list, key)) => self.shared(list, &key, [&before, &steps, &after]),
         };
-        let (restart, start, stop) = self.commands(project, instance, defaults, own);
-        let health = key!(health).and_then(|(v, key)| match v.get_ref() {
+        let (restart, start, stop) = self.commands(&tables);
+        let health = key!(tables, health).and_then(|(v, key)| match v.get_ref() {
             RawHealth::Url(url) => {
                 let url = self.expand(&Spanned::new(v.span(), url.clone()), &scope(key.clone()))?;
                 let parsed = parse_url(&url);
@@ -161,9 +186,9 @@ impl Builder<'_> {
                 Some(Health::Command(out))
             }
         });
-        let health_timeout = self.seconds(key!(health_timeout), 30);
-        let window = self.window(key!(window), socket);
-        let window_timeout = self.seconds(key!(window_timeout), 300);
+        let health_timeout = self.seconds(key!(tables, health_timeout), 30);
+        let window = self.window(key!(tables, window), socket);
+        let window_timeout = self.seconds(key!(tables, window_timeout), 300);
         Deploy {
             before,
             steps,
@@ -264,30 +289,9 @@ impl Builder<'_> {
 
     /// `restart`, `start` and `stop`: each the instance's key, else
     /// `[defaults.deploy]`'s, else the default.
-    fn commands(
-        &mut self,
-        project: &str,
-        instance: &str,
-        defaults: &RawDeploy,
-        own: &RawDeploy,
-    ) -> (Vec<String>, Vec<String>, Option<Vec<String>>) {
-        let own_at = format!("instances.{instance}.deploy");
-        macro_rules! key {
-            ($f:ident) => {
-                own_else(
-                    own.$f.as_ref(),
-                    defaults.$f.as_ref(),
-                    &own_at,
-                    "defaults.deploy",
-                    stringify!($f),
-                )
-            };
-        }
-        let scope = |key: String| Scope {
-            project,
-            instance: Some(instance),
-            key,
-        };
+    fn commands(&mut self, tables: &Tables<'_>) -> (Vec<String>, Vec<String>, Option<Vec<String>>) {
+        let scope = |key: String| tables.scope(key);
+        let (project, instance) = (tables.project, tables.instance);
         let systemctl = |verb: &str| {
             vec![
                 "systemctl".to_owned(),
@@ -295,19 +299,19 @@ impl Builder<'_> {
                 format!("{project}-{instance}.target"),
             ]
         };
-        let own_restart = key!(restart).is_some();
-        let restart = match key!(restart) {
+        let own_restart = key!(tables, restart).is_some();
+        let restart = match key!(tables, restart) {
             None => systemctl("try-restart"),
             Some((list, key)) => self.command(list, &scope(key)).unwrap_or_default(),
         };
         // With a `restart` of one's own, a first deploy starts with it too,
         // and nothing is stopped: djshim does not guess at another manager.
-        let start = match key!(start) {
+        let start = match key!(tables, start) {
             None if own_restart => restart.clone(),
             None => systemctl("start"),
             Some((list, key)) => self.command(list, &scope(key)).unwrap_or_default(),
         };
-        let stop = match key!(stop) {
+        let stop = match key!(tables, stop) {
             None if own_restart => None,
             None => Some(systemctl("stop")),
             Some((list, key)) => self.command(list, &scope(key)),

@@ -11,7 +11,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use serde::Deserialize;
 
 use crate::support::{
-    CRON_PATH, Expect, World, assert_status, from_cron, require, root_dir, text, venv,
+    CRON_PATH, Expect, World, assert_status, from_cron, require, root_dir, text, toml_str, venv,
 };
 
 /// The test accounts: `djshimt-app` (primary group `djshimt-app`, also in
@@ -112,6 +112,19 @@ pub(crate) const PROBE: &str = r#"import json, os, sys
 open(os.path.join(os.path.dirname(__file__), "..", "started"), "a").close()
 print(json.dumps({"uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()), "env": dict(os.environ)}))
 "#;
+
+/// The config of a world holding the probe package at `pkg`: project
+/// `t`, instance `app` on Debian's python3, reading `env_files`, then
+/// `extra` lines of the instance's.
+pub(crate) fn probe_config(world: &World, env_files: &[&Utf8Path], extra: &str) -> String {
+    let files: Vec<String> = env_files.iter().map(|p| toml_str(p.as_str())).collect();
+    format!(
+        "project = \"t\"\n[instances.app]\npackage = \"{}\"\npython = \"/usr/bin/python3\"\n\
+         settings = \"t.settings\"\nenv_file = [{}]\n{extra}",
+        world.path("pkg"),
+        files.join(", ")
+    )
+}
 
 /// A world the accounts can enter, with the probe package and `extra`
 /// lines of instance config. The interpreter is Debian's: the accounts
@@ -433,20 +446,7 @@ fn check_reports_accounts_env_files_and_writable_directories() {
 /// The example Django project with `confirm = ["flush"]` on prod, migrated,
 /// holding one question.
 fn guarded_django() -> (World, Utf8PathBuf) {
-    let world = World::new();
-    world.release("pkg");
-    fs::create_dir_all(world.path("var")).unwrap();
-    world.write(
-        "djshim.toml",
-        &format!(
-            "project = \"mywebsite\"\n[instances.prod]\npackage = \"{}\"\npython = \"{}/bin/python3\"\n\
-             settings = \"mywebsite.settings.production\"\nconfirm = [\"flush\"]\n\
-             env = {{ MYWEBSITE_DB = \"{}\" }}\n",
-            world.path("pkg"),
-            venv(),
-            world.path("var/db.sqlite3")
-        ),
-    );
+    let world = World::example("confirm = [\"flush\"]\n");
     assert_status(&world.djshim(&["generate"]), 0);
     let shim = world.path("bin/mywebsite-prod");
     let ok = |args: &[&str]| {
@@ -483,7 +483,7 @@ fn questions(shim: &Utf8Path) -> String {
 
 /// Runs the shim in a new session: no controlling terminal, even when the
 /// tests themselves run on one.
-fn without_terminal(shim: &Utf8Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn without_terminal(shim: &Utf8Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(require("setsid", "util-linux"))
         .arg("--wait")
         .arg(shim)

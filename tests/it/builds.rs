@@ -9,8 +9,7 @@ use camino::Utf8PathBuf;
 
 use crate::profiles::{collect, nix_lock};
 use crate::support::{
-    Expect, NIX_CONFIG, World, assert_status, copy_tree, from_cron, git, nix, require, root, text,
-    venv,
+    Expect, World, assert_status, copy_tree, from_cron, git, nix, root, text, venv,
 };
 
 /// A repository holding the example project, committed on `main`, with a
@@ -168,12 +167,7 @@ fn a_nix_build_adds_the_commit_and_builds_it_once() {
     config(&world, "nix = \"default.nix\"");
     fs::write(repo.join("untracked.txt"), "not committed\n").unwrap();
     let run = || {
-        require("nix-build", "nix-bin");
-        let output = world
-            .djshim_cmd(&["build"])
-            .env("NIX_CONFIG", NIX_CONFIG)
-            .output()
-            .unwrap();
+        let output = world.nix_build();
         assert_status(&output, 0);
         text(&output)
     };

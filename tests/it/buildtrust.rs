@@ -206,11 +206,7 @@ fn a_commits_nix_code_reads_nothing_outside_its_source() {
     );
     repository(&world, "true\n", &[("default.nix", &nix)]);
     config(&world, "nix = \"default.nix\"\nuser = \"djshimt-build\"");
-    let output = world
-        .djshim_cmd(&["build"])
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .output()
-        .unwrap();
+    let output = world.nix_build();
     assert_status(&output, 1);
     let stderr = text(&output).1;
     assert!(stderr.contains("restricted mode"), "{stderr}");
@@ -266,11 +262,7 @@ fn through_a_nix_daemon_the_build_account_evaluates() {
                args = [ \"-c\" \"echo built > $out\" ];\n}\n";
     let commit = repository(&world, "true\n", &[("default.nix", nix)]);
     config(&world, "nix = \"default.nix\"\nuser = \"djshimt-build\"");
-    let output = world
-        .djshim_cmd(&["build"])
-        .env("NIX_CONFIG", NIX_CONFIG)
-        .output()
-        .unwrap();
+    let output = world.nix_build();
     assert_status(&output, 0);
     let package = text(&output).0.trim().to_owned();
     assert!(package.ends_with("-site"), "{package}");

@@ -131,8 +131,7 @@ fn a_failed_health_check_takes_code_and_database_back() {
 
 #[test]
 fn a_candidate_that_cannot_run_changes_nothing() {
-    let site = Site::new();
-    assert_status(&site.deploy(&["staging"]), 0);
+    let (site, _) = Site::staged();
     let before = text(&site.world.djshim(&["history", "staging"])).0;
     // Settings that do not import.
     site.commit(
@@ -169,8 +168,7 @@ fn a_candidate_that_cannot_run_changes_nothing() {
 
 #[test]
 fn irreversible_migrations_stop_the_deploy_unless_allowed() {
-    let site = Site::new();
-    assert_status(&site.deploy(&["staging"]), 0);
+    let (site, _) = Site::staged();
     site.commit(
         &[(
             "polls/migrations/0002_fill.py",
@@ -196,9 +194,7 @@ fn irreversible_migrations_stop_the_deploy_unless_allowed() {
 /// the steps, the restart and the health probe.
 #[test]
 fn rollback_reverses_the_current_release_first() {
-    let (site, first) = Site::serving();
-    commit_votes(&site);
-    assert_status(&site.deploy(&["prod"]), 0);
+    let (site, first) = Site::voted();
     assert!(site.migrations("prod").contains("[X] 0002_question_votes"));
     let output = site.world.djshim(&["rollback", "prod"]);
     assert_status(&output, 0);
@@ -275,14 +271,7 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
     let (site, first) = Site::serving();
     // An `after` step: a kill there lands after the health probe passed,
     // before the record of a healthy generation.
-    let config = site.world.read("djshim.toml");
-    site.world.write(
-        "djshim.toml",
-        &config.replace(
-            "health_timeout = 8\n",
-            "health_timeout = 8\nafter = [[\"check\"]]\n",
-        ),
-    );
+    site.prod_deploy("after = [[\"check\"]]");
     commit_votes(&site);
     for (gate, step, journaled) in [
         ("build", "djshim: build: ", false),
@@ -369,10 +358,7 @@ fn a_deploy_killed_at_any_step_is_undone_by_the_next() {
 #[test]
 fn what_a_killed_step_left_running_is_stopped_before_the_undo() {
     let postgres = crate::postgres::Postgres::start();
-    let mut site = Site::with(Some(&postgres.socket_dir));
-    site.hold_server();
-    assert_status(&site.deploy(&["prod"]), 0);
-    let first = site.generation_target("prod");
+    let (site, first) = Site::serving_on(Some(&postgres.socket_dir));
     commit_votes(&site);
     let orphan = "import time, django\n\
          time.sleep(3)\n\
@@ -519,9 +505,7 @@ fn two_deploys_at_once_do_not_interleave() {
 /// and `history` marks it.
 #[test]
 fn every_generation_runs_on_the_schema_it_knows() {
-    let (site, first) = Site::serving();
-    commit_votes(&site);
-    assert_status(&site.deploy(&["prod"]), 0);
+    let (site, first) = Site::voted();
     let second = site.generation_target("prod");
 
     // An older package over the newer schema.
@@ -608,13 +592,8 @@ fn every_generation_runs_on_the_schema_it_knows() {
 #[test]
 fn a_signal_during_a_deploy_undoes_it() {
     let (site, first) = Site::serving();
-    let config = site.world.read("djshim.toml");
-    site.world.write(
-        "djshim.toml",
-        &config.replace(
-            "health_timeout = 8\n",
-            "health_timeout = 8\nsteps = [[\"migrate\", \"--noinput\"], [\"shell\", \"-c\", \"from polls.gates import gate; gate('step')\"]]\n",
-        ),
+    site.prod_deploy(
+        "steps = [[\"migrate\", \"--noinput\"], [\"shell\", \"-c\", \"from polls.gates import gate; gate('step')\"]]",
     );
     commit_votes(&site);
     for signal in ["INT", "TERM", "HUP"] {
@@ -726,13 +705,9 @@ fn each_generation_has_its_own_static_files() {
 fn static_files_a_nix_build_collected_are_served_from_its_store_path() {
     let _nix = crate::profiles::nix_lock();
     let site = Site::built_with(None, "nix = \"default.nix\"");
-    let config = site.world.read("djshim.toml");
-    site.world.write(
-        "djshim.toml",
-        &config.replace(
-            "static_root = \"var/{instance}/static\"\n",
-            "static_root = \"var/{instance}/static\"\nstatic_in_package = \"static\"\n",
-        ),
+    site.reconfigure(
+        "static_root = \"var/{instance}/static\"\n",
+        "static_root = \"var/{instance}/static\"\nstatic_in_package = \"static\"\n",
     );
     // A build that collects: here a copy of the one file, where a real
     // derivation runs `manage.py collectstatic` into $out/static.

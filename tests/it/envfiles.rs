@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::accounts::{accounts, report, run_as, world};
-use crate::support::{CRON_PATH, World, assert_status, require, root_dir, text, toml_str};
+use crate::accounts::{accounts, probe_config, report, run_as, world};
+use crate::support::{
+    CRON_PATH, World, assert_status, from_cron, require, root_dir, text, toml_str,
+};
 
 /// Writes `content` to `dir/name` with `mode`, owned by `owner`.
 pub(crate) fn put(
@@ -46,15 +48,7 @@ pub(crate) fn tempdir_path(dir: &tempfile::TempDir) -> &Utf8Path {
 
 /// The shim run as root with no terminal at all (cron, systemd).
 fn detached(shim: &Utf8Path, args: &[&str]) -> Output {
-    Command::new(require("setsid", "util-linux"))
-        .arg("--wait")
-        .arg(shim)
-        .args(args)
-        .env_clear()
-        .env("PATH", CRON_PATH)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    crate::accounts::without_terminal(shim, args, &[])
 }
 
 /// A shared library that, loaded into any process, appends that process's
@@ -198,15 +192,9 @@ struct Screen {
 
 fn on_terminal(world: &World, mode: &str, shim: &Utf8Path, args: &[&str]) -> Screen {
     let harness = world.write("terminal.py", TERMINAL);
-    let output = Command::new(require("python3", "python3-minimal"))
-        .arg(&harness)
-        .arg(mode)
-        .arg(shim)
-        .args(args)
-        .env_clear()
-        .env("PATH", CRON_PATH)
-        .output()
-        .unwrap();
+    let mut words = vec![harness.as_str(), mode, shim.as_str()];
+    words.extend(args);
+    let output = from_cron(require("python3", "python3-minimal"), &words);
     assert_status(&output, 0);
     let screen = text(&output).0;
     let report = screen
@@ -376,15 +364,7 @@ fn readings(content: &[u8]) -> Vec<(String, serde_json::Value)> {
         let world = World::new();
         fs::set_permissions(world.path(""), fs::Permissions::from_mode(0o777)).unwrap();
         world.write("pkg/manage.py", crate::accounts::PROBE);
-        world.write(
-            "djshim.toml",
-            &format!(
-                "project = \"t\"\n[instances.app]\npackage = \"{}\"\npython = \"/usr/bin/python3\"\n\
-                 settings = \"t.settings\"\nenv_file = [{}]\n{user}",
-                world.path("pkg"),
-                toml_str(env.as_str())
-            ),
-        );
+        world.write("djshim.toml", &probe_config(&world, &[&env], user));
         assert_status(&world.djshim(&["generate"]), 0);
         let shim = world.path("bin/t-app");
         for shell in [
@@ -632,15 +612,7 @@ fn functions_exported_by_the_caller_cannot_replace_the_shims_commands() {
     );
     let world = World::new();
     world.write("pkg/manage.py", crate::accounts::PROBE);
-    world.write(
-        "djshim.toml",
-        &format!(
-            "project = \"t\"\n[instances.app]\npackage = \"{}\"\npython = \"/usr/bin/python3\"\n\
-             settings = \"t.settings\"\nenv_file = [{}]\n",
-            world.path("pkg"),
-            toml_str(env.as_str())
-        ),
-    );
+    world.write("djshim.toml", &probe_config(&world, &[&env], ""));
     assert_status(&world.djshim(&["generate"]), 0);
     let mut cmd = Command::new(require("bash", "bash"));
     cmd.arg("--posix")

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::accounts::PROBE;
-use crate::support::{CRON_PATH, Expect, World, assert_status, text, toml_str};
+use crate::support::{CRON_PATH, Expect, World, assert_status, text};
 
 const HELPER: &str = "bin/.djshim-t-exec";
 
@@ -26,13 +26,7 @@ fn world(env_files: &[&Utf8Path]) -> World {
 }
 
 fn config(world: &World, env_files: &[&Utf8Path]) -> String {
-    let files: Vec<String> = env_files.iter().map(|p| toml_str(p.as_str())).collect();
-    format!(
-        "project = \"t\"\nbin_dir = \"bin\"\n[instances.app]\npackage = \"{}\"\n\
-         python = \"/usr/bin/python3\"\nsettings = \"t.settings\"\nenv_file = [{}]\n",
-        world.path("pkg"),
-        files.join(", ")
-    )
+    crate::accounts::probe_config(world, env_files, "")
 }
 
 /// Runs the shim from cron's environment; its manage.py's report.
@@ -204,31 +198,30 @@ fn any_number_of_env_files_are_read_in_order() {
 #[test]
 fn a_nul_or_a_value_that_is_not_utf8_refuses_an_env_file() {
     let scratch = World::new();
+    let world = World::new();
+    world.write("pkg/manage.py", PROBE);
+    let refused = |file: &Utf8Path, stderr: String| {
+        world.write("djshim.toml", &config(&world, &[file]));
+        assert_status(&world.djshim(&["generate"]), 0);
+        let (output, _) = run(&world.path("bin/t-app"));
+        assert_status(&output, 78);
+        assert_eq!(text(&output).1, stderr);
+        assert!(output.stdout.is_empty(), "manage.py ran");
+    };
     let nul = env_file(&scratch, "nul.env", b"A=1\nB=2\0C=3\nD=4\n");
-    let world = world(&[&nul]);
-    assert_status(&world.djshim(&["generate"]), 0);
-    let (output, _) = run(&world.path("bin/t-app"));
-    assert_status(&output, 78);
-    assert_eq!(
-        text(&output).1,
+    refused(
+        &nul,
         format!(
             "t-app: {nul}:2: a NUL byte: systemd refuses such a file (the unit does not start), and so does the shim\n"
-        )
+        ),
     );
-    assert!(output.stdout.is_empty(), "manage.py ran");
-
     let latin1 = env_file(&scratch, "latin1.env", b"A=1\nNAME=caf\xe9\n");
-    world.write("djshim.toml", &config(&world, &[&latin1]));
-    assert_status(&world.djshim(&["generate"]), 0);
-    let (output, _) = run(&world.path("bin/t-app"));
-    assert_status(&output, 78);
-    assert_eq!(
-        text(&output).1,
+    refused(
+        &latin1,
         format!(
             "t-app: {latin1}:2: the value of `NAME` is not UTF-8 as systemd reads it (systemd refuses such a file too)\n"
-        )
+        ),
     );
-    assert!(output.stdout.is_empty(), "manage.py ran");
 }
 
 /// Root's shim leaves the account to the helper (NSS): an account that

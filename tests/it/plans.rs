@@ -47,13 +47,7 @@ struct Running {
 
 impl Running {
     fn start(site: &Site, args: &[&str], marker: &str) -> Running {
-        let mut child = site
-            .world
-            .djshim_cmd(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = site.spawn(args);
         let lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut running = Running {
             child,
@@ -89,12 +83,11 @@ impl Running {
 
 /// A staging deploy step that holds the deploy for `seconds`.
 fn slow_staging(site: &Site, seconds: u32) {
-    let config = site.world.read("djshim.toml");
-    site.world.write(
-        "djshim.toml",
+    staging_deploy(
+        site,
         &format!(
-            "{config}[instances.staging.deploy]\nsteps = [[\"migrate\", \"--noinput\"], \
-             [\"shell\", \"-c\", \"import time; time.sleep({seconds})\"]]\n"
+            "steps = [[\"migrate\", \"--noinput\"], \
+             [\"shell\", \"-c\", \"import time; time.sleep({seconds})\"]]"
         ),
     );
 }
@@ -145,9 +138,7 @@ fn a_failed_first_deploy_is_tried_again_by_the_next() {
 /// instead of refusing.
 #[test]
 fn a_killed_rollback_is_finished_by_the_next() {
-    let (site, first) = Site::serving();
-    commit_votes(&site);
-    assert_status(&site.deploy(&["prod"]), 0);
+    let (site, first) = Site::voted();
     let stderr = killed(&site, &["rollback", "prod"], "restart");
     assert!(
         stderr
@@ -176,9 +167,7 @@ fn a_killed_rollback_is_finished_by_the_next() {
 /// and a pin of prod does not wait at all.
 #[test]
 fn operations_of_an_instance_wait_for_its_lock_and_only_its() {
-    let site = Site::new();
-    assert_status(&site.deploy(&["staging"]), 0);
-    let first = site.generation_target("staging");
+    let (site, first) = Site::staged();
     site.commit(&[("polls/extra.py", "X = 1\n")], "second");
     slow_staging(&site, 6);
     let running = Running::start(
@@ -233,9 +222,7 @@ fn operations_of_an_instance_wait_for_its_lock_and_only_its() {
 /// does not go ahead over it: it finds the journal and says how to go on.
 #[test]
 fn a_pin_behind_a_killed_deploy_does_not_build_on_it() {
-    let site = Site::new();
-    assert_status(&site.deploy(&["staging"]), 0);
-    let first = site.generation_target("staging");
+    let (site, first) = Site::staged();
     commit_votes(&site);
     slow_staging(&site, 20);
     let mut deploy = Running::start(
@@ -279,9 +266,7 @@ fn a_pin_behind_a_killed_deploy_does_not_build_on_it() {
 /// code.
 #[test]
 fn rollback_to_an_older_generation_reverses_every_one_between() {
-    let (site, first) = Site::serving();
-    commit_votes(&site);
-    assert_status(&site.deploy(&["prod"]), 0);
+    let (site, first) = Site::voted();
     site.commit(
         &[
             ("polls/models.py", SCORE_MODEL),
@@ -312,8 +297,7 @@ fn rollback_to_an_older_generation_reverses_every_one_between() {
 /// `rollback` refuses, names the file, and changes nothing.
 #[test]
 fn a_damaged_record_stops_the_rollback() {
-    let site = Site::new();
-    assert_status(&site.deploy(&["staging"]), 0);
+    let (site, _) = Site::staged();
     commit_votes(&site);
     assert_status(&site.deploy(&["staging"]), 0);
     let second = site.generation_target("staging");
@@ -341,9 +325,7 @@ fn a_damaged_record_stops_the_rollback() {
 /// the journal is removed.
 #[test]
 fn an_undo_known_impossible_is_never_attempted() {
-    let mut site = Site::new();
-    site.hold_server();
-    assert_status(&site.deploy(&["prod"]), 0);
+    let (site, _) = Site::serving();
     let views = broken_views(&site);
     site.commit(
         &[
@@ -407,8 +389,7 @@ fn an_undo_known_impossible_is_never_attempted() {
 #[test]
 fn a_child_dies_with_djshim() {
     use std::os::unix::process::CommandExt;
-    let site = Site::new();
-    assert_status(&site.deploy(&["staging"]), 0);
+    let (site, _) = Site::staged();
     let slow = "from django.db import migrations\nimport time\n\n\ndef wait(apps, schema_editor):\n    \
                 time.sleep(4)\n\n\nclass Migration(migrations.Migration):\n    atomic = False\n    \
                 dependencies = [(\"polls\", \"0001_initial\")]\n    \
@@ -497,12 +478,14 @@ fn a_killed_deploy_leaves_no_shims_behind_the_next() {
     assert!(!shims.exists());
 }
 
-/// Appends `[instances.staging.deploy]` with these lines.
+/// Sets `[instances.staging.deploy]` to these lines (the config's last
+/// table: what a previous call wrote is replaced).
 fn staging_deploy(site: &Site, lines: &str) {
     let config = site.world.read("djshim.toml");
+    let head = config.split("[instances.staging.deploy]").next().unwrap();
     site.world.write(
         "djshim.toml",
-        &format!("{config}[instances.staging.deploy]\n{lines}\n"),
+        &format!("{head}[instances.staging.deploy]\n{lines}\n"),
     );
 }
 
@@ -581,8 +564,7 @@ fn server(site: &Site, family: &str, behaviour: &str) -> (Child, u16) {
 /// ends, a server that trickles its answer one byte at a time.
 #[test]
 fn health_probes_end_by_their_deadline() {
-    let site = Site::new();
-    assert_status(&site.deploy(&["staging"]), 0);
+    let (site, _) = Site::staged();
     let pid = site.world.path("leftover.pid");
     site.commit(&[("polls/extra.py", "X = 1\n")], "second");
     staging_deploy(
@@ -603,16 +585,12 @@ fn health_probes_end_by_their_deadline() {
     );
 
     site.commit(&[("polls/extra.py", "X = 2\n")], "third");
-    let config = site.world.read("djshim.toml");
-    let head = &config[..config.find("[instances.staging.deploy]").unwrap()];
-    site.world.write("djshim.toml", head);
     staging_deploy(&site, "health = [\"sleep\", \"600\"]\nhealth_timeout = 2");
     let (code, stderr) = bounded_deploy(&site, Duration::from_secs(60));
     assert_eq!(code, Some(3), "{stderr}");
     assert!(stderr.contains("not healthy within 2 s"), "{stderr}");
 
     let (mut trickle, port) = server(&site, "4", "trickle");
-    site.world.write("djshim.toml", head);
     staging_deploy(
         &site,
         &format!("health = \"http://127.0.0.1:{port}/health\"\nhealth_timeout = 2"),
@@ -631,8 +609,7 @@ fn health_probes_end_by_their_deadline() {
 /// machine's is untouched.
 #[test]
 fn a_silent_name_server_does_not_outlast_the_probe() {
-    let site = Site::new();
-    assert_status(&site.deploy(&["staging"]), 0);
+    let (site, _) = Site::staged();
     site.commit(&[("polls/extra.py", "X = 1\n")], "second");
     let silent = site.world.write(
         "silent.py",
@@ -775,9 +752,7 @@ fn squashed_migrations_are_recorded_and_reversed() {
 /// restart and the health probe; a failing one rolls the deploy back.
 #[test]
 fn after_steps_run_once_the_new_code_serves() {
-    let site = Site::new();
-    assert_status(&site.deploy(&["staging"]), 0);
-    let first = site.generation_target("staging");
+    let (site, first) = Site::staged();
     site.commit(&[("polls/extra.py", "X = 1\n")], "second");
     staging_deploy(
         &site,
@@ -798,9 +773,6 @@ fn after_steps_run_once_the_new_code_serves() {
         "{stderr}"
     );
     assert_eq!(site.generation_target("staging"), first);
-    let config = site.world.read("djshim.toml");
-    let head = &config[..config.find("[instances.staging.deploy]").unwrap()];
-    site.world.write("djshim.toml", head);
     staging_deploy(&site, "after = [[\"shell\", \"-c\", \"print('after')\"]]");
     let output = site.deploy(&["staging"]);
     assert_status(&output, 0);
@@ -819,8 +791,7 @@ fn after_steps_run_once_the_new_code_serves() {
 /// column — and says nothing of one that keeps it working.
 #[test]
 fn a_deploy_says_which_migrations_break_the_running_code() {
-    let site = Site::new();
-    assert_status(&site.deploy(&["staging"]), 0);
+    let (site, _) = Site::staged();
     commit_votes(&site);
     let output = site.deploy(&["staging"]);
     assert_status(&output, 0);
@@ -897,8 +868,7 @@ fn a_first_deploy_counts_what_would_break_older_code() {
 /// interrupted (the next run undoes it).
 #[test]
 fn history_shows_a_deploy_in_progress() {
-    let site = Site::new();
-    assert_status(&site.deploy(&["staging"]), 0);
+    let (site, _) = Site::staged();
     commit_votes(&site);
     site.arm("migrate-0002", "");
     let mut deploy = site

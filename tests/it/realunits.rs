@@ -472,7 +472,6 @@ fn the_units_directories_and_groups_are_the_accounts() {
     );
     m.ok(&["usermod", "-a", "-G", "sdgrp-extra", "sdgrp"]);
     start_with_tmpfiles(&guest);
-    let shim = guest.path("bin/sdgrp-prod");
     assert_eq!(get(m, port), "instance=prod questions=0\n");
     let owner = |path: &str| m.ok(&["stat", "-c", "%U:%G %a", path]).trim().to_owned();
     assert_eq!(owner("/var/lib/sdgrp-prod"), "sdgrp:sdgrp 750");
@@ -485,25 +484,35 @@ fn the_units_directories_and_groups_are_the_accounts() {
     assert_eq!(owner("/var/lib/sdgrp-prod/static-1"), "sdgrp:sdgrp 750");
     assert_eq!(owner("/srv/sdgrp/media"), "sdgrp:sdgrp 750");
 
-    let ids = |status: &str| -> Vec<String> {
+    let (server, by_shim) = server_and_shim_ids(&guest);
+    assert_eq!(server, by_shim);
+    let extra = m.ok(&["getent", "group", "sdgrp-extra"]);
+    let gid = extra.trim().split(':').nth(2).unwrap();
+    assert!(server[2].split(' ').any(|g| g == gid), "{server:?}");
+}
+
+/// The `Uid:`, `Gid:` and `Groups:` lines of /proc/PID/status (each
+/// word once spaced) of prod's server, and of a process prod's shim runs.
+fn server_and_shim_ids(guest: &Guest) -> (Vec<String>, Vec<String>) {
+    let m = guest.machine;
+    let project = project(guest);
+    let ids = |status: String| -> Vec<String> {
         status
             .lines()
             .filter(|l| ["Uid:", "Gid:", "Groups:"].iter().any(|k| l.starts_with(k)))
             .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
             .collect()
     };
-    let main = m.property("sdgrp-prod.service", "MainPID");
-    let server = ids(&m.ok(&["cat", &format!("/proc/{main}/status")]));
-    let by_shim = m.ok(&[
+    let main = m.property(&format!("{project}-prod.service"), "MainPID");
+    let server = ids(m.ok(&["cat", &format!("/proc/{main}/status")]));
+    let shim = guest.path(&format!("bin/{project}-prod"));
+    let by_shim = ids(m.ok(&[
         shim.as_str(),
         "shell",
         "-c",
         "print(open('/proc/self/status').read())",
-    ]);
-    assert_eq!(server, ids(&by_shim));
-    let extra = m.ok(&["getent", "group", "sdgrp-extra"]);
-    let gid = extra.trim().split(':').nth(2).unwrap();
-    assert!(server[2].split(' ').any(|g| g == gid), "{server:?}");
+    ]));
+    (server, by_shim)
 }
 
 /// `server.socket = "[::1]:PORT"` is written as systemd reads it: the
@@ -1012,24 +1021,10 @@ fn an_instance_group_is_the_units_group() {
     let owner = |path: &str| m.ok(&["stat", "-c", "%U:%G", path]).trim().to_owned();
     assert_eq!(owner("/var/lib/sdgid-prod"), "sdgid:sdgid-web");
     assert_eq!(owner("/srv/sdgid/media"), "sdgid:sdgid-web");
-    let main = m.property("sdgid-prod.service", "MainPID");
-    let gid = |status: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with("Gid:"))
-            .map(|l| l.split_whitespace().nth(1).unwrap().to_owned())
-            .unwrap()
-    };
-    let server = gid(&m.ok(&["cat", &format!("/proc/{main}/status")]));
-    let shim = guest.path("bin/sdgid-prod");
-    let by_shim = gid(&m.ok(&[
-        shim.as_str(),
-        "shell",
-        "-c",
-        "print(open('/proc/self/status').read())",
-    ]));
+    let (server, by_shim) = server_and_shim_ids(&guest);
     let web = m.ok(&["getent", "group", "sdgid-web"]);
-    assert_eq!(server, web.trim().split(':').nth(2).unwrap());
+    let gid = web.trim().split(':').nth(2).unwrap();
+    assert!(server[1].starts_with(&format!("Gid: {gid} ")), "{server:?}");
     assert_eq!(server, by_shim);
 }
 

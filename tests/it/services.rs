@@ -16,33 +16,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::accounts::accounts;
-use crate::support::{World, assert_status, from_cron, require, root, text, venv};
+use crate::support::{World, assert_status, from_cron, require, root, text};
 use crate::systemd::{Unit, free_port, http_get, verify};
 
 #[test]
-fn workers_units_match_their_golden_files() {
+fn services_units_match_their_golden_files() {
     let world = World::new();
     let config = root().join("tests/fixtures/services.toml");
     assert_status(
         &world.djshim(&["-c", config.as_str(), "systemd", "--out", "units"]),
         0,
     );
-    let mut names = Vec::new();
-    let mut files = std::collections::BTreeMap::new();
-    for entry in world.path("units").read_dir_utf8().unwrap() {
-        let entry = entry.unwrap();
-        if !entry.file_name().starts_with('.') {
-            names.push(entry.file_name().to_owned());
-            files.insert(
-                entry.file_name().to_owned(),
-                fs::read_to_string(entry.path()).unwrap(),
-            );
-        }
-    }
+    let files = crate::support::visible_files(&world.path("units"));
     crate::support::golden_dir("golden/services", |_| true, &files);
-    names.sort();
     assert_eq!(
-        names,
+        files.keys().collect::<Vec<_>>(),
         [
             "mywebsite-prod-celery.service",
             "mywebsite-prod-clearsessions.service",
@@ -59,41 +47,22 @@ fn workers_units_match_their_golden_files() {
 /// A world with the example project as `prod`, run by the test account,
 /// with a server on a socket, a management-command service, a python
 /// service, a job; state under /var/lib, media elsewhere.
-fn workers_world(port: u16) -> World {
-    let world = World::new();
-    world.release("pkg");
-    fs::create_dir_all(world.path("var")).unwrap();
-    world.write(
-        "djshim.toml",
-        &format!(
-            "project = \"mywebsite\"\nunits_dir = \"units\"\n[instances.prod]\npackage = \"{pkg}\"\n\
-             python = \"{venv}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
-             user = \"root\"\nstate_dir = \"var\"\nstatic_root = \"/var/lib/djshim-test-{port}/static\"\n\
-             media_root = \"/srv/djshim-test-{port}/media\"\n\
-             env = {{ MYWEBSITE_DB = \"{db}\", DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\" }}\n\
-             [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--workers\", \"2\"]\n\
-             socket = \"127.0.0.1:{port}\"\n\
-             [instances.prod.services.sendalerts]\nmanage = [\"sendalerts\"]\n\
-             [instances.prod.services.http]\ncommand = [\"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"0\"]\n\
-             [instances.prod.jobs.clearsessions]\nmanage = [\"clearsessions\"]\nschedule = \"@daily\"\n",
-            pkg = world.path("pkg"),
-            venv = venv(),
-            db = world.path("var/db.sqlite3"),
-        ),
-    );
-    world
+fn services_world(port: u16, user: &str) -> World {
+    World::example(&format!(
+        "user = \"{user}\"\nstate_dir = \"var\"\nstatic_root = \"/var/lib/djshim-test-{port}/static\"\n\
+         media_root = \"/srv/djshim-test-{port}/media\"\n\
+         [instances.prod.server]\ncommand = [\"-m\", \"gunicorn\", \"mywebsite.wsgi\", \"--workers\", \"2\"]\n\
+         socket = \"127.0.0.1:{port}\"\n\
+         [instances.prod.services.sendalerts]\nmanage = [\"sendalerts\"]\n\
+         [instances.prod.services.http]\ncommand = [\"-m\", \"http.server\", \"--bind\", \"127.0.0.1\", \"0\"]\n\
+         [instances.prod.jobs.clearsessions]\nmanage = [\"clearsessions\"]\nschedule = \"@daily\"\n",
+    ))
 }
 
 #[test]
 fn every_kind_of_unit_passes_systemd_analyze_verify() {
     accounts();
-    let world = workers_world(free_port());
-    world.write(
-        "djshim.toml",
-        &world
-            .read("djshim.toml")
-            .replace("user = \"root\"", "user = \"djshimt-app\""),
-    );
+    let world = services_world(free_port(), "djshimt-app");
     assert_status(&world.djshim(&["systemd"]), 0);
     let mut units = Vec::new();
     let mut kinds = std::collections::BTreeSet::new();
@@ -150,13 +119,7 @@ fn every_kind_of_unit_passes_systemd_analyze_verify() {
 fn the_units_create_the_directories_they_need() {
     let a = accounts();
     let port = free_port();
-    let world = workers_world(port);
-    world.write(
-        "djshim.toml",
-        &world
-            .read("djshim.toml")
-            .replace("user = \"root\"", "user = \"djshimt-app\""),
-    );
+    let world = services_world(port, "djshimt-app");
     assert_status(&world.djshim(&["systemd"]), 0);
     let server = Unit::parse(&world.read("units/mywebsite-prod.service"));
     assert_eq!(
@@ -202,7 +165,7 @@ fn the_units_create_the_directories_they_need() {
 /// running, and stops on SIGTERM as systemd stops it.
 #[test]
 fn a_service_runs_its_management_command() {
-    let world = workers_world(free_port());
+    let world = services_world(free_port(), "root");
     assert_status(&world.djshim(&["generate"]), 0);
     assert_status(&world.djshim(&["systemd"]), 0);
     let unit = Unit::parse(&world.read("units/mywebsite-prod-sendalerts.service"));
@@ -274,7 +237,7 @@ for line in sys.stdin:
 /// Restarts of the server while a client sends requests: how many fail.
 fn requests_lost_in_restarts(socket: bool) -> (usize, usize) {
     let port = free_port();
-    let world = workers_world(port);
+    let world = services_world(port, "root");
     let mut config = world.read("djshim.toml");
     if !socket {
         config = config

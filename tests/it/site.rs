@@ -199,10 +199,33 @@ impl Site {
     /// A site whose prod runs its first deploy, its server held; the
     /// package of that first generation.
     pub(crate) fn serving() -> (Site, Utf8PathBuf) {
-        let mut site = Site::new();
+        Site::serving_on(None)
+    }
+
+    /// [`Site::serving`], on PostgreSQL with `Some` (its socket directory).
+    pub(crate) fn serving_on(postgres: Option<&Utf8Path>) -> (Site, Utf8PathBuf) {
+        let mut site = Site::with(postgres);
         site.hold_server();
         assert_status(&site.deploy(&["prod"]), 0);
         let first = site.generation_target("prod");
+        (site, first)
+    }
+
+    /// A site whose prod serves its second deploy, the votes migration
+    /// ([`commit_votes`]); the package of the first generation.
+    pub(crate) fn voted() -> (Site, Utf8PathBuf) {
+        let (site, first) = Site::serving();
+        commit_votes(&site);
+        assert_status(&site.deploy(&["prod"]), 0);
+        (site, first)
+    }
+
+    /// A site whose staging runs its first deploy (no server held); the
+    /// package of that generation.
+    pub(crate) fn staged() -> (Site, Utf8PathBuf) {
+        let site = Site::new();
+        assert_status(&site.deploy(&["staging"]), 0);
+        let first = site.generation_target("staging");
         (site, first)
     }
 
@@ -256,10 +279,37 @@ impl Site {
         git(&self.repo, &["rev-parse", "HEAD"])
     }
 
+    /// Adds `lines` (TOML) to prod's `[deploy]` table.
+    pub(crate) fn prod_deploy(&self, lines: &str) {
+        self.reconfigure(
+            "health_timeout = 8\n",
+            &format!("health_timeout = 8\n{lines}\n"),
+        );
+    }
+
+    /// Replaces `from` (which must be there) in djshim.toml by `to`.
+    #[track_caller]
+    pub(crate) fn reconfigure(&self, from: &str, to: &str) {
+        let config = self.world.read("djshim.toml");
+        assert!(config.contains(from), "no `{from}` in:\n{config}");
+        self.world
+            .write("djshim.toml", &config.replacen(from, to, 1));
+    }
+
     pub(crate) fn deploy(&self, args: &[&str]) -> std::process::Output {
         let mut all = vec!["deploy"];
         all.extend(args);
         self.world.djshim(&all)
+    }
+
+    /// `djshim ARGS` started, its stderr piped (stdout goes nowhere).
+    pub(crate) fn spawn(&self, args: &[&str]) -> Child {
+        self.world
+            .djshim_cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     /// What prod's /health and / answer now.
@@ -382,13 +432,7 @@ pub(crate) fn stopped_at(
     keys: &[&str],
     signal: &str,
 ) -> (String, std::process::ExitStatus) {
-    let mut child = site
-        .world
-        .djshim_cmd(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = site.spawn(args);
     let reader = drain(child.stderr.take().unwrap());
     for key in keys {
         let inside = site.world.path(&format!("gates/{key}.inside"));

@@ -170,6 +170,38 @@ impl World {
         to
     }
 
+    /// A world holding the example project's release at `pkg` and an
+    /// empty `var`, and a djshim.toml whose instance `prod` (of project
+    /// `mywebsite`, units in `units`) runs that package with the test
+    /// venv's Python on `var/db.sqlite3`; `rest` follows (more keys of
+    /// `[instances.prod]`, then tables).
+    pub fn example(rest: &str) -> World {
+        let world = World::new();
+        world.release("pkg");
+        fs::create_dir_all(world.path("var")).unwrap();
+        world.write(
+            "djshim.toml",
+            &format!(
+                "project = \"mywebsite\"\nunits_dir = \"units\"\n[instances.prod]\npackage = \"{pkg}\"\n\
+                 python = \"{venv}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\n\
+                 env = {{ MYWEBSITE_DB = \"{db}\", DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\" }}\n{rest}",
+                pkg = world.path("pkg"),
+                venv = venv(),
+                db = world.path("var/db.sqlite3"),
+            ),
+        );
+        world
+    }
+
+    /// `djshim build` here, its Nix builds with the tests' `NIX_CONFIG`.
+    pub fn nix_build(&self) -> Output {
+        require("nix-build", "nix-bin");
+        self.djshim_cmd(&["build"])
+            .env("NIX_CONFIG", NIX_CONFIG)
+            .output()
+            .unwrap()
+    }
+
     /// `djshim ARGS` in this world's directory, with a sealed environment.
     pub fn djshim(&self, args: &[&str]) -> Output {
         self.djshim_cmd(args).output().unwrap()
@@ -231,6 +263,20 @@ pub fn from_cron(program: impl AsRef<std::ffi::OsStr>, args: &[&str]) -> Output 
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap()
+}
+
+/// The files of `dir` that djshim writes for others (not its dot-files:
+/// manifests, locks), by name, each with its text.
+pub fn visible_files(dir: &Utf8Path) -> std::collections::BTreeMap<String, String> {
+    dir.read_dir_utf8()
+        .unwrap()
+        .map(Result::unwrap)
+        .filter(|entry| !entry.file_name().starts_with('.'))
+        .map(|entry| {
+            let text = fs::read_to_string(entry.path()).unwrap();
+            (entry.file_name().to_owned(), text)
+        })
+        .collect()
 }
 
 /// The index of the first line of `text` that starts with `prefix`, for

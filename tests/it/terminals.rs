@@ -11,7 +11,7 @@ use std::process::Command;
 use camino::Utf8Path;
 
 use crate::accounts::{accounts, world};
-use crate::support::{CRON_PATH, assert_status, require, text};
+use crate::support::{CRON_PATH, assert_status, from_cron, require, text};
 
 /// Root's shell and its terminal. The shell runs the command in a
 /// foreground process group of its own (as an interactive shell does),
@@ -105,15 +105,9 @@ elif what == "fds":
 fn on_terminal(dir: &Utf8Path, mode: &str, shim: &Utf8Path, args: &[&str]) -> String {
     let shell = dir.join("shell.py");
     fs::write(&shell, SHELL).unwrap();
-    let output = Command::new(require("python3", "python3-minimal"))
-        .arg(&shell)
-        .arg(mode)
-        .arg(shim)
-        .args(args)
-        .env_clear()
-        .env("PATH", CRON_PATH)
-        .output()
-        .unwrap();
+    let mut words = vec![shell.as_str(), mode, shim.as_str()];
+    words.extend(args);
+    let output = from_cron(require("python3", "python3-minimal"), &words);
     assert_status(&output, 0);
     text(&output).0
 }

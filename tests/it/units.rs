@@ -19,23 +19,11 @@ use crate::systemd::{Unit, env_file, free_port, serve, stop, verify};
 /// for instance `prod`. It runs as root (`user = "root"`, said explicitly):
 /// the test venv's interpreter may live where other accounts cannot reach.
 fn world(server: &str, extra: &str) -> World {
-    let world = World::new();
-    world.release("pkg");
-    fs::create_dir_all(world.path("var")).unwrap();
-    world.write(
-        "djshim.toml",
-        &format!(
-            "project = \"mywebsite\"\nunits_dir = \"units\"\n[instances.prod]\npackage = \"{pkg}\"\n\
-             python = \"{venv}/bin/python3\"\nsettings = \"mywebsite.settings.production\"\nuser = \"root\"\n\
-             state_dir = \"var\"\nstatic_root = \"var/static\"\nenv_file = [\"prod.env\"]\n\
-             env = {{ MYWEBSITE_DB = \"{db}\", DJANGO_ALLOWED_HOSTS = \"127.0.0.1,localhost\" }}\n{extra}\n\
-             [instances.prod.server]\ncommand = {server}\n\
-             [instances.prod.jobs.clearsessions]\nmanage = [\"clearsessions\"]\nschedule = \"17 3 * * *\"\n",
-            pkg = world.path("pkg"),
-            venv = venv(),
-            db = world.path("var/db.sqlite3"),
-        ),
-    );
+    let world = World::example(&format!(
+        "user = \"root\"\nstate_dir = \"var\"\nstatic_root = \"var/static\"\nenv_file = [\"prod.env\"]\n{extra}\n\
+         [instances.prod.server]\ncommand = {server}\n\
+         [instances.prod.jobs.clearsessions]\nmanage = [\"clearsessions\"]\nschedule = \"17 3 * * *\"\n",
+    ));
     let secrets = world.write("prod.env", "DJANGO_SECRET_KEY=from the env file\n");
     fs::set_permissions(
         &secrets,
@@ -100,16 +88,7 @@ fn unit_files_match_their_golden_files() {
         &world.djshim(&["-c", config.as_str(), "systemd", "--out", "units"]),
         0,
     );
-    let mut files = BTreeMap::new();
-    for entry in world.path("units").read_dir_utf8().unwrap() {
-        let entry = entry.unwrap();
-        if !entry.file_name().starts_with('.') {
-            files.insert(
-                entry.file_name().to_owned(),
-                fs::read_to_string(entry.path()).unwrap(),
-            );
-        }
-    }
+    let mut files = crate::support::visible_files(&world.path("units"));
     let output = world.djshim(&["-c", config.as_str(), "cron", "--bin", "/usr/local/bin"]);
     assert_status(&output, 0);
     files.insert("crontab".into(), text(&output).0);
