@@ -434,6 +434,11 @@ pub struct Prepared {
     pub content_hash: String,
     /// The instance runs it already: a deploy would change nothing.
     pub already: bool,
+    /// With `already`: the deploy that put it there applied migrations
+    /// (and they were not reversed since). In a rollout run again after
+    /// it was cut short, the first host says so, and the hosts not
+    /// switched yet run code older than the schema: they are held again.
+    pub migrated: bool,
     /// The candidate's new migrations (`app.name`), and those of them that
     /// cannot be reversed.
     pub new_migrations: Vec<String>,
@@ -473,12 +478,16 @@ pub fn prepare(
     };
     let asked = ask(&questions, &mut shims, candidate, allow_irreversible)?;
     let (package, already, migrations) = match asked {
-        Asked::Already { package, .. } => (package, true, None),
+        Asked::Already { number, package } => {
+            let record = Record::of(&profile, number)?;
+            let migrated = record.is_some_and(|r| !r.targets.is_empty() && !r.reversed);
+            (package, Some(migrated), None)
+        }
         Asked::New {
             package,
             migrations,
             ..
-        } => (package, false, Some(migrations)),
+        } => (package, None, Some(migrations)),
     };
     // A hash the candidate named was checked by the questions already.
     let content_hash = match candidate.hash {
@@ -491,7 +500,8 @@ pub fn prepare(
         instance: name.to_owned(),
         package,
         content_hash,
-        already,
+        already: already.is_some(),
+        migrated: already == Some(true),
         new_migrations: migrations
             .as_ref()
             .map(|m| {

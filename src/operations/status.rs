@@ -94,9 +94,7 @@ pub fn status(model: &Model, names: &[String]) -> Result<Vec<Status>, Error> {
                 status.healthy = Record::of(&profile, n)?.map(|r| r.healthy);
             }
             let flag = crate::layout::window(&profile.dir, &profile.name);
-            status.window_until = std::fs::read_to_string(&flag)
-                .ok()
-                .and_then(|text| text.trim().parse().ok());
+            status.window_until = super::window::until(&flag);
             status.unfinished = JournalFile::new(&profile)
                 .read()?
                 .map(|journal| Unfinished {

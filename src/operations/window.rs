@@ -136,8 +136,16 @@ pub fn write(flag: &Utf8Path, seconds: u64) -> Result<(), Error> {
 
 /// When the window of `flag` ends, if one is open.
 pub fn deadline(flag: &Utf8Path) -> Option<Instant> {
-    let at: u64 = std::fs::read_to_string(flag).ok()?.trim().parse().ok()?;
+    let at = until(flag)?;
     Some(Instant::now() + Duration::from_secs(at.saturating_sub(epoch_seconds())))
+}
+
+/// The deadline of the window of `flag`, in seconds since the epoch, if
+/// one is open: a file whose deadline has passed is a window that ended
+/// (window.py let the launcher serve then), not one to renew.
+pub fn until(flag: &Utf8Path) -> Option<u64> {
+    let at: u64 = std::fs::read_to_string(flag).ok()?.trim().parse().ok()?;
+    (at > epoch_seconds()).then_some(at)
 }
 
 fn epoch_seconds() -> u64 {
@@ -284,4 +292,22 @@ fn children(pid: i32) -> Vec<i32> {
         .filter(|p| p.ppid == pid)
         .map(|p| p.pid)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_whose_deadline_passed_is_not_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = Utf8Path::from_path(dir.path()).unwrap().join("window");
+        assert_eq!(until(&flag), None);
+        let now = epoch_seconds();
+        for (at, open) in [(now - 5, false), (now, false), (now + 30, true)] {
+            std::fs::write(&flag, format!("{at}\n")).unwrap();
+            assert_eq!(until(&flag), open.then_some(at), "deadline {at}, now {now}");
+            assert_eq!(deadline(&flag).is_some(), open);
+        }
+    }
 }

@@ -819,4 +819,27 @@ fn a_prepare_asks_what_a_deploy_asks_and_changes_nothing() {
         format!("prod: already runs {package}; nothing to do\n")
     );
     assert_ne!(package, first.as_str());
+    // Run again after a rollout was cut short, the first host says that
+    // the deploy that put the release there migrated (the hosts not
+    // switched yet are held again); a deploy without migrations did not.
+    let prepared = |path: &str| -> serde_json::Value {
+        let output = site.deploy(&["prod", "--path", path, "--prepare", "--json"]);
+        assert_status(&output, 0);
+        serde_json::from_str(&text(&output).0).unwrap()
+    };
+    let again = prepared(&package);
+    assert_eq!(
+        (&again["already"], &again["migrated"]),
+        (&true.into(), &true.into()),
+        "{again:#}"
+    );
+    site.commit(&[("polls/extra.py", "X = 1\n")], "no migration");
+    assert_status(&site.deploy(&["prod"]), 0);
+    let third = site.generation_target("prod");
+    let again = prepared(third.as_str());
+    assert_eq!(
+        (&again["already"], &again["migrated"]),
+        (&true.into(), &false.into()),
+        "{again:#}"
+    );
 }

@@ -603,12 +603,17 @@ fn kill_while_host_2_pauses(fleet: &Fleet, vars: &serde_json::Value) {
 
 /// The controller killed (`kill -9` of ansible-playbook and every process
 /// it started) while host 2 deploys: every host is on one generation or
-/// the other, none half way; the rollout run again converges every host
-/// on the new release, and the rollback playbook then every host (and the
-/// database) on the old one.
+/// the other, none half way; the rollout run again holds host 3 again
+/// (the first run's window on it ran out: host 3 runs code older than the
+/// schema) and converges every host on the new release, and the rollback
+/// playbook then every host (and the database) on the old one.
 #[test]
 fn a_killed_controller_leaves_no_host_half_way_and_a_second_run_converges() {
-    let fleet = Fleet::boot("ki", 3, "after = [[\"pause\"]]");
+    let fleet = Fleet::boot(
+        "ki",
+        3,
+        "after = [[\"pause\"]]\nwindow = \"stop\"\nwindow_timeout = 10",
+    );
     let deb = &fleet.deb;
     let pause = ("polls/management/commands/pause.py", PAUSE.to_owned());
     let v1 = fleet.release("mywebsite-v1", &files(std::slice::from_ref(&pause)));
@@ -641,8 +646,32 @@ fn a_killed_controller_leaves_no_host_half_way_and_a_second_run_converges() {
         );
     }
 
-    run("djshim.django.rollout", &rollout_vars(&v2, deb));
+    let [h1, h2, h3] = [0, 1, 2].map(|i| &fleet.hosts[i].name);
+    assert_eq!(fleet.hosts[2].status()["package"], v1_at.as_str());
+    wait_until("the first run's window on host 3 runs out", || {
+        fleet.hosts[2].status()["window_until"].is_null()
+    });
+
+    let output = fleet
+        .playbook("djshim.django.rollout", &rollout_vars(&v2, deb), &[])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", shown(&output));
+    let stdout = text(&output).0;
+    let hold = stdout
+        .split("TASK [")
+        .find(|task| task.contains("Hold every other host"))
+        .unwrap_or_else(|| panic!("no hold task:\n{stdout}"));
+    assert!(
+        hold.contains(&format!("changed: [{h1} -> {h3}] => (item={h3})")),
+        "host 3 not held again:\n{hold}"
+    );
+    assert!(
+        !hold.contains(&format!("-> {h2}]")),
+        "host 2, on the release already, held:\n{hold}"
+    );
     fleet.assert_all_on(&v2_at);
+    assert!(fleet.hosts[2].status()["window_until"].is_null());
     assert_eq!(
         fleet.sql("SELECT string_agg(what, ' ') FROM rollout_log"),
         "forward"
