@@ -273,10 +273,13 @@ fn systemd(model: &Model, args: &SystemdArgs, out: &mut dyn Write) -> Result<Exi
         .collect();
     if !removed.is_empty() && !args.write.dry_run {
         let units = removed.join(" ");
-        eprintln!(
-            "djshim: {units} removed: systemd runs them until they are stopped\n  = help: \
-             `systemctl stop {units} && systemctl daemon-reload && systemctl reset-failed`"
-        );
+        let notice = crate::error::Notice {
+            message: format!("{units} removed: systemd runs them until they are stopped"),
+            help: format!(
+                "`systemctl stop {units} && systemctl daemon-reload && systemctl reset-failed`"
+            ),
+        };
+        eprintln!("djshim: {notice}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -146,6 +146,19 @@ impl Error {
     }
 }
 
+/// What djshim says without failing (a warning), laid out as a problem
+/// is: the message, then the fix.
+pub struct Notice {
+    pub message: String,
+    pub help: String,
+}
+
+impl fmt::Display for Notice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\n  = help: {}", self.message, self.help)
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
