@@ -495,8 +495,34 @@ fn a_window_on_every_host_keeps_a_dropped_column_from_the_old_code() {
     run("djshim.django.rollout", &rollout_vars(&v1, deb));
 
     let loops = clients(&fleet);
-    run("djshim.django.rollout", &rollout_vars(&v2, deb));
+    let output = fleet
+        .playbook("djshim.django.rollout", &rollout_vars(&v2, deb), &[])
+        .output()
+        .unwrap();
     let seen = finish(&fleet, loops);
+    assert!(output.status.success(), "{}", shown(&output));
+    // The first batch opens the windows of hosts 2 and 3; the second
+    // renews host 3's before host 2 deploys; the third holds nothing.
+    let [h1, h2, h3] = [0, 1, 2].map(|i| &fleet.hosts[i].name);
+    let stdout = text(&output).0;
+    let holds: Vec<&str> = stdout
+        .split("TASK [")
+        .filter(|task| task.contains("Hold every host not switched yet"))
+        .collect();
+    assert_eq!(holds.len(), 3, "{stdout}");
+    for (hold, held) in holds.iter().zip([
+        vec![
+            format!("changed: [{h1} -> {h2}] => (item={h2})"),
+            format!("changed: [{h1} -> {h3}] => (item={h3})"),
+        ],
+        vec![format!("ok: [{h2} -> {h3}] => (item={h3})")],
+        vec![],
+    ]) {
+        for line in &held {
+            assert!(hold.contains(line.as_str()), "no `{line}` in:\n{hold}");
+        }
+        assert_eq!(hold.matches(" -> ").count(), held.len(), "{hold}");
+    }
     for (host, seen) in fleet.hosts.iter().zip(&seen) {
         assert_eq!(seen["failures"], 0, "{}: {seen}", host.name);
         assert!(
@@ -660,7 +686,7 @@ fn a_killed_controller_leaves_no_host_half_way_and_a_second_run_converges() {
     let stdout = text(&output).0;
     let hold = stdout
         .split("TASK [")
-        .find(|task| task.contains("Hold every other host"))
+        .find(|task| task.contains("Hold every host not switched yet"))
         .unwrap_or_else(|| panic!("no hold task:\n{stdout}"));
     assert!(
         hold.contains(&format!("changed: [{h1} -> {h3}] => (item={h3})")),
