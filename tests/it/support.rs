@@ -426,9 +426,15 @@ pub fn toml_str(s: &str) -> String {
 }
 
 /// Whether golden files are to be rewritten: `DJSHIM_BLESS=1` (any other
-/// value, `0` too, compares).
+/// value, `0` too, compares). Never under `CI=true`: there every golden
+/// test would pass on whatever the code wrote.
 fn blessing() -> bool {
-    std::env::var_os("DJSHIM_BLESS").is_some_and(|v| v == "1")
+    let bless = std::env::var_os("DJSHIM_BLESS").is_some_and(|v| v == "1");
+    assert!(
+        !(bless && std::env::var_os("CI").is_some_and(|v| v == "true")),
+        "DJSHIM_BLESS=1 with CI=true: golden files would be rewritten, not compared; unset one"
+    );
+    bless
 }
 
 /// A directory of golden files (under tests/), compared whole: the names
