@@ -43,7 +43,7 @@ pub fn hold(model: &Model, name: &str, open_it: bool, say: Say) -> Result<Held, 
         ));
     };
     let flag = crate::layout::window(&world.profile.dir, &world.profile.name);
-    let is_open = window::deadline(&flag).is_some();
+    let is_open = window::until(&flag).is_some();
     let (steps, result) = match (open_it, is_open) {
         // Open already: a new deadline, and the launcher checked to hold.
         (true, true) => (

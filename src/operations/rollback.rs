@@ -178,7 +178,7 @@ fn rollback_plan(
         .any(|p| matches!(p.step, Step::MigrateBack { .. }));
     // A window an engine opened (`djshim window open`, on every host of
     // a rollout) is renewed and closed after the restart, as a deploy's.
-    let opened = window::deadline(&crate::layout::window(&profile.dir, &profile.name)).is_some();
+    let opened = window::until(&crate::layout::window(&profile.dir, &profile.name)).is_some();
     let (open, close) = ((migrates_back || opened) && now.is_some())
         .then(|| window::steps(instance))
         .flatten()

@@ -134,9 +134,12 @@ pub fn write(flag: &Utf8Path, seconds: u64) -> Result<(), Error> {
     crate::write::write_atomic(dir, name, deadline.as_bytes(), 0o644)
 }
 
-/// When the window of `flag` ends, if one is open.
+/// The deadline of the window file `flag`, if there is one: now, when it
+/// has passed, so that a step started after it is stopped at once (the
+/// launcher serves again by then). Whether a window is open is
+/// [`until`]'s.
 pub fn deadline(flag: &Utf8Path) -> Option<Instant> {
-    let at = until(flag)?;
+    let at: u64 = std::fs::read_to_string(flag).ok()?.trim().parse().ok()?;
     Some(Instant::now() + Duration::from_secs(at.saturating_sub(epoch_seconds())))
 }
 
@@ -307,7 +310,15 @@ mod tests {
         for (at, open) in [(now - 5, false), (now, false), (now + 30, true)] {
             std::fs::write(&flag, format!("{at}\n")).unwrap();
             assert_eq!(until(&flag), open.then_some(at), "deadline {at}, now {now}");
-            assert_eq!(deadline(&flag).is_some(), open);
+            // A step bounded by a window that ended is stopped at once.
+            let left = deadline(&flag)
+                .unwrap()
+                .saturating_duration_since(Instant::now());
+            assert_eq!(
+                left > Duration::from_secs(20),
+                open,
+                "deadline {at}, now {now}"
+            );
         }
     }
 }
