@@ -199,6 +199,8 @@ fn open<'m>(
             None => false,
         },
     };
+    // After the recovery, which may still be in a killed run's window.
+    window::forget_ended(&crate::layout::window(&profile.dir, &profile.name))?;
     Ok((world, recovered))
 }
 

@@ -143,6 +143,16 @@ pub fn deadline(flag: &Utf8Path) -> Option<Instant> {
     Some(Instant::now() + Duration::from_secs(at.saturating_sub(epoch_seconds())))
 }
 
+/// Removes the window file `flag` when its deadline has passed: that
+/// window has ended (its launcher serves), and the file would bound the
+/// steps of the next plan as if one were open, stopping each at once.
+pub fn forget_ended(flag: &Utf8Path) -> Result<(), Error> {
+    if flag.exists() && until(flag).is_none() {
+        write(flag, 0)?;
+    }
+    Ok(())
+}
+
 /// The deadline of the window of `flag`, in seconds since the epoch, if
 /// one is open: a file whose deadline has passed is a window that ended
 /// (window.py let the launcher serve then), not one to renew.

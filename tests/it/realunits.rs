@@ -1327,7 +1327,8 @@ fn the_window_holds_requests_through_the_migration_alone() {
 /// every host while one migrates the shared database): open, requests wait
 /// and none fails; open again, only the deadline is renewed; a deploy on
 /// the open window switches, restarts and closes it; close with none open
-/// says so, and an open then close serves the same code again.
+/// says so, and an open then close serves the same code again; a window
+/// that ran out is closed.
 #[test]
 fn an_engine_holds_the_window_open_across_a_migration_elsewhere() {
     let port = 8115;
@@ -1370,6 +1371,35 @@ fn an_engine_holds_the_window_open_across_a_migration_elsewhere() {
         "prod: window closed: the server starts what the profile points at\n"
     );
     assert_eq!(get(guest.machine, port), "instance=prod questions=0\n");
+
+    // A window that ran out is closed (its launcher serves): `status` says
+    // none, a rollback plans none (and its file, removed, bounds none of
+    // its steps), and `open` opens it afresh. Before, its file counted as
+    // an open window: the renewal's check that the launcher holds failed,
+    // and so did `open`; and the file's passed deadline stopped each step
+    // of the rollback at once.
+    site.configure(port, "window = \"stop\"\nwindow_timeout = 2");
+    guest.djshim_ok(&["window", "prod", "open"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(get(guest.machine, port), "instance=prod questions=0\n");
+    assert!(flag.exists());
+    let status: serde_json::Value =
+        serde_json::from_str(&guest.djshim_ok(&["status", "--json", "prod"])).unwrap();
+    assert_eq!(
+        status["instances"]["prod"]["window_until"],
+        serde_json::Value::Null
+    );
+    assert_status(&guest.djshim(&["rollback", "prod"]), 0);
+    assert!(
+        !flag.exists(),
+        "the ended window's file bounds no later step"
+    );
+    assert_eq!(
+        guest.djshim_ok(&["window", "prod", "open"]),
+        "prod: window open (`stop`): no old code serves\n"
+    );
+    guest.djshim_ok(&["window", "prod", "close"]);
+    site.configure(port, "window = \"stop\"");
 
     // The same through the Ansible collection's module, run by the real
     // ansible-playbook inside the container, where systemd is.
