@@ -9,7 +9,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::machine::{Guest, Machine, machine, python};
-use crate::support::{assert_status, text};
+use crate::support::{Expect, assert_status, text};
 
 const CLIENT: &str = include_str!("../nspawn/client.py");
 
@@ -1323,6 +1323,43 @@ fn the_window_holds_requests_through_the_migration_alone() {
     assert_eq!(prod["healthy"], true, "{prod:#}");
 }
 
+/// A window that ran out is closed (its launcher serves): `status` says
+/// none, a rollback plans none (and its file, removed, bounds none of its
+/// steps), and `open` opens it afresh. Before, its file counted as an
+/// open window: the renewal's check that the launcher holds failed, and
+/// so did `open`; and the file's passed deadline stopped each step of the
+/// rollback at once.
+fn an_ended_window_is_closed(site: &DeploySite, port: u16, flag: &camino::Utf8Path) {
+    let guest = &site.guest;
+    site.configure(port, "window = \"stop\"\nwindow_timeout = 2");
+    guest.djshim_ok(&["window", "prod", "open"]);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(get(guest.machine, port), "instance=prod questions=0\n");
+    assert!(flag.exists());
+    let status: serde_json::Value =
+        serde_json::from_str(&guest.djshim_ok(&["status", "--json", "prod"])).unwrap();
+    assert_eq!(
+        status["instances"]["prod"]["window_until"],
+        serde_json::Value::Null
+    );
+    let (_, stderr) = Expect::new()
+        .stdout_has("prod: generation 2 -> 1: ")
+        .stderr_has("djshim: rollback: manage.py migrate --noinput: done in ")
+        .stderr_has("djshim: rollback: health: done in ")
+        .check(&guest.djshim(&["rollback", "prod"]));
+    assert!(!stderr.contains("window"), "{stderr}");
+    assert!(
+        !flag.exists(),
+        "the ended window's file bounds no later step"
+    );
+    assert_eq!(
+        guest.djshim_ok(&["window", "prod", "open"]),
+        "prod: window open (`stop`): no old code serves\n"
+    );
+    guest.djshim_ok(&["window", "prod", "close"]);
+    site.configure(port, "window = \"stop\"");
+}
+
 /// `djshim window prod open|close` (SPEC section 10: the window held on
 /// every host while one migrates the shared database): open, requests wait
 /// and none fails; open again, only the deadline is renewed; a deploy on
@@ -1372,34 +1409,7 @@ fn an_engine_holds_the_window_open_across_a_migration_elsewhere() {
     );
     assert_eq!(get(guest.machine, port), "instance=prod questions=0\n");
 
-    // A window that ran out is closed (its launcher serves): `status` says
-    // none, a rollback plans none (and its file, removed, bounds none of
-    // its steps), and `open` opens it afresh. Before, its file counted as
-    // an open window: the renewal's check that the launcher holds failed,
-    // and so did `open`; and the file's passed deadline stopped each step
-    // of the rollback at once.
-    site.configure(port, "window = \"stop\"\nwindow_timeout = 2");
-    guest.djshim_ok(&["window", "prod", "open"]);
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(get(guest.machine, port), "instance=prod questions=0\n");
-    assert!(flag.exists());
-    let status: serde_json::Value =
-        serde_json::from_str(&guest.djshim_ok(&["status", "--json", "prod"])).unwrap();
-    assert_eq!(
-        status["instances"]["prod"]["window_until"],
-        serde_json::Value::Null
-    );
-    assert_status(&guest.djshim(&["rollback", "prod"]), 0);
-    assert!(
-        !flag.exists(),
-        "the ended window's file bounds no later step"
-    );
-    assert_eq!(
-        guest.djshim_ok(&["window", "prod", "open"]),
-        "prod: window open (`stop`): no old code serves\n"
-    );
-    guest.djshim_ok(&["window", "prod", "close"]);
-    site.configure(port, "window = \"stop\"");
+    an_ended_window_is_closed(&site, port, &flag);
 
     // The same through the Ansible collection's module, run by the real
     // ansible-playbook inside the container, where systemd is.
