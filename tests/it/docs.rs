@@ -88,6 +88,55 @@ fn collect(table: &DeTable<'_>, parent: &str, keys: &mut Vec<String>) {
 }
 
 /// `.ci/run` runs exactly the test command the README gives.
+/// Every unit test runs: a binary whose tests `cargo test` skips (`test =
+/// false`, to keep an empty run out of the log) holds none. The helper's
+/// tests once went unrun for sessions this way.
+#[test]
+fn no_unit_test_is_in_a_target_whose_tests_are_skipped() {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        bin: Vec<Bin>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Bin {
+        name: String,
+        path: Option<String>,
+        test: Option<bool>,
+    }
+    let text = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let manifest: Manifest = toml::from_str(&text).unwrap();
+    for bin in manifest.bin.iter().filter(|b| b.test == Some(false)) {
+        let path = bin.path.clone().unwrap_or_else(|| {
+            if bin.name == "djshim" {
+                "src/main.rs".to_owned()
+            } else {
+                format!("src/bin/{}.rs", bin.name)
+            }
+        });
+        // The binary's own files: its main file, and its folder when it
+        // has one under src/bin/.
+        let main = root().join(&path);
+        let mut files = vec![main.clone()];
+        if main.parent().unwrap().parent() == Some(root().join("src/bin").as_path()) {
+            files = main
+                .parent()
+                .unwrap()
+                .read_dir_utf8()
+                .unwrap()
+                .map(|e| e.unwrap().path().to_owned())
+                .collect();
+        }
+        for file in files {
+            let source = std::fs::read_to_string(&file).unwrap();
+            assert!(
+                !source.contains("#[cfg(test)]"),
+                "{file} has unit tests, but Cargo.toml says `test = false` for `{}`: they never run",
+                bin.name
+            );
+        }
+    }
+}
+
 #[test]
 fn ci_runs_the_readme_test_command() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
