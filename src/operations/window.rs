@@ -139,7 +139,7 @@ pub fn write(flag: &Utf8Path, seconds: u64) -> Result<(), Error> {
 /// launcher serves again by then). Whether a window is open is
 /// [`until`]'s.
 pub fn deadline(flag: &Utf8Path) -> Option<Instant> {
-    let at: u64 = std::fs::read_to_string(flag).ok()?.trim().parse().ok()?;
+    let at = stamped(flag)?;
     Some(Instant::now() + Duration::from_secs(at.saturating_sub(epoch_seconds())))
 }
 
@@ -157,8 +157,12 @@ pub fn forget_ended(flag: &Utf8Path) -> Result<(), Error> {
 /// one is open: a file whose deadline has passed is a window that ended
 /// (window.py let the launcher serve then), not one to renew.
 pub fn until(flag: &Utf8Path) -> Option<u64> {
-    let at: u64 = std::fs::read_to_string(flag).ok()?.trim().parse().ok()?;
-    (at > epoch_seconds()).then_some(at)
+    stamped(flag).filter(|at| *at > epoch_seconds())
+}
+
+/// The deadline written in the window file `flag`, passed or not.
+fn stamped(flag: &Utf8Path) -> Option<u64> {
+    std::fs::read_to_string(flag).ok()?.trim().parse().ok()
 }
 
 fn epoch_seconds() -> u64 {
